@@ -57,7 +57,9 @@ def generate(out: Path = ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m protos.generate", description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT, help="root to write protos/*_pb2*.py under")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT, help="root to write protos/*_pb2*.py under"
+    )
     ns = parser.parse_args(argv)
     try:
         written = generate(ns.out)
