@@ -1,0 +1,558 @@
+"""The node's training core: a job's config and data set in, epochs and a model out.
+
+No networking here: the executor calls :meth:`Trainer.run` in a worker thread, passes
+``on_epoch`` to report progress and store checkpoints, and ``should_stop`` to cancel.
+
+How an epoch runs: the training split lives on the device; each epoch draws a
+permutation from ``fold_in(shuffle_key, epoch)`` and runs the steps as a few *chunks*,
+each one jitted ``lax.scan`` over batches gathered on the device by that permutation.
+The train state is donated to each chunk; the host waits once per chunk (for its
+summed metrics) while the next chunk is already queued. The last batch of an epoch is
+padded to full size and masked, so shapes never change. Chunks are sized to take
+about ``chunk_seconds`` (measured on the first chunk unless ``steps_per_chunk`` is
+given), which bounds how long ``should_stop`` waits. The dropout key of a step is
+``fold_in(dropout_key, step)``, so a run resumed from a checkpoint replays exactly the
+steps of an uninterrupted one (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from node import checkpoint
+from node.datasets import Dataset
+from node.models import Model, build_model, parse_model_definition
+
+__all__ = [
+    "EpochResult", "TrainConfig", "TrainResult", "TrainState", "Trainer", "TrainingError",
+    "enable_compilation_cache",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
+_HYPERPARAMETERS = (
+    "optimizer", "learning_rate", "weight_decay", "momentum", "seed", "dtype",
+    "validation_split", "steps_per_chunk",
+)
+_PROBE_STEPS = 4  # length of the first, timed chunk of each epoch when sizing is automatic
+_CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training failed in a way that retrying the same job will not fix."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+def enable_compilation_cache(path: str | Path, *, min_compile_seconds: float = 0.0) -> None:
+    """Turn on JAX's persistent compilation cache in ``path`` (process-wide).
+
+    Compiled chunks are then reused across jobs and node restarts.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.reset_cache()  # pick the new directory up even after earlier compiles
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that decides a training run, validated on construction.
+
+    ``learning_rate`` None means the optimizer's default (adam/adamw 1e-3, sgd 1e-2);
+    ``weight_decay`` None means 1e-4 for adamw and 0 otherwise (L2 added to the
+    gradient for adam and sgd, decoupled for adamw). ``steps_per_chunk`` None sizes
+    chunks to about ``chunk_seconds``. ``checkpoint_every`` > 0 attaches a checkpoint
+    to every that-many-th epoch (and the last).
+    """
+
+    model_definition: Mapping[str, Any]
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    seed: int = 0
+    dtype: str = "float32"
+    validation_split: float = 0.1
+    steps_per_chunk: int | None = None
+    chunk_seconds: float = 0.1
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose adam, adamw or sgd")
+        lr = _DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
+        if not (_is_real(lr) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"learning_rate must be a number > 0 (got {lr!r})")
+        wd = (1e-4 if self.optimizer == "adamw" else 0.0) if self.weight_decay is None else self.weight_decay
+        if not (_is_real(wd) and 0 <= wd and math.isfinite(wd)):
+            raise ValueError(f"weight_decay must be a number >= 0 (got {wd!r})")
+        if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be a number in [0, 1) (got {self.momentum!r})")
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}: choose float32 or bfloat16")
+        if not (_is_real(self.validation_split) and 0 <= self.validation_split < 1):
+            raise ValueError(f"validation_split must be a number in [0, 1) (got {self.validation_split!r})")
+        if self.steps_per_chunk is not None:
+            _check_int("steps_per_chunk", self.steps_per_chunk, 1)
+        if not (_is_real(self.chunk_seconds) and self.chunk_seconds > 0):
+            raise ValueError(f"chunk_seconds must be a number > 0 (got {self.chunk_seconds!r})")
+        _check_int("checkpoint_every", self.checkpoint_every, 0)
+        object.__setattr__(self, "learning_rate", float(lr))
+        object.__setattr__(self, "weight_decay", float(wd))
+        object.__setattr__(self, "momentum", float(self.momentum))
+        object.__setattr__(self, "validation_split", float(self.validation_split))
+        object.__setattr__(self, "dtype", DTYPES[self.dtype])
+        object.__setattr__(self, "model_definition", parse_model_definition(self.model_definition))
+
+    @classmethod
+    def from_job(
+        cls,
+        hyperparameters: Mapping[str, str],
+        *,
+        epochs: int,
+        batch_size: int,
+        model_definition: str | Mapping[str, Any],
+        **overrides: Any,
+    ) -> TrainConfig:
+        """Build from a job's fields; ``hyperparameters`` values are strings as in the proto.
+
+        Known hyperparameters: optimizer, learning_rate, weight_decay, momentum, seed,
+        dtype, validation_split, steps_per_chunk ("auto" or a number of steps).
+        """
+        values: dict[str, Any] = {}
+        for name, raw in hyperparameters.items():
+            if name not in _HYPERPARAMETERS:
+                raise ValueError(f"unknown hyperparameter {name!r}: known are {', '.join(_HYPERPARAMETERS)}")
+            text = str(raw).strip()
+            if name in ("optimizer", "dtype"):
+                values[name] = text.lower()
+            elif name == "steps_per_chunk" and text.lower() == "auto":
+                values[name] = None
+            elif name in ("seed", "steps_per_chunk"):
+                values[name] = _parse_number(name, text, int)
+            else:
+                values[name] = _parse_number(name, text, float)
+        return cls(model_definition=model_definition, epochs=epochs, batch_size=batch_size, **values, **overrides)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bound} (got {value!r})")
+
+
+def _parse_number(name: str, text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"hyperparameter {name} must be {what} (got {text!r})") from None
+
+
+class TrainState(NamedTuple):
+    """What a step changes: parameters, optimizer state, and the global step count."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+class _Sums(NamedTuple):
+    loss: jax.Array
+    correct: jax.Array
+    count: jax.Array
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Metrics after one epoch. Accuracies are None for regression, validation None without a split."""
+
+    epoch: int
+    total_epochs: int
+    loss: float
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    samples_per_s: float
+    step: int
+    checkpoint: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a run ended. ``model_bytes`` (final params and model definition, see
+    :func:`node.models.load_model`) is None when the run was stopped."""
+
+    epochs_done: int
+    stopped: bool
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    compute_seconds: float
+    model_bytes: bytes | None = field(repr=False)
+    history: tuple[EpochResult, ...] = field(default=(), repr=False)
+
+    @property
+    def model_sha256(self) -> str | None:
+        return None if self.model_bytes is None else checkpoint.sha256_hex(self.model_bytes)
+
+
+def _never() -> bool:
+    return False
+
+
+class Trainer:
+    """Trains ``config``'s model on ``dataset``; construction checks that they fit."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.model: Model = build_model(
+            config.model_definition, sample_shape=dataset.sample_shape, output_dim=dataset.num_outputs
+        )
+        n = dataset.x.shape[0]
+        n_val = int(round(n * config.validation_split)) if n > 1 else 0
+        n_val = min(n_val, n - 1)
+        split = np.random.default_rng(config.seed).permutation(n)
+        self._train_idx, self._val_idx = np.sort(split[n_val:]), np.sort(split[:n_val])
+        self.n_train, self.n_val = n - n_val, n_val
+        self.batch = min(config.batch_size, self.n_train)
+        self.steps_per_epoch = -(-self.n_train // self.batch)
+        self.val_batch = min(config.batch_size, n_val) if n_val else 0
+        self.val_steps = -(-n_val // self.val_batch) if n_val else 0
+        root = jax.random.PRNGKey(config.seed)
+        self._init_key, self._shuffle_key, self._dropout_key = (jax.random.fold_in(root, i) for i in range(3))
+        self._optimizer = _optimizer(config)
+        self._compute_dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+        self._compiled: dict[tuple[str, int], Any] = {}
+        self._chunk_steps: int | None = config.steps_per_chunk
+        self._device_data: tuple[jax.Array, ...] | None = None
+
+    # --- public --------------------------------------------------------------
+
+    def init_state(self) -> TrainState:
+        params = self.model.init(self._init_key)
+        return TrainState(params, self._optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def run(
+        self,
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        should_stop: Callable[[], bool] = _never,
+        resume: bytes | None = None,
+    ) -> TrainResult:
+        """Train until ``config.epochs`` (or ``should_stop()`` turns true between chunks).
+
+        ``resume``: checkpoint bytes from an ``EpochResult`` of a run with the same
+        config and data; training continues at the next epoch. Raises
+        :class:`TrainingError` when the loss stops being finite and
+        :class:`node.checkpoint.CheckpointError` for a checkpoint that does not fit.
+        """
+        started = time.perf_counter()
+        cfg = self.config
+        state, done, last = self._start_state(resume)
+        history: list[EpochResult] = []
+        for epoch in range(done + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            state, sums = self._train_epoch(state, epoch, should_stop)
+            if sums is None:
+                return self._result(state, done, last, history, started, stopped=True)
+            train_seconds = time.perf_counter() - t0
+            val = self._evaluate(state.params, should_stop, epoch)
+            if val is False:
+                return self._result(state, done, last, history, started, stopped=True)
+            every = cfg.checkpoint_every
+            snapshot = None
+            if every and (epoch % every == 0 or epoch == cfg.epochs):
+                snapshot = self._checkpoint(state, epoch, sums, val)
+            last = EpochResult(
+                epoch=epoch, total_epochs=cfg.epochs,
+                loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,
+                val_accuracy=val[1] if val else None, seconds=time.perf_counter() - t0,
+                samples_per_s=self.n_train / train_seconds, step=epoch * self.steps_per_epoch,
+                checkpoint=snapshot,
+            )
+            done = epoch
+            history.append(replace(last, checkpoint=None))
+            if on_epoch is not None:
+                on_epoch(last)
+        return self._result(state, done, last, history, started, stopped=False)
+
+    # --- one epoch -------------------------------------------------------------
+
+    def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool]):
+        """Run the epoch's chunks; return (state, (loss, accuracy)) or (state, None) if stopped."""
+        x, y, _, _ = self._data()
+        order = self._compiled_fn("order", 0, jnp.int32(epoch))(jnp.int32(epoch))
+        totals = np.zeros(3)
+        pending = None
+        plan = self._plan()
+        i = 0
+        while i < len(plan):
+            start, length = plan[i]
+            if should_stop():
+                return state, None
+            fn = self._compiled_fn("chunk", length, state, x, y, order, np.int32(start))
+            if self._chunk_steps is None:  # a first, untimed run on a copy: warm-up is slow
+                jax.block_until_ready(fn(jax.tree.map(jnp.copy, state), x, y, order, np.int32(start)))
+            t0 = time.perf_counter()
+            state, sums = fn(state, x, y, order, np.int32(start))
+            if pending is not None:
+                totals += self._fetch(pending, epoch)
+            pending = sums
+            if self._chunk_steps is None:  # first chunk ever: time it to size the rest
+                totals += self._fetch(pending, epoch)
+                pending = None
+                self._chunk_steps = self._size_chunks((time.perf_counter() - t0) / length)
+                plan = plan[:1] + self._plan()[1:]
+            i += 1
+        if pending is not None:
+            totals += self._fetch(pending, epoch)
+        loss, correct, count = totals
+        accuracy = float(correct / count) if self.dataset.task == "classification" else None
+        return state, (float(loss / count), accuracy)
+
+    def _plan(self) -> list[tuple[int, int]]:
+        """(first step, steps) of each chunk: a short first chunk when sizing is automatic,
+        then near-equal chunks of at most the chunk size."""
+        total = self.steps_per_epoch
+        if self.config.steps_per_chunk is not None:
+            size = self.config.steps_per_chunk
+            return [(s, min(size, total - s)) for s in range(0, total, size)]
+        head = min(_PROBE_STEPS, total)
+        plan = [(0, head)]
+        rest = total - head
+        if rest and self._chunk_steps is not None:
+            count = -(-rest // self._chunk_steps)
+            size = -(-rest // count)
+            plan += [(s, min(size, total - s)) for s in range(head, total, size)]
+        elif rest:
+            plan.append((head, rest))  # placeholder, replaced once the first chunk is timed
+        return plan
+
+    def _size_chunks(self, seconds_per_step: float) -> int:
+        steps = int(self.config.chunk_seconds / max(seconds_per_step, 1e-9))
+        return max(1, min(steps, self.steps_per_epoch))
+
+    def _fetch(self, sums: jax.Array, epoch: int) -> np.ndarray:
+        values = np.asarray(sums, np.float64)  # the chunk's one host sync
+        if not math.isfinite(values[0]):
+            raise TrainingError(
+                f"loss became {'NaN' if math.isnan(values[0]) else 'inf'} at epoch {epoch}: "
+                f"lower the learning_rate or check the data for NaN and inf values", epoch=epoch,
+            )
+        return values
+
+    def _evaluate(self, params: Any, should_stop: Callable[[], bool], epoch: int):
+        """(val_loss, val_accuracy), None without a validation split, False if stopped."""
+        if not self.n_val:
+            return None
+        _, _, xv, yv = self._data()
+        size = self.val_steps if self._chunk_steps is None else min(self.val_steps, 2 * self._chunk_steps)
+        totals = np.zeros(3)
+        for start in range(0, self.val_steps, size):
+            if should_stop():
+                return False
+            length = min(size, self.val_steps - start)
+            fn = self._compiled_fn("eval", length, params, xv, yv, np.int32(start))
+            totals += np.asarray(fn(params, xv, yv, np.int32(start)), np.float64)
+        loss, correct, count = totals
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"validation loss became {'NaN' if math.isnan(loss) else 'inf'} at epoch {epoch}: "
+                f"lower the learning_rate or check the data for NaN and inf values", epoch=epoch,
+            )
+        return float(loss / count), (float(correct / count) if self.dataset.task == "classification" else None)
+
+    # --- device data and compiled functions -------------------------------------
+
+    def _data(self) -> tuple[jax.Array, ...]:
+        """Train and validation arrays on the device (validation padded to whole batches)."""
+        if self._device_data is None:
+            d = self.dataset
+            xt, yt = jax.device_put(d.x[self._train_idx]), jax.device_put(d.y[self._train_idx])
+            pad = self.val_steps * self.val_batch - self.n_val
+            vidx = np.concatenate([self._val_idx, self._val_idx[:pad]]) if self.n_val else self._val_idx[:0]
+            xv, yv = jax.device_put(d.x[vidx]), jax.device_put(d.y[vidx])
+            dtype = self._compute_dtype
+            self._device_data = (xt.astype(dtype), yt, xv.astype(dtype), yv)
+        return self._device_data
+
+    def _compiled_fn(self, kind: str, length: int, *args: Any) -> Any:
+        """Compile once per (kind, scan length), ahead of time so that timings exclude it."""
+        key = (kind, length)
+        if key not in self._compiled:
+            if kind == "order":
+                fn = jax.jit(self._epoch_order)
+            elif kind == "chunk":
+                fn = jax.jit(partial(self._run_chunk, length=length), donate_argnums=0)
+            else:
+                fn = jax.jit(partial(self._eval_chunk, length=length))
+            self._compiled[key] = fn.lower(*args).compile()
+        return self._compiled[key]
+
+    def _epoch_order(self, epoch: jax.Array) -> jax.Array:
+        """This epoch's sample order, padded to whole batches (padding is masked)."""
+        perm = jax.random.permutation(jax.random.fold_in(self._shuffle_key, epoch), self.n_train)
+        pad = self.steps_per_epoch * self.batch - self.n_train
+        return jnp.concatenate([perm, perm[:pad]]).astype(jnp.int32)
+
+    def _run_chunk(self, state, x, y, order, start, *, length):
+        batch, n_train = self.batch, self.n_train
+
+        def body(carry, i):
+            state, acc = carry
+            first = (start + i) * batch
+            idx = lax.dynamic_slice_in_dim(order, first, batch)
+            valid = first + jnp.arange(batch) < n_train
+            state, sums = self._train_step(state, (x[idx], y[idx], valid))
+            return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
+
+        zero = _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        (state, sums), _ = lax.scan(body, (state, zero), jnp.arange(length, dtype=jnp.int32))
+        return state, _as_vector(sums)
+
+    def _train_step(self, state: TrainState, batch: tuple[jax.Array, ...]) -> tuple[TrainState, _Sums]:
+        """One optimizer step on a masked batch: pure, so it jits and replays exactly."""
+        x, y, valid = batch
+        key = jax.random.fold_in(self._dropout_key, state.step)
+        count = valid.sum()
+
+        def loss_fn(params):
+            out = self.model.apply(params, x, key, dtype=self._compute_dtype)
+            loss, correct = self._per_example(out, y)
+            loss = jnp.where(valid, loss, 0.0)
+            return loss.sum() / jnp.maximum(count, 1), (loss.sum(), (correct & valid).sum())
+
+        (_, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self._optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), _Sums(loss_sum, correct.astype(jnp.int32), count)
+
+    def _eval_chunk(self, params, xv, yv, start, *, length):
+        batch, n_val = self.val_batch, self.n_val
+
+        def body(acc, i):
+            first = (start + i) * batch
+            xb = lax.dynamic_slice_in_dim(xv, first, batch)
+            yb = lax.dynamic_slice_in_dim(yv, first, batch)
+            valid = first + jnp.arange(batch) < n_val
+            loss, correct = self._per_example(self.model.apply(params, xb, None, dtype=self._compute_dtype), yb)
+            sums = (jnp.where(valid, loss, 0.0).sum(), (correct & valid).sum(), valid.sum())
+            return _Sums(*(a + s for a, s in zip(acc, sums))), None
+
+        zero = _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        sums, _ = lax.scan(body, zero, jnp.arange(length, dtype=jnp.int32))
+        return _as_vector(sums)
+
+    def _per_example(self, out: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if self.dataset.task == "classification":
+            loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
+            return loss, jnp.argmax(out, axis=-1) == y
+        loss = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
+        return loss, jnp.zeros(loss.shape, bool)
+
+    # --- checkpoints and results ----------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What must match for a checkpoint to resume this run exactly."""
+        c, d = self.config, self.dataset
+        return {
+            "model_definition": self.model.definition, "optimizer": c.optimizer,
+            "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "momentum": c.momentum,
+            "seed": c.seed, "dtype": c.dtype, "validation_split": c.validation_split,
+            "batch_size": c.batch_size, "samples": int(d.x.shape[0]), "sample_shape": list(d.sample_shape),
+            "task": d.task, "outputs": d.num_outputs,
+        }
+
+    def _checkpoint(self, state: TrainState, epoch: int, sums, val) -> bytes:
+        meta = {
+            "kind": "checkpoint", "version": _CHECKPOINT_VERSION, "epoch": epoch,
+            "fingerprint": self._fingerprint(),
+            "metrics": {"loss": sums[0], "accuracy": sums[1], "val_loss": val[0] if val else None,
+                        "val_accuracy": val[1] if val else None},
+        }
+        return checkpoint.to_bytes(state, meta)
+
+    def _start_state(self, resume: bytes | None) -> tuple[TrainState, int, EpochResult | None]:
+        if resume is None:
+            return self.init_state(), 0, None
+        like = jax.eval_shape(self.init_state)
+        state, meta = checkpoint.from_bytes(resume, like)
+        if meta.get("kind") != "checkpoint" or meta.get("version") != _CHECKPOINT_VERSION:
+            raise checkpoint.CheckpointError(f"not a version {_CHECKPOINT_VERSION} training checkpoint")
+        ours = self._fingerprint()
+        for name, value in meta["fingerprint"].items():
+            if ours.get(name) != value:
+                raise checkpoint.CheckpointError(
+                    f"checkpoint was made with {name}={value!r}, this run has {name}={ours.get(name)!r}"
+                )
+        epoch, m = int(meta["epoch"]), meta["metrics"]
+        last = EpochResult(
+            epoch=epoch, total_epochs=self.config.epochs, loss=m["loss"], accuracy=m["accuracy"],
+            val_loss=m["val_loss"], val_accuracy=m["val_accuracy"], seconds=0.0, samples_per_s=0.0,
+            step=int(state.step),
+        )
+        return jax.device_put(state), epoch, last
+
+    def _result(self, state, done, last, history, started, *, stopped: bool) -> TrainResult:
+        model_bytes = None
+        if not stopped:
+            d = self.dataset
+            meta = {
+                "kind": "model", "model_definition": self.model.definition,
+                "sample_shape": list(self.model.sample_shape), "output_dim": self.model.output_dim,
+                "task": d.task, "class_names": list(d.class_names), "epochs": done,
+            }
+            model_bytes = checkpoint.to_bytes(state.params, meta)
+        return TrainResult(
+            epochs_done=done, stopped=stopped,
+            loss=last.loss if last else None, accuracy=last.accuracy if last else None,
+            val_loss=last.val_loss if last else None, val_accuracy=last.val_accuracy if last else None,
+            compute_seconds=time.perf_counter() - started, model_bytes=model_bytes, history=tuple(history),
+        )
+
+
+def _as_vector(sums: _Sums) -> jax.Array:
+    """Chunk metrics as one float32 vector (loss sum, correct, count): one transfer."""
+    return jnp.stack([sums.loss, sums.correct.astype(jnp.float32), sums.count.astype(jnp.float32)])
+
+
+def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    lr, wd = config.learning_rate, config.weight_decay
+    if config.optimizer == "adamw":
+        return optax.adamw(lr, weight_decay=wd)
+    base = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr, momentum=config.momentum or None)
+    return optax.chain(optax.add_decayed_weights(wd), base) if wd else base
