@@ -63,9 +63,9 @@ class Dataset:
 
     ``x``: float32 ``[n, *sample_shape]``. ``y``: int32 ``[n]`` class indices for
     classification, float32 ``[n]`` or ``[n, targets]`` for regression.
-    ``num_classes`` is 0 for regression. The task is guessed from the labels: whole
-    non-negative numbers with at most ``MAX_CLASSES`` classes (or text labels) are
-    classification, anything else regression.
+    ``num_classes`` is 0 for regression. The task is guessed from the labels: integer
+    arrays (in CSV: labels written as whole numbers, like ``3``, or as text) with
+    values in 0..``MAX_CLASSES``-1 are classification; floats (``3.0``) regression.
     """
 
     uri: str
@@ -278,6 +278,10 @@ def _parse_csv(uri: str, data: bytes, label_column: str | None):
         if not labels[-1]:
             raise DatasetError(uri, f"line {line}, column {label + 1}: the label is empty")
     x = np.asarray(features, dtype=np.float32)
+    try:  # whole-number labels ("3", not "3.0") are class indices
+        return x, np.asarray([int(v) for v in labels], dtype=np.int64), ()
+    except ValueError:
+        pass
     if all(_is_number(v) for v in labels):
         return x, np.asarray([float(v) for v in labels], dtype=np.float64), ()
     names = tuple(sorted(set(labels)))
@@ -385,10 +389,9 @@ def _finish(uri: str, x: np.ndarray, y: np.ndarray, names: tuple[str, ...], task
     if x.shape[0] == 0:
         raise DatasetError(uri, "the data set has no samples")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    integral = y.ndim == 1 and (
-        not np.issubdtype(y.dtype, np.floating) or bool(np.all(np.isfinite(y) & (y == np.round(y))))
-    )
-    guess = "classification" if integral and y.min() >= 0 and y.max() < MAX_CLASSES else "regression"
+    whole = not np.issubdtype(y.dtype, np.floating)
+    integral = y.ndim == 1 and (whole or bool(np.all(np.isfinite(y) & (y == np.round(y)))))
+    guess = "classification" if whole and integral and y.min() >= 0 and y.max() < MAX_CLASSES else "regression"
     task = task or guess
     if task == "regression":
         return Dataset(uri, x, np.ascontiguousarray(y, dtype=np.float32), "regression", 0)

@@ -17,8 +17,11 @@ steps of an uninterrupted one (bit for bit on CPU).
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -181,11 +184,12 @@ def _parse_number(name: str, text: str, kind: type) -> Any:
 
 
 class TrainState(NamedTuple):
-    """What a step changes: parameters, optimizer state, and the global step count."""
+    """What a step changes (parameters, optimizer state, global step) and the dropout key."""
 
     params: Any
     opt_state: Any
     step: jax.Array
+    key: jax.Array
 
 
 class _Sums(NamedTuple):
@@ -234,6 +238,118 @@ def _never() -> bool:
     return False
 
 
+_COMPILED: OrderedDict[tuple, Any] = OrderedDict()
+_COMPILED_MAX = 64
+_COMPILED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class _Program:
+    """The pure, jitted functions of a run, fixed by model, optimizer and shapes (no data,
+    no seed), so that compiled chunks are shared by every run with the same shapes."""
+
+    model: Model
+    optimizer: optax.GradientTransformation
+    signature: tuple
+    classification: bool
+    dtype: Any
+    batch: int
+    n_train: int
+    steps_per_epoch: int
+    val_batch: int
+    n_val: int
+
+    def compiled(self, kind: str, length: int, *args: Any) -> Any:
+        """Compiled ahead of time (so that timings exclude it) and kept process-wide."""
+        avals = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
+        key = (self.signature, kind, length, avals)
+        with _COMPILED_LOCK:
+            fn = _COMPILED.get(key)
+            if fn is not None:
+                _COMPILED.move_to_end(key)
+                return fn
+        if kind == "init":
+            jitted = jax.jit(self.init_state)
+        elif kind == "order":
+            jitted = jax.jit(self.epoch_order)
+        elif kind == "chunk":
+            jitted = jax.jit(partial(self.run_chunk, length=length), donate_argnums=0)
+        else:
+            jitted = jax.jit(partial(self.eval_chunk, length=length))
+        fn = jitted.lower(*args).compile()
+        with _COMPILED_LOCK:
+            _COMPILED[key] = fn
+            while len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.popitem(last=False)
+        return fn
+
+    def init_state(self, init_key: jax.Array, dropout_key: jax.Array) -> TrainState:
+        params = self.model.init(init_key)
+        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), dropout_key)
+
+    def epoch_order(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
+        """This epoch's sample order, padded to whole batches (padding is masked)."""
+        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), self.n_train)
+        pad = self.steps_per_epoch * self.batch - self.n_train
+        return jnp.concatenate([perm, perm[:pad]]).astype(jnp.int32)
+
+    def run_chunk(self, state, x, y, order, start, *, length):
+        """``length`` train steps from step ``start`` of the epoch; metrics summed."""
+        batch, n_train = self.batch, self.n_train
+
+        def body(carry, i):
+            state, acc = carry
+            first = (start + i) * batch
+            idx = lax.dynamic_slice_in_dim(order, first, batch)
+            valid = first + jnp.arange(batch) < n_train
+            state, sums = self.train_step(state, (x[idx], y[idx], valid))
+            return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
+
+        (state, sums), _ = lax.scan(body, (state, _zero_sums()), jnp.arange(length, dtype=jnp.int32))
+        return state, _as_vector(sums)
+
+    def train_step(self, state: TrainState, batch: tuple[jax.Array, ...]) -> tuple[TrainState, _Sums]:
+        """One optimizer step on a masked batch: pure, so it jits and replays exactly."""
+        x, y, valid = batch
+        key = jax.random.fold_in(state.key, state.step)
+        count = valid.sum()
+
+        def loss_fn(params):
+            loss, correct = self.per_example(self.model.apply(params, x, key, dtype=self.dtype), y)
+            loss = jnp.where(valid, loss, 0.0)
+            return loss.sum() / jnp.maximum(count, 1), (loss.sum(), (correct & valid).sum())
+
+        (_, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(params, opt_state, state.step + 1, state.key)
+        return new_state, _Sums(loss_sum, correct.astype(jnp.int32), count)
+
+    def eval_chunk(self, params, xv, yv, start, *, length):
+        """Summed validation metrics over ``length`` batches from batch ``start``."""
+        batch, n_val = self.val_batch, self.n_val
+
+        def body(acc, i):
+            first = (start + i) * batch
+            xb = lax.dynamic_slice_in_dim(xv, first, batch)
+            yb = lax.dynamic_slice_in_dim(yv, first, batch)
+            valid = first + jnp.arange(batch) < n_val
+            loss, correct = self.per_example(self.model.apply(params, xb, None, dtype=self.dtype), yb)
+            sums = (jnp.where(valid, loss, 0.0).sum(), (correct & valid).sum(), valid.sum())
+            return _Sums(*(a + s for a, s in zip(acc, sums))), None
+
+        sums, _ = lax.scan(body, _zero_sums(), jnp.arange(length, dtype=jnp.int32))
+        return _as_vector(sums)
+
+    def per_example(self, out: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Loss and correctness of each example: cross-entropy, or mean squared error."""
+        if self.classification:
+            loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
+            return loss, jnp.argmax(out, axis=-1) == y
+        loss = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
+        return loss, jnp.zeros(loss.shape, bool)
+
+
 class Trainer:
     """Trains ``config``'s model on ``dataset``; construction checks that they fit."""
 
@@ -244,28 +360,38 @@ class Trainer:
             config.model_definition, sample_shape=dataset.sample_shape, output_dim=dataset.num_outputs
         )
         n = dataset.x.shape[0]
-        n_val = int(round(n * config.validation_split)) if n > 1 else 0
-        n_val = min(n_val, n - 1)
+        n_val = min(int(round(n * config.validation_split)), n - 1)
         split = np.random.default_rng(config.seed).permutation(n)
         self._train_idx, self._val_idx = np.sort(split[n_val:]), np.sort(split[:n_val])
-        self.n_train, self.n_val = n - n_val, n_val
-        self.batch = min(config.batch_size, self.n_train)
-        self.steps_per_epoch = -(-self.n_train // self.batch)
-        self.val_batch = min(config.batch_size, n_val) if n_val else 0
-        self.val_steps = -(-n_val // self.val_batch) if n_val else 0
+        n_train = n - n_val
+        batch = min(config.batch_size, n_train)
+        val_batch = min(config.batch_size, n_val)
+        self._program = _Program(
+            model=self.model, optimizer=_optimizer(config),
+            signature=(
+                json.dumps(self.model.definition, sort_keys=True), self.model.sample_shape,
+                self.model.output_dim, dataset.task, config.optimizer, config.learning_rate,
+                config.weight_decay, config.momentum, config.dtype, batch, n_train, val_batch, n_val,
+            ),
+            classification=dataset.task == "classification",
+            dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+            batch=batch, n_train=n_train, steps_per_epoch=-(-n_train // batch),
+            val_batch=val_batch, n_val=n_val,
+        )
+        self.val_steps = -(-n_val // val_batch) if n_val else 0
         root = jax.random.PRNGKey(config.seed)
         self._init_key, self._shuffle_key, self._dropout_key = (jax.random.fold_in(root, i) for i in range(3))
-        self._optimizer = _optimizer(config)
-        self._compute_dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-        self._compiled: dict[tuple[str, int], Any] = {}
         self._chunk_steps: int | None = config.steps_per_chunk
         self._device_data: tuple[jax.Array, ...] | None = None
 
-    # --- public --------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return self._program.steps_per_epoch
 
     def init_state(self) -> TrainState:
-        params = self.model.init(self._init_key)
-        return TrainState(params, self._optimizer.init(params), jnp.zeros((), jnp.int32))
+        """The state before the first step (parameters from the seed)."""
+        keys = (self._init_key, self._dropout_key)
+        return self._program.compiled("init", 0, *keys)(*keys)
 
     def run(
         self,
@@ -301,7 +427,7 @@ class Trainer:
                 epoch=epoch, total_epochs=cfg.epochs,
                 loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,
                 val_accuracy=val[1] if val else None, seconds=time.perf_counter() - t0,
-                samples_per_s=self.n_train / train_seconds, step=epoch * self.steps_per_epoch,
+                samples_per_s=self._program.n_train / train_seconds, step=epoch * self.steps_per_epoch,
                 checkpoint=snapshot,
             )
             done = epoch
@@ -314,8 +440,10 @@ class Trainer:
 
     def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool]):
         """Run the epoch's chunks; return (state, (loss, accuracy)) or (state, None) if stopped."""
+        program = self._program
         x, y, _, _ = self._data()
-        order = self._compiled_fn("order", 0, jnp.int32(epoch))(jnp.int32(epoch))
+        order_args = (self._shuffle_key, np.int32(epoch))
+        order = program.compiled("order", 0, *order_args)(*order_args)
         totals = np.zeros(3)
         pending = None
         plan = self._plan()
@@ -324,11 +452,12 @@ class Trainer:
             start, length = plan[i]
             if should_stop():
                 return state, None
-            fn = self._compiled_fn("chunk", length, state, x, y, order, np.int32(start))
+            args = (x, y, order, np.int32(start))
+            fn = program.compiled("chunk", length, state, *args)
             if self._chunk_steps is None:  # a first, untimed run on a copy: warm-up is slow
-                jax.block_until_ready(fn(jax.tree.map(jnp.copy, state), x, y, order, np.int32(start)))
+                jax.block_until_ready(fn(jax.device_put(jax.device_get(state)), *args))
             t0 = time.perf_counter()
-            state, sums = fn(state, x, y, order, np.int32(start))
+            state, sums = fn(state, *args)
             if pending is not None:
                 totals += self._fetch(pending, epoch)
             pending = sums
@@ -341,7 +470,7 @@ class Trainer:
         if pending is not None:
             totals += self._fetch(pending, epoch)
         loss, correct, count = totals
-        accuracy = float(correct / count) if self.dataset.task == "classification" else None
+        accuracy = float(correct / count) if self._program.classification else None
         return state, (float(loss / count), accuracy)
 
     def _plan(self) -> list[tuple[int, int]]:
@@ -377,7 +506,7 @@ class Trainer:
 
     def _evaluate(self, params: Any, should_stop: Callable[[], bool], epoch: int):
         """(val_loss, val_accuracy), None without a validation split, False if stopped."""
-        if not self.n_val:
+        if not self.val_steps:
             return None
         _, _, xv, yv = self._data()
         size = self.val_steps if self._chunk_steps is None else min(self.val_steps, 2 * self._chunk_steps)
@@ -385,104 +514,27 @@ class Trainer:
         for start in range(0, self.val_steps, size):
             if should_stop():
                 return False
-            length = min(size, self.val_steps - start)
-            fn = self._compiled_fn("eval", length, params, xv, yv, np.int32(start))
-            totals += np.asarray(fn(params, xv, yv, np.int32(start)), np.float64)
+            args = (params, xv, yv, np.int32(start))
+            fn = self._program.compiled("eval", min(size, self.val_steps - start), *args)
+            totals += np.asarray(fn(*args), np.float64)
         loss, correct, count = totals
         if not math.isfinite(loss):
             raise TrainingError(
                 f"validation loss became {'NaN' if math.isnan(loss) else 'inf'} at epoch {epoch}: "
                 f"lower the learning_rate or check the data for NaN and inf values", epoch=epoch,
             )
-        return float(loss / count), (float(correct / count) if self.dataset.task == "classification" else None)
-
-    # --- device data and compiled functions -------------------------------------
+        return float(loss / count), (float(correct / count) if self._program.classification else None)
 
     def _data(self) -> tuple[jax.Array, ...]:
         """Train and validation arrays on the device (validation padded to whole batches)."""
         if self._device_data is None:
-            d = self.dataset
+            d, p = self.dataset, self._program
             xt, yt = jax.device_put(d.x[self._train_idx]), jax.device_put(d.y[self._train_idx])
-            pad = self.val_steps * self.val_batch - self.n_val
-            vidx = np.concatenate([self._val_idx, self._val_idx[:pad]]) if self.n_val else self._val_idx[:0]
+            pad = self.val_steps * p.val_batch - p.n_val
+            vidx = np.concatenate([self._val_idx, self._val_idx[:pad]])
             xv, yv = jax.device_put(d.x[vidx]), jax.device_put(d.y[vidx])
-            dtype = self._compute_dtype
-            self._device_data = (xt.astype(dtype), yt, xv.astype(dtype), yv)
+            self._device_data = (xt.astype(p.dtype), yt, xv.astype(p.dtype), yv)
         return self._device_data
-
-    def _compiled_fn(self, kind: str, length: int, *args: Any) -> Any:
-        """Compile once per (kind, scan length), ahead of time so that timings exclude it."""
-        key = (kind, length)
-        if key not in self._compiled:
-            if kind == "order":
-                fn = jax.jit(self._epoch_order)
-            elif kind == "chunk":
-                fn = jax.jit(partial(self._run_chunk, length=length), donate_argnums=0)
-            else:
-                fn = jax.jit(partial(self._eval_chunk, length=length))
-            self._compiled[key] = fn.lower(*args).compile()
-        return self._compiled[key]
-
-    def _epoch_order(self, epoch: jax.Array) -> jax.Array:
-        """This epoch's sample order, padded to whole batches (padding is masked)."""
-        perm = jax.random.permutation(jax.random.fold_in(self._shuffle_key, epoch), self.n_train)
-        pad = self.steps_per_epoch * self.batch - self.n_train
-        return jnp.concatenate([perm, perm[:pad]]).astype(jnp.int32)
-
-    def _run_chunk(self, state, x, y, order, start, *, length):
-        batch, n_train = self.batch, self.n_train
-
-        def body(carry, i):
-            state, acc = carry
-            first = (start + i) * batch
-            idx = lax.dynamic_slice_in_dim(order, first, batch)
-            valid = first + jnp.arange(batch) < n_train
-            state, sums = self._train_step(state, (x[idx], y[idx], valid))
-            return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
-
-        zero = _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-        (state, sums), _ = lax.scan(body, (state, zero), jnp.arange(length, dtype=jnp.int32))
-        return state, _as_vector(sums)
-
-    def _train_step(self, state: TrainState, batch: tuple[jax.Array, ...]) -> tuple[TrainState, _Sums]:
-        """One optimizer step on a masked batch: pure, so it jits and replays exactly."""
-        x, y, valid = batch
-        key = jax.random.fold_in(self._dropout_key, state.step)
-        count = valid.sum()
-
-        def loss_fn(params):
-            out = self.model.apply(params, x, key, dtype=self._compute_dtype)
-            loss, correct = self._per_example(out, y)
-            loss = jnp.where(valid, loss, 0.0)
-            return loss.sum() / jnp.maximum(count, 1), (loss.sum(), (correct & valid).sum())
-
-        (_, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = self._optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), _Sums(loss_sum, correct.astype(jnp.int32), count)
-
-    def _eval_chunk(self, params, xv, yv, start, *, length):
-        batch, n_val = self.val_batch, self.n_val
-
-        def body(acc, i):
-            first = (start + i) * batch
-            xb = lax.dynamic_slice_in_dim(xv, first, batch)
-            yb = lax.dynamic_slice_in_dim(yv, first, batch)
-            valid = first + jnp.arange(batch) < n_val
-            loss, correct = self._per_example(self.model.apply(params, xb, None, dtype=self._compute_dtype), yb)
-            sums = (jnp.where(valid, loss, 0.0).sum(), (correct & valid).sum(), valid.sum())
-            return _Sums(*(a + s for a, s in zip(acc, sums))), None
-
-        zero = _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-        sums, _ = lax.scan(body, zero, jnp.arange(length, dtype=jnp.int32))
-        return _as_vector(sums)
-
-    def _per_example(self, out: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if self.dataset.task == "classification":
-            loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
-            return loss, jnp.argmax(out, axis=-1) == y
-        loss = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
-        return loss, jnp.zeros(loss.shape, bool)
 
     # --- checkpoints and results ----------------------------------------------------
 
@@ -509,16 +561,16 @@ class Trainer:
     def _start_state(self, resume: bytes | None) -> tuple[TrainState, int, EpochResult | None]:
         if resume is None:
             return self.init_state(), 0, None
-        like = jax.eval_shape(self.init_state)
-        state, meta = checkpoint.from_bytes(resume, like)
+        meta = checkpoint.read_meta(resume)
         if meta.get("kind") != "checkpoint" or meta.get("version") != _CHECKPOINT_VERSION:
             raise checkpoint.CheckpointError(f"not a version {_CHECKPOINT_VERSION} training checkpoint")
         ours = self._fingerprint()
         for name, value in meta["fingerprint"].items():
             if ours.get(name) != value:
-                raise checkpoint.CheckpointError(
-                    f"checkpoint was made with {name}={value!r}, this run has {name}={ours.get(name)!r}"
-                )
+                theirs, mine = (json.dumps(v, sort_keys=True) for v in (value, ours.get(name)))
+                raise checkpoint.CheckpointError(f"checkpoint was made with {name}={theirs}, this run has {name}={mine}")
+        like = jax.eval_shape(self._program.init_state, self._init_key, self._dropout_key)
+        state, _ = checkpoint.from_bytes(resume, like)
         epoch, m = int(meta["epoch"]), meta["metrics"]
         last = EpochResult(
             epoch=epoch, total_epochs=self.config.epochs, loss=m["loss"], accuracy=m["accuracy"],
@@ -543,6 +595,10 @@ class Trainer:
             val_loss=last.val_loss if last else None, val_accuracy=last.val_accuracy if last else None,
             compute_seconds=time.perf_counter() - started, model_bytes=model_bytes, history=tuple(history),
         )
+
+
+def _zero_sums() -> _Sums:
+    return _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def _as_vector(sums: _Sums) -> jax.Array:
