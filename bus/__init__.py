@@ -1,0 +1,22 @@
+"""The NATS JetStream adapter: embedded server, streams, append, replay, object store.
+
+    bus, server = await open_bus()          # $CYXWIZ_NATS_URL or the embedded server
+    seq = await bus.append(JobSubmitted(...))
+    async for msg in bus.read(1): ...
+"""
+
+from bus.errors import AppendFailed, BusError, BusUnavailable, ConcurrencyConflict, ObjectNotFound
+from bus.eventbus import (
+    BUCKETS,
+    EVENTS_STREAM,
+    TELEMETRY_STREAM,
+    EventBus,
+    ObjectRef,
+    StoredMessage,
+    default_home,
+    open_bus,
+    parse_object_uri,
+)
+from bus.server import NatsServer, ensure_server, start_server
+
+__all__ = [name for name in dir() if not name.startswith("_")]

