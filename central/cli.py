@@ -1,0 +1,45 @@
+"""The ``cyxwiz`` command: one entry point, sub-commands from the modules named below.
+
+Each ``central/cli_*.py`` module defines ``register(app)``; a module that fails to
+import (its part not built yet) is skipped so the rest of the CLI still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="cyxwiz",
+    help="CyxWiz: distributed ML training with an event history you can query.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = ("central.cli_data", "central.cli_run", "central.cli_jobs", "central.cli_objects")
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+def main() -> None:
+    _register_all()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
