@@ -19,7 +19,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("central.cli_data", "central.cli_run", "central.cli_jobs", "central.cli_objects")
+COMMAND_MODULES = (
+    "central.cli_data",  # sql, events publish|tail, projection rebuild
+    "central.cli_central",  # central
+    "central.cli_node",  # node (runs python -m node)
+    "central.cli_objects",  # datasets put, models get
+    "central.cli_jobs",  # submit, jobs, nodes
+    "central.cli_run",  # up, demo
+)
 
 
 def _register_all() -> None:
