@@ -80,8 +80,10 @@ def print_sql(result: dict, title: str) -> None:
     console.print(table)
 
 
-def _stack_config(home, nats, grpc_port, rest_port, nodes) -> StackConfig:
-    return StackConfig(home=Path(home), nats_url=nats, grpc_port=grpc_port, rest_port=rest_port, nodes=nodes)
+def _stack_config(home, nats, grpc_port, rest_port, nodes, node_ports=(50054, 50052, 50053)) -> StackConfig:
+    node_port, deploy_port, terminal_port = node_ports
+    return StackConfig(home=Path(home), nats_url=nats, grpc_port=grpc_port, rest_port=rest_port, nodes=nodes,
+                       node_port=node_port, deploy_port=deploy_port, terminal_port=terminal_port)
 
 
 def register(app: typer.Typer) -> None:
@@ -91,10 +93,13 @@ def register(app: typer.Typer) -> None:
         nats: Optional[str] = typer.Option(None, "--nats", envvar="CYXWIZ_NATS_URL", help="an existing NATS server instead of the embedded one"),
         grpc_port: int = typer.Option(50051, "--grpc-port", envvar="CYXWIZ_GRPC_PORT"),
         rest_port: int = typer.Option(8080, "--rest-port", envvar="CYXWIZ_REST_PORT"),
-        nodes: int = typer.Option(1, "--nodes", help="local nodes to start"),
+        nodes: int = typer.Option(1, "--nodes", help="local nodes to start (the second and later take free ports)"),
+        node_port: int = typer.Option(50054, "--node-port", envvar="CYXWIZ_NODE_PORT"),
+        deploy_port: int = typer.Option(50052, "--deploy-port", envvar="CYXWIZ_DEPLOY_PORT"),
+        terminal_port: int = typer.Option(50053, "--terminal-port", envvar="CYXWIZ_TERMINAL_PORT"),
     ) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
-        stack = Stack(_stack_config(home, nats, grpc_port, rest_port, nodes))
+        stack = Stack(_stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port)))
         try:
             with console.status("starting NATS, central and node ..."):
                 stack.start()
@@ -126,7 +131,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"using the running central at {central}")
                 rest = "http://localhost:8080"
             except CentralUnavailable:
-                stack = Stack(_stack_config(home, None, 0, 0, 1))
+                stack = Stack(_stack_config(home, None, 0, 0, 1, (0, 0, 0)))
                 with console.status("starting NATS, central and a node (first start compiles JAX, a few seconds) ..."):
                     stack.start()
                 central, rest = stack.grpc, stack.rest
