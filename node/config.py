@@ -1,0 +1,196 @@
+"""The node's settings: flags first, then ``CYXWIZ_*`` environment variables, then defaults.
+
+The names follow ARCHITECTURE.md "Ports and configuration", so scripts and operators
+can rely on them. Ports may be 0 ("any free port"), which lets tests run many nodes on
+one machine. Bad values raise :class:`ConfigError` naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ConfigError", "NodeConfig", "parse_config"]
+
+DEFAULT_CENTRAL = "localhost:50051"
+DEFAULT_NODE_PORT = 50054
+DEFAULT_DEPLOY_PORT = 50052
+DEFAULT_TERMINAL_PORT = 50053
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_NATS_PORT = 4222
+
+
+class ConfigError(ValueError):
+    """A setting has a value the node cannot use."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything a node process needs to know before it starts.
+
+    ``slots`` None means one per accelerator (one on CPU). ``nats`` None means the NATS
+    server on central's host, port 4222 (a node never starts one of its own).
+    ``checkpoint_every`` 0 turns per-epoch checkpoints off.
+    """
+
+    central: str = DEFAULT_CENTRAL
+    nats: str | None = None
+    node_port: int = DEFAULT_NODE_PORT
+    deploy_port: int = DEFAULT_DEPLOY_PORT
+    terminal_port: int = DEFAULT_TERMINAL_PORT
+    bind_host: str = "0.0.0.0"
+    advertise_host: str | None = None
+    node_token: str | None = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    data_roots: tuple[Path, ...] = ()
+    slots: int | None = None
+    home: Path = Path(".cyxwiz")
+    name: str = field(default_factory=socket.gethostname)
+    node_id: str | None = None
+    checkpoint_every: int = 1
+    ready_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
+                           ("--terminal-port", self.terminal_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{flag}: port must be 0..65535 (got {port})")
+        if not self.heartbeat_s > 0:
+            raise ConfigError(f"--heartbeat / CYXWIZ_HEARTBEAT_S: must be > 0 seconds (got {self.heartbeat_s})")
+        if self.slots is not None and self.slots < 1:
+            raise ConfigError(f"--slots: must be >= 1 (got {self.slots})")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every: must be >= 0 (got {self.checkpoint_every})")
+        central_host(self.central)  # raises ConfigError when malformed
+
+    @property
+    def nats_url(self) -> str:
+        """Where the object store is: --nats, else the NATS server on central's host."""
+        if self.nats:
+            return self.nats
+        host = central_host(self.central)
+        return f"nats://{_bracket(host)}:{DEFAULT_NATS_PORT}"
+
+    @property
+    def public_host(self) -> str:
+        """The host central should dial for AssignJob (--advertise-host, else a guess)."""
+        return self.advertise_host or guess_advertise_host(central_host(self.central))
+
+
+def central_host(central: str) -> str:
+    """The host part of ``host:port`` (IPv6 in brackets allowed)."""
+    text = central.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port = text.rpartition(":")
+    if not host or not sep or not port.isdigit():
+        raise ConfigError(f"--central / CYXWIZ_CENTRAL: expected HOST:PORT (got {central!r})")
+    return host
+
+
+def guess_advertise_host(central: str) -> str:
+    """The local address that routes to central: loopback for a local central."""
+    if central in ("localhost", "127.0.0.1", "::1"):
+        return "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((central, 9))  # no packet is sent: this only picks a route
+            return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# --- parsing -------------------------------------------------------------------------
+
+_ENV = {
+    "central": "CYXWIZ_CENTRAL",
+    "nats": "CYXWIZ_NATS_URL",
+    "node_port": "CYXWIZ_NODE_PORT",
+    "deploy_port": "CYXWIZ_DEPLOY_PORT",
+    "terminal_port": "CYXWIZ_TERMINAL_PORT",
+    "node_token": "CYXWIZ_NODE_TOKEN",
+    "heartbeat_s": "CYXWIZ_HEARTBEAT_S",
+    "data_roots": "CYXWIZ_DATA_ROOTS",
+    "slots": "CYXWIZ_NODE_SLOTS",
+    "home": "CYXWIZ_HOME",
+    "name": "CYXWIZ_NODE_NAME",
+    "advertise_host": "CYXWIZ_ADVERTISE_HOST",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cyxwiz node",
+        description="Run a CyxWiz compute node: register with central, train the jobs it assigns.",
+    )
+    p.add_argument("--central", help=f"central's gRPC HOST:PORT (CYXWIZ_CENTRAL; default {DEFAULT_CENTRAL})")
+    p.add_argument("--nats", help="NATS URL of the object store (CYXWIZ_NATS_URL; default nats://<central host>:4222)")
+    p.add_argument("--node-port", help="NodeService port, 0 = any free port (CYXWIZ_NODE_PORT; default 50054)")
+    p.add_argument("--deploy-port", help="deployment service port (CYXWIZ_DEPLOY_PORT; default 50052)")
+    p.add_argument("--terminal-port", help="terminal service port (CYXWIZ_TERMINAL_PORT; default 50053)")
+    p.add_argument("--bind", dest="bind_host", help="address the servers listen on (default 0.0.0.0)")
+    p.add_argument("--advertise-host", help="host central dials for AssignJob (CYXWIZ_ADVERTISE_HOST; default: guessed)")
+    p.add_argument("--node-token", help="operator token for registration (CYXWIZ_NODE_TOKEN)")
+    p.add_argument("--heartbeat", dest="heartbeat_s", help="heartbeat interval in seconds (CYXWIZ_HEARTBEAT_S; default 10)")
+    p.add_argument("--data-root", dest="data_roots", action="append",
+                   help="folder file:// datasets may come from; repeatable (CYXWIZ_DATA_ROOTS, os.pathsep-separated)")
+    p.add_argument("--slots", help="jobs run at once (CYXWIZ_NODE_SLOTS; default one per accelerator, one on CPU)")
+    p.add_argument("--home", help="state folder (CYXWIZ_HOME; default .cyxwiz)")
+    p.add_argument("--name", help="node name shown by central (CYXWIZ_NODE_NAME; default the host name)")
+    p.add_argument("--node-id", help="node id to ask for (default: a new one per process)")
+    p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
+    p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """A NodeConfig from command-line flags, then ``env`` (default ``os.environ``), then defaults."""
+    env = os.environ if env is None else env
+    args = vars(build_parser().parse_args(argv))
+    raw: dict[str, object] = {}
+    for key, value in args.items():
+        if value is None and key in _ENV and env.get(_ENV[key]):
+            value = env[_ENV[key]]
+            if key == "data_roots":
+                value = [part for part in str(value).split(os.pathsep) if part]
+        if value is not None:
+            raw[key] = value
+    home = Path(str(raw.pop("home", ".cyxwiz")))
+    values: dict[str, object] = {"home": home}
+    for key, value in raw.items():
+        values[key] = _convert(key, value)
+    if "data_roots" not in values:
+        values["data_roots"] = (Path.cwd() / "data", home / "data")
+    return NodeConfig(**values)
+
+
+_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every"}
+
+
+def _convert(key: str, value: object) -> object:
+    if key in _INTS:
+        flag = "--" + key.replace("_", "-")
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{flag}: expected an integer (got {value!r})") from None
+    if key == "heartbeat_s":
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"--heartbeat: expected a number of seconds (got {value!r})") from None
+    if key == "data_roots":
+        return tuple(Path(str(v)).expanduser().resolve() for v in value)  # type: ignore[union-attr]
+    if key in ("ready_file",):
+        return Path(str(value))
+    return value

@@ -1,0 +1,143 @@
+"""What the node measures about itself: its devices, and load samples over time.
+
+CPU and RAM come from psutil. GPU use and memory come from NVIDIA's management
+library (package ``nvidia-ml-py``) when it is installed and a driver answers; without
+it they are 0. Devices come from ``jax.devices()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import psutil
+
+__all__ = ["DeviceInfo", "LoadSample", "MetricsHistory", "detect_devices", "sample_load"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One compute device: ``kind`` is "cpu" or "cuda" (or another JAX platform name)."""
+
+    kind: str
+    name: str
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """Usage fractions (0..1) at ``timestamp`` (Unix seconds)."""
+
+    timestamp: float
+    cpu: float
+    memory: float
+    gpu: float = 0.0
+    gpu_memory: float = 0.0
+    ram_used_bytes: int = 0
+
+
+def detect_devices() -> list[DeviceInfo]:
+    """The devices JAX trains on; CPU memory is the machine's RAM."""
+    import jax
+
+    devices = []
+    for device in jax.devices():
+        kind = "cuda" if device.platform == "gpu" else device.platform
+        memory = 0
+        if kind == "cpu":
+            memory = psutil.virtual_memory().total
+        else:
+            try:
+                memory = int((device.memory_stats() or {}).get("bytes_limit", 0))
+            except Exception:  # some backends do not report memory
+                memory = 0
+        devices.append(DeviceInfo(kind=kind, name=str(getattr(device, "device_kind", kind)), memory_bytes=memory))
+    return devices
+
+
+def default_slots(devices: list[DeviceInfo]) -> int:
+    """One slot per accelerator; one when the node trains on CPU only."""
+    return max(1, sum(1 for d in devices if d.kind != "cpu"))
+
+
+def cpu_cores() -> int:
+    return os.cpu_count() or 1
+
+
+class _Nvml:
+    """NVIDIA's management library if it answers, else nothing (loaded once)."""
+
+    def __init__(self) -> None:
+        self.lib = None
+        self.handles: list = []
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self.lib = pynvml
+        except Exception:  # not installed, no driver, no GPU: GPU figures stay 0
+            self.lib = None
+
+    def usage(self) -> tuple[float, float]:
+        """Mean GPU utilisation and memory use over the node's GPUs, as fractions."""
+        if self.lib is None or not self.handles:
+            return 0.0, 0.0
+        try:
+            util = [self.lib.nvmlDeviceGetUtilizationRates(h).gpu / 100.0 for h in self.handles]
+            mem = [self.lib.nvmlDeviceGetMemoryInfo(h) for h in self.handles]
+        except Exception:
+            return 0.0, 0.0
+        return sum(util) / len(util), sum(m.used / m.total for m in mem if m.total) / len(mem)
+
+
+_NVML: _Nvml | None = None
+_NVML_LOCK = threading.Lock()
+
+
+def _nvml() -> _Nvml:
+    global _NVML
+    with _NVML_LOCK:
+        if _NVML is None:
+            _NVML = _Nvml()
+        return _NVML
+
+
+def sample_load() -> LoadSample:
+    """CPU use since the previous call, RAM use and GPU use now."""
+    vm = psutil.virtual_memory()
+    gpu, gpu_memory = _nvml().usage()
+    return LoadSample(
+        timestamp=time.time(), cpu=psutil.cpu_percent(interval=None) / 100.0, memory=vm.percent / 100.0,
+        gpu=gpu, gpu_memory=gpu_memory, ram_used_bytes=int(vm.total - vm.available),
+    )
+
+
+class MetricsHistory:
+    """The node's recent load samples, oldest first, bounded (thread-safe)."""
+
+    def __init__(self, max_points: int = 8640) -> None:
+        self._points: deque[LoadSample] = deque(maxlen=max_points)
+        self._lock = threading.Lock()
+
+    def record(self, sample: LoadSample | None = None) -> LoadSample:
+        sample = sample or sample_load()
+        with self._lock:
+            self._points.append(sample)
+        return sample
+
+    def between(self, start: float = 0, end: float = 0) -> list[LoadSample]:
+        """Samples with start <= timestamp <= end (whole Unix seconds); 0 leaves that side open."""
+        with self._lock:
+            points = list(self._points)
+        return [p for p in points if (not start or int(p.timestamp) >= start) and (not end or int(p.timestamp) <= end)]
+
+    def latest(self) -> LoadSample | None:
+        with self._lock:
+            return self._points[-1] if self._points else None

@@ -1,0 +1,172 @@
+"""The node's gRPC servers: NodeService (AssignJob, GetNodeMetrics) on 50054, and the
+deployment (50052) and terminal (50053) services, which answer UNIMPLEMENTED for now.
+
+AssignJob answers as the seed's node did: ``STATUS_FAILED`` with Error 400 for an
+invalid job (the message names the field), 429 when no slot is free, 409 when another
+attempt of the job runs here; ``accepted = true`` otherwise. The call must carry the
+session token central gave this node (``authorization_token``): a node takes work
+only from the central it registered with; anything else is UNAUTHENTICATED (401).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import urllib.parse
+from collections.abc import Callable
+
+import grpc
+
+from node.executor import Assignment, Busy, Conflict, Executor
+from node.metrics import MetricsHistory
+from node.models import MODEL_TYPES, parse_model_definition
+from protos import common_pb2, deployment_pb2_grpc, job_pb2, node_pb2, node_pb2_grpc
+from protos.convert import status_error
+
+__all__ = ["NodeServicer", "add_idle_services", "to_assignment", "validate_job"]
+
+log = logging.getLogger(__name__)
+
+DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")
+
+
+def validate_job(job: job_pb2.JobConfig) -> str | None:
+    """The first thing wrong with ``job``, as a message naming the field; None if fine."""
+    if not job.job_id.strip():
+        return "job.job_id must not be empty"
+    who = f"job {job.job_id!r}"
+    if job.job_type == job_pb2.JOB_TYPE_UNKNOWN:
+        return f"{who}: job_type must be set (this node runs JOB_TYPE_TRAINING)"
+    if job.job_type != job_pb2.JOB_TYPE_TRAINING:
+        name = job_pb2.JobType.Name(job.job_type) if job.job_type in job_pb2.JobType.values() else str(job.job_type)
+        return f"{who}: job_type {name} is not supported by this node; it runs JOB_TYPE_TRAINING"
+    if job.epochs <= 0:
+        return f"{who}: epochs must be > 0 (got {job.epochs})"
+    if job.batch_size <= 0:
+        return f"{who}: batch_size must be > 0 (got {job.batch_size})"
+    problem = _dataset_problem(job.dataset_uri)
+    if problem:
+        return f"{who}: dataset_uri {problem}"
+    problem = _model_problem(job.model_definition)
+    if problem:
+        return f"{who}: {problem}"
+    if job.attempt < 0 or job.resume_from_epoch < 0:
+        return f"{who}: attempt and resume_from_epoch must be >= 0 (got {job.attempt}, {job.resume_from_epoch})"
+    if job.resume_from_epoch and not job.resume_checkpoint_uri:
+        return f"{who}: resume_from_epoch {job.resume_from_epoch} needs a resume_checkpoint_uri"
+    return None
+
+
+def _dataset_problem(uri: str) -> str | None:
+    if not uri.strip():
+        return "must not be empty (file://, builtin://, synthetic:// or nats://)"
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme not in DATASET_SCHEMES:
+        return f"{uri!r}: scheme {scheme!r} is not supported; use file://, builtin://, synthetic:// or nats://"
+    return None
+
+
+def _model_problem(text: str) -> str | None:
+    if not text.strip():
+        return 'model_definition must not be empty (a JSON object like {"type": "mlp", "hidden": [64]})'
+    try:
+        spec = parse_model_definition(text)
+    except ValueError as exc:
+        return str(exc)
+    kind = spec.get("type")
+    if kind not in MODEL_TYPES:
+        return f"model_definition.type {kind!r} is not supported: choose {', '.join(MODEL_TYPES)}"
+    return None
+
+
+def to_assignment(job: job_pb2.JobConfig) -> Assignment:
+    return Assignment(
+        job_id=job.job_id, attempt=job.attempt or 1, model_definition=job.model_definition,
+        hyperparameters=dict(job.hyperparameters), dataset_uri=job.dataset_uri, epochs=job.epochs,
+        batch_size=job.batch_size, resume_checkpoint_uri=job.resume_checkpoint_uri,
+        resume_from_epoch=job.resume_from_epoch,
+    )
+
+
+def _refused(job_id: str, code: int, message: str) -> node_pb2.AssignJobResponse:
+    return node_pb2.AssignJobResponse(
+        status=common_pb2.STATUS_FAILED, job_id=job_id, accepted=False, error=status_error(code, message)
+    )
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):
+    """The node's half of NodeService; central's half (RegisterNode, ...) is UNIMPLEMENTED here.
+
+    ``node_id()`` and ``session_token()`` give the current registration (they change
+    when the node registers again).
+    """
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        metrics: MetricsHistory,
+        node_id: Callable[[], str],
+        session_token: Callable[[], str],
+    ) -> None:
+        self.executor = executor
+        self.metrics = metrics
+        self.node_id = node_id
+        self.session_token = session_token
+
+    async def AssignJob(self, request: node_pb2.AssignJobRequest, context: grpc.aio.ServicerContext):
+        job = request.job
+        token = self.session_token()
+        if not token or request.authorization_token != token:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "401: authorization_token is not the session token of this node's registration; "
+                "a node takes work only from the central it registered with",
+            )
+        me = self.node_id()
+        if request.node_id != me:
+            return _refused(job.job_id, 400, f"node_id {request.node_id!r} is not this node ({me!r})")
+        if not request.HasField("job"):
+            return _refused("", 400, "job is missing")
+        problem = validate_job(job)
+        if problem:
+            log.info("refused job %r: %s", job.job_id, problem)
+            return _refused(job.job_id, 400, problem)
+        try:
+            started = self.executor.submit(to_assignment(job))
+        except Busy as exc:
+            return _refused(job.job_id, 429, str(exc))
+        except Conflict as exc:
+            return _refused(job.job_id, 409, str(exc))
+        if started:
+            log.info("accepted job %s (attempt %d)", job.job_id, job.attempt or 1)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        return node_pb2.AssignJobResponse(
+            status=common_pb2.STATUS_SUCCESS, job_id=job.job_id, accepted=True, estimated_start_time=now
+        )
+
+    async def GetNodeMetrics(self, request: node_pb2.GetNodeMetricsRequest, context: grpc.aio.ServicerContext):
+        me = self.node_id()
+        if request.node_id and request.node_id != me:
+            return node_pb2.GetNodeMetricsResponse(
+                error=status_error(404, f"node_id {request.node_id!r} is not this node ({me!r})")
+            )
+        if request.start_time < 0 or request.end_time < 0:
+            return node_pb2.GetNodeMetricsResponse(error=status_error(400, "start_time and end_time must be >= 0"))
+        points = [
+            node_pb2.MetricPoint(
+                timestamp=int(p.timestamp), cpu_usage=p.cpu, gpu_usage=p.gpu, memory_usage=p.memory,
+            )
+            for p in self.metrics.between(request.start_time, request.end_time)
+        ]
+        return node_pb2.GetNodeMetricsResponse(metrics=points)
+
+
+def add_idle_services(deploy_server: grpc.aio.Server, terminal_server: grpc.aio.Server) -> None:
+    """Deployment and terminal services: every method answers UNIMPLEMENTED for now."""
+    deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
+        deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
+    )
+    deployment_pb2_grpc.add_TerminalServiceServicer_to_server(
+        deployment_pb2_grpc.TerminalServiceServicer(), terminal_server
+    )

@@ -1,0 +1,180 @@
+"""The node against a fake central (a real gRPC server) and a real NATS: registration,
+heartbeats, AssignJob -> real training -> reports, cancellation, resume, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from fake_central import FakeCentral, Record, assign, job_config, running_node
+from waiting import eventually
+
+from bus import EventBus, parse_object_uri
+from protos import common_pb2
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def central():
+    fake = await FakeCentral().start()
+    yield fake
+    await fake.stop()
+
+
+async def test_registers_with_devices_and_heartbeats_active_jobs(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path, slots=3) as node:
+        rec = central.record
+        info = rec.registrations[0].info
+        assert info.node_id == node.node_id == rec.node_id
+        assert info.devices[0].device_type == common_pb2.DEVICE_CPU and info.devices[0].memory_total > 0
+        assert info.cpu_cores >= 1 and info.ram_total > 0 and info.slots == 3
+        assert (info.ip_address, info.port) == ("127.0.0.1", node.ports["node"])
+        await eventually(lambda: len(rec.heartbeats) >= 2, message="heartbeats")
+        beat = rec.heartbeats[-1]
+        assert beat.node_id == node.node_id and beat.free_slots == 3 and list(beat.active_jobs) == []
+        assert 0.0 <= beat.metrics.cpu_usage <= 1.0 and 0.0 < beat.metrics.memory_usage <= 1.0
+
+
+async def test_digits_job_reports_every_epoch_and_a_model_whose_hash_matches(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        answer = await assign(node, rec, job_config("j-digits", epochs=3))
+        assert answer.accepted and answer.status == common_pb2.STATUS_SUCCESS
+        done = await eventually(lambda: rec.completion_of("j-digits"), timeout=60, message="completion")
+        progress = rec.progress_of("j-digits")
+        assert [p.status.current_epoch for p in progress] == [1, 2, 3]
+        for p in progress:
+            assert p.node_id == node.node_id and p.attempt == 1
+            assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(p.current_metrics)
+            assert p.epoch_seconds > 0 and p.samples_per_second > 0
+            assert p.checkpoint_uri == f"nats://cyxwiz-checkpoints/j-digits/attempt-1/epoch-{p.status.current_epoch}"
+        assert done.result.status == common_pb2.STATUS_COMPLETED
+        assert done.result.final_metrics["val_accuracy"] > 0.8
+        assert done.result.model_weights_uri == "nats://cyxwiz-models/j-digits"
+        bus = await EventBus.connect(nats_server.url, setup=False)
+        try:
+            model = await bus.get_object(*parse_object_uri(done.result.model_weights_uri))
+            checkpoint = await bus.get_object(*parse_object_uri(progress[-1].checkpoint_uri))
+        finally:
+            await bus.close()
+        assert hashlib.sha256(model).hexdigest() == done.result.model_weights_hash
+        assert len(model) == done.result.model_size and len(checkpoint) > 0
+
+
+async def test_job_resumed_from_a_checkpoint_ends_with_the_same_model(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        assert (await assign(node, rec, job_config("j-resume", epochs=3))).accepted
+        first = await eventually(lambda: rec.completion_of("j-resume", 1), timeout=60)
+        requeued = job_config(
+            "j-resume", epochs=3, attempt=2, resume_from_epoch=1,
+            resume_checkpoint_uri="nats://cyxwiz-checkpoints/j-resume/attempt-1/epoch-1",
+        )
+        assert (await assign(node, rec, requeued)).accepted
+        second = await eventually(lambda: rec.completion_of("j-resume", 2), timeout=60)
+        assert [p.status.current_epoch for p in rec.progress_of("j-resume", 2)] == [2, 3]
+        assert second.result.status == common_pb2.STATUS_COMPLETED
+        assert second.result.model_weights_hash == first.result.model_weights_hash
+
+
+async def test_cancel_through_heartbeat_stops_the_job_within_a_second(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        long_job = job_config("j-cancel", epochs=200, dataset_uri="synthetic://classification?n=20000&features=32&classes=4")
+        assert (await assign(node, rec, long_job)).accepted
+        await eventually(lambda: rec.progress_of("j-cancel"), timeout=30, message="first epoch")
+        rec.to_cancel.add("j-cancel")
+        done = await eventually(lambda: rec.completion_of("j-cancel"), timeout=10)
+        arrived = time.monotonic()
+        assert done.result.status == common_pb2.STATUS_CANCELLED
+        assert arrived - rec.cancel_sent_at["j-cancel"] < 1.0
+        assert node.executor.active_jobs() == []
+
+
+async def test_continue_job_false_stops_the_job(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        rec.stop_jobs.add("j-stop")
+        long_job = job_config("j-stop", epochs=200, dataset_uri="synthetic://classification?n=20000&features=32&classes=4")
+        assert (await assign(node, rec, long_job)).accepted
+        done = await eventually(lambda: rec.completion_of("j-stop"), timeout=30)
+        assert done.result.status == common_pb2.STATUS_CANCELLED
+        assert len(rec.progress_of("j-stop")) < 5
+
+
+async def test_crashing_job_fails_alone_and_the_node_serves_the_next(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        bad = job_config("j-bad", hyperparameters={"optimizer": "adagrad"})
+        assert (await assign(node, rec, bad)).accepted
+        failed = await eventually(lambda: rec.completion_of("j-bad"), timeout=30)
+        assert failed.result.status == common_pb2.STATUS_FAILED
+        assert failed.error.code == 400 and "optimizer" in failed.error.message and not failed.retryable
+        assert (await assign(node, rec, job_config("j-good"))).accepted
+        good = await eventually(lambda: rec.completion_of("j-good"), timeout=60)
+        assert good.result.status == common_pb2.STATUS_COMPLETED
+
+
+async def test_reports_are_retried_while_central_is_down(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        assert (await assign(node, rec, job_config("j-retry", epochs=3))).accepted
+        await central.stop()
+        await eventually(lambda: not node.executor.active_jobs(), timeout=60, message="training ends")
+        assert rec.completion_of("j-retry") is None
+        restarted = await FakeCentral(rec).start(central.port)
+        try:
+            done = await eventually(lambda: rec.completion_of("j-retry"), timeout=20, message="completion after restart")
+            assert done.result.status == common_pb2.STATUS_COMPLETED
+            epochs = [p.status.current_epoch for p in rec.progress_of("j-retry")]
+            assert sorted(set(epochs)) == [1, 2, 3] and epochs == sorted(epochs)
+            assert node.reporter.stats.retries > 0
+        finally:
+            await restarted.stop()
+
+
+async def test_registers_again_when_central_forgets_it(central, nats_server, tmp_path):
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        rec.forget_next_beat = True
+        await eventually(lambda: len(rec.registrations) == 2, message="second registration")
+        await eventually(lambda: node.agent.session_token == rec.token)
+        assert (await assign(node, rec, job_config("j-after"))).accepted
+        done = await eventually(lambda: rec.completion_of("j-after"), timeout=60)
+        assert done.result.status == common_pb2.STATUS_COMPLETED
+
+
+def test_python_m_node_writes_ready_file_and_stops_on_sigterm(tmp_path):
+    async def scenario() -> None:
+        central = await FakeCentral().start()
+        ready = tmp_path / "ready.json"
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node", "--central", central.address, "--nats", "nats://127.0.0.1:1",
+             "--node-port", "0", "--deploy-port", "0", "--terminal-port", "0", "--bind", "127.0.0.1",
+             "--home", str(tmp_path), "--heartbeat", "0.2", "--ready-file", str(ready)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            info = await eventually(lambda: ready.exists() and json.loads(ready.read_text()), timeout=60)
+            assert info["node_id"] == central.record.node_id and info["pid"] == process.pid
+            assert info["node_service"].startswith("127.0.0.1:") and info["deploy"] and info["terminal"]
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(process.wait, 20)
+            out = process.stdout.read().decode()
+            assert code == 0, out
+            assert "is ready" in out and info["node_service"] in out
+        finally:
+            if process.poll() is None:
+                process.kill()
+            await central.stop()
+
+    asyncio.run(scenario())
