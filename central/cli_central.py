@@ -1,0 +1,85 @@
+"""``cyxwiz central``: run the central server (with the embedded NATS by default).
+
+When ready it prints one banner with its endpoints and, with ``--ready-file PATH``,
+writes ``{"grpc": "host:port", "rest": "http://...", "nats": url, "pid": n}`` there (tests
+and ``cyxwiz up`` wait for it). SIGINT or SIGTERM stops it cleanly, exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bus import BusError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("central")
+    def central(
+        home: Optional[Path] = typer.Option(None, "--home", help="state folder (CYXWIZ_HOME, default .cyxwiz)"),
+        nats: Optional[str] = typer.Option(None, "--nats", help="NATS URL (CYXWIZ_NATS_URL); default: embedded server"),
+        grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="gRPC port (CYXWIZ_GRPC_PORT, 50051; 0: free)"),
+        rest_port: Optional[int] = typer.Option(None, "--rest-port", help="REST port (CYXWIZ_REST_PORT, 8080; 0: free)"),
+        node_token: Optional[str] = typer.Option(None, "--node-token", help="token nodes need to register (CYXWIZ_NODE_TOKEN)"),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="key job calls need (CYXWIZ_API_KEY)"),
+        heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="heartbeat interval s (CYXWIZ_HEARTBEAT_S, 10)"),
+        node_timeout: Optional[float] = typer.Option(None, "--node-timeout", help="node lost after s (CYXWIZ_NODE_TIMEOUT_S, 30)"),
+        ready_file: Optional[Path] = typer.Option(None, "--ready-file", help="write endpoints as JSON here when ready"),
+    ) -> None:
+        """Run the central server: gRPC, REST, scheduler, liveness, projection."""
+        from central.server import CentralConfig, ConfigError
+
+        logging.basicConfig(level=os.environ.get("CYXWIZ_LOG_LEVEL", "INFO"),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        try:
+            config = CentralConfig.load(home=home, nats_url=nats, grpc_port=grpc_port, rest_port=rest_port,
+                                        node_token=node_token, api_key=api_key, heartbeat_s=heartbeat,
+                                        node_timeout_s=node_timeout)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        try:
+            asyncio.run(_serve(config, ready_file))
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        except BusError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+
+
+async def _serve(config, ready_file: Path | None) -> None:
+    from central.server import CentralServer
+
+    server = CentralServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        info = server.ready_info()
+        typer.echo(f"cyxwiz central ready: gRPC {info['grpc']}  REST {info['rest'] or '(off)'}  "
+                   f"NATS {info['nats']}  pid {info['pid']}", err=False)
+        if ready_file is not None:
+            _write_atomically(ready_file, json.dumps(info))
+        await stop.wait()
+    finally:
+        await server.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

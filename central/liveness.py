@@ -1,0 +1,131 @@
+"""Liveness: nodes heartbeat (every 10 s by default); after 30 s without one a node is lost.
+
+- ``beat(node_id)`` records a heartbeat that reached this central; heartbeats that reached
+  another central on the same stream arrive as telemetry (``telemetry.node.<id>``), so
+  every central knows every node's last beat.
+- A node that registered (or was online when this central started) counts as seen then.
+- NodeLost is appended with the node's expected version, so two centrals never record
+  it twice. A lost (or deregistered) node's assigned and running jobs are requeued with
+  attempt + 1 and their last checkpoint; after 3 attempts the job fails. That
+  reconciliation runs on every tick, so it also finishes work a crashed central left.
+- A lost node that heartbeats is answered ``keep_alive = false`` and registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import datetime, timezone
+from typing import Callable
+
+import nats.errors
+
+from bus import BusError, EventBus
+from central.commands import Commands
+from central.deciders import MarkLost, Refused, Requeue
+from central.state import CentralState
+from events import NodeRegistered
+
+log = logging.getLogger("cyxwiz.central.liveness")
+
+METRIC_HISTORY = 360  # heartbeats kept per node for GetNodeMetrics
+
+
+class Liveness:
+    def __init__(
+        self,
+        state: CentralState,
+        bus: EventBus,
+        commands: Commands,
+        *,
+        heartbeat_s: float = 10.0,
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.state = state
+        self.bus = bus
+        self.commands = commands
+        self.heartbeat_s = heartbeat_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.started = clock()
+        self.last_seen: dict[str, float] = {}
+        self.metrics: dict[str, deque] = {}
+        self.lost_total = 0
+        self.requeued_total = 0
+        self._sub = None
+        state.listen(self._on_event)
+
+    @property
+    def tick_s(self) -> float:
+        return max(0.05, min(self.heartbeat_s, self.timeout_s / 4))
+
+    def _on_event(self, event, old, new) -> None:
+        if isinstance(event, NodeRegistered):
+            self.last_seen[event.node_id] = self.clock()
+
+    def beat(self, node_id: str) -> None:
+        self.last_seen[node_id] = self.clock()
+
+    def record_metrics(self, node_id: str, point) -> None:
+        history = self.metrics.get(node_id)
+        if history is None:
+            history = self.metrics[node_id] = deque(maxlen=METRIC_HISTORY)
+        history.append(point)
+
+    def last_seen_unix(self, node_id: str) -> float:
+        seen = self.last_seen.get(node_id)
+        return 0.0 if seen is None else time.time() - (self.clock() - seen)
+
+    async def run(self) -> None:
+        try:
+            self._sub = await self.bus.nc.subscribe("telemetry.node.*", cb=self._on_telemetry)
+        except nats.errors.Error as exc:
+            log.warning("cannot follow heartbeats sent to other centrals: %s", exc)
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.check()
+            except BusError as exc:
+                log.warning("liveness check postponed: %s", exc)
+
+    async def _on_telemetry(self, msg) -> None:
+        self.beat(msg.subject.rsplit(".", 1)[-1])
+
+    async def check(self) -> None:
+        """Declare silent nodes lost, then requeue the jobs that lost nodes still hold."""
+        now = self.clock()
+        for node in list(self.state.online_nodes()):
+            seen = self.last_seen.get(node.node_id, self.started)
+            if now - seen > self.timeout_s:
+                await self._mark_lost(node.node_id, seen)
+        for node_id, held in list(self.state.node_jobs.items()):
+            node = self.state.nodes.get(node_id)
+            if held and (node is None or node.status != "online"):
+                await self.requeue_jobs_of(node_id, f"node {node_id} lost")
+
+    async def _mark_lost(self, node_id: str, seen: float) -> None:
+        last_seen = datetime.fromtimestamp(time.time() - (self.clock() - seen), timezone.utc)
+        try:
+            await self.commands.node(node_id, MarkLost(last_seen, f"no heartbeat for {self.timeout_s:g}s"))
+        except Refused:
+            return  # already lost, or re-registered meanwhile
+        self.lost_total += 1
+        log.warning("node %s lost: no heartbeat for %.1fs", node_id, self.clock() - seen)
+
+    async def requeue_jobs_of(self, node_id: str, reason: str) -> None:
+        for job_id in sorted(self.state.node_jobs.get(node_id, ())):
+            try:
+                await self.commands.job(job_id, Requeue(reason, excluded_node=node_id))
+            except Refused:
+                continue
+            self.requeued_total += 1
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:
+                pass

@@ -1,0 +1,234 @@
+"""The central process, composed: gRPC + REST + projector + scheduler + dispatcher + liveness.
+
+    server = CentralServer(CentralConfig.load(grpc_port=0, rest_port=0))
+    await server.start()      # replays the stream into central's state, then goes live
+    ...
+    await server.stop()
+
+Settings come from arguments (flags), then ``CYXWIZ_*`` environment variables, then the
+defaults of ARCHITECTURE.md "Ports and configuration".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import grpc
+
+from bus import EventBus, NatsServer, open_bus
+from central.auth import Auth, load_secret
+from central.commands import Commands
+from central.dispatcher import Dispatcher
+from central.grpc_services import Services, add_services
+from central.liveness import Liveness
+from central.scheduler import Scheduler
+from central.state import CentralState
+
+log = logging.getLogger("cyxwiz.central")
+
+REPLAY_TIMEOUT_S = 600.0
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    home: Path = Path(".cyxwiz")
+    nats_url: str | None = None
+    grpc_port: int = 50051
+    rest_port: int = 8080
+    node_token: str | None = None
+    api_key: str | None = None
+    heartbeat_s: float = 10.0
+    node_timeout_s: float = 30.0
+    host: str = "0.0.0.0"  # where the servers listen
+    advertise_host: str = "127.0.0.1"  # how the ready banner names them
+
+    ENV = {
+        "home": "CYXWIZ_HOME",
+        "nats_url": "CYXWIZ_NATS_URL",
+        "grpc_port": "CYXWIZ_GRPC_PORT",
+        "rest_port": "CYXWIZ_REST_PORT",
+        "node_token": "CYXWIZ_NODE_TOKEN",
+        "api_key": "CYXWIZ_API_KEY",
+        "heartbeat_s": "CYXWIZ_HEARTBEAT_S",
+        "node_timeout_s": "CYXWIZ_NODE_TIMEOUT_S",
+    }
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **flags) -> "CentralConfig":
+        """Flags (non-None keyword arguments) over ``CYXWIZ_*`` variables over defaults."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            if flags.get(f.name) is not None:
+                values[f.name] = _convert(f.name, flags[f.name], f"--{f.name.replace('_s', '').replace('_', '-')}")
+            elif f.name in cls.ENV and env.get(cls.ENV[f.name]):
+                values[f.name] = _convert(f.name, env[cls.ENV[f.name]], cls.ENV[f.name])
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        for name in ("grpc_port", "rest_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name.replace('_', '-')} must be 0..65535 (0: any free port), got {getattr(self, name)}")
+        if self.heartbeat_s <= 0:
+            raise ConfigError(f"heartbeat must be > 0 seconds (got {self.heartbeat_s:g})")
+        if self.node_timeout_s <= self.heartbeat_s:
+            raise ConfigError(f"node-timeout ({self.node_timeout_s:g}s) must be longer than the heartbeat "
+                              f"({self.heartbeat_s:g}s); three heartbeats is usual")
+
+
+def _convert(name: str, value, source: str):
+    kind = {"grpc_port": int, "rest_port": int, "heartbeat_s": float, "node_timeout_s": float, "home": Path}.get(name, str)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number" if kind is float else "text"
+        raise ConfigError(f"{source} must be {what} (got {value!r})") from None
+
+
+class CentralServer:
+    def __init__(self, config: CentralConfig) -> None:
+        self.config = config
+        self.bus: EventBus | None = None
+        self.nats: NatsServer | None = None
+        self.state = CentralState()
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._rest_runner = None
+        self._projection = None
+        self._tasks: list[asyncio.Task] = []
+        self.scheduler: Scheduler | None = None
+        self.liveness: Liveness | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    # --- addresses ---------------------------------------------------------------------
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.config.advertise_host}:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str | None:
+        return None if self.rest_port is None else f"http://{self.config.advertise_host}:{self.rest_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return self.bus.url if self.bus else ""
+
+    def ready_info(self) -> dict:
+        return {"grpc": self.grpc_address, "rest": self.rest_url, "nats": self.nats_url, "pid": os.getpid()}
+
+    # --- start and stop ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        c = self.config
+        self.bus, self.nats = await open_bus(c.nats_url, home=c.home)
+        auth = Auth(await load_secret(self.bus), node_token=c.node_token, api_key=c.api_key)
+        commands = Commands(self.state, self.bus)
+        self.dispatcher = Dispatcher(self.state, commands, auth)
+        self.liveness = Liveness(self.state, self.bus, commands, heartbeat_s=c.heartbeat_s, timeout_s=c.node_timeout_s)
+        self.scheduler = Scheduler(self.state, self.bus, commands, self.dispatcher)
+        await self._replay()
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
+        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        add_services(self._grpc, services)
+        self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
+        if self.grpc_port == 0:
+            raise ConfigError(f"cannot listen for gRPC on {c.host}:{c.grpc_port}: the port is taken; "
+                              "pass --grpc-port 0 for any free port")
+        await self._grpc.start()
+        await self._start_read_model()
+        self._tasks += [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                        asyncio.create_task(self.liveness.run(), name="liveness")]
+        log.info("central: %s", auth.describe())
+
+    async def _replay(self) -> None:
+        """Fold the whole stream into central's state, then keep following it live."""
+        started = time.monotonic()
+        target = await self.bus.last_sequence()
+        self._tasks.append(asyncio.create_task(self._follow(), name="state"))
+        if not await self.state.wait_for_seq(target, timeout=REPLAY_TIMEOUT_S):
+            raise RuntimeError(f"replay did not reach sequence {target} within {REPLAY_TIMEOUT_S:.0f}s")
+        log.info("central: replayed %d events (%d jobs, %d nodes) in %.2fs", target, len(self.state.jobs),
+                 len(self.state.nodes), time.monotonic() - started)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for batch in self.bus.subscribe_batches(self.state.last_seq + 1):
+                    self.state.apply_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped subscription: resume where we are
+                log.warning("event subscription interrupted (%s); resuming at %d", exc, self.state.last_seq + 1)
+                await asyncio.sleep(0.5)
+
+    async def _start_read_model(self) -> None:
+        """The DuckDB projection and REST (central.projection, central.rest), when present."""
+        try:
+            from central.projection import Projection, Projector
+        except ModuleNotFoundError as exc:
+            log.warning("central: no read model (%s); REST is off", exc)
+            return
+        self._projection = Projection(self.config.home / "cyxwiz.duckdb")
+        projector = Projector(self._projection, self.bus)
+        self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
+        try:
+            from central.rest import make_app, serve_rest
+        except ModuleNotFoundError as exc:
+            log.warning("central: REST is off (%s)", exc)
+            return
+        app = make_app(self._projection, scheduler_status=self.scheduler.status,
+                       scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)
+        self._rest_runner, self.rest_port = await serve_rest(app, self.config.host, self.config.rest_port)
+
+    def queue_snapshot(self, limit: int = 100) -> list[dict]:
+        """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
+        return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
+                 "submitted_at": j.submitted_at, "position": i + 1}
+                for i, j in enumerate(self.state.queued(limit))]
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._rest_runner is not None:
+            await self._rest_runner.cleanup()
+        if self.liveness is not None:
+            await self.liveness.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self._projection is not None:
+            await _close_projection(self._projection)
+        if self.bus is not None:
+            await self.bus.close()
+        if self.nats is not None and self.nats.owned:
+            await asyncio.to_thread(self.nats.stop)
+
+
+async def _close_projection(projection) -> None:
+    """Close the DuckDB file once the projector's last batch (in a thread) is written."""
+    for _ in range(100):
+        try:
+            projection.close()
+            return
+        except Exception as exc:  # duckdb: "connection is busy with another call"
+            if "busy" not in str(exc):
+                raise
+            await asyncio.sleep(0.05)

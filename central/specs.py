@@ -1,0 +1,240 @@
+"""Pure conversions between the protocol's messages and central's own types, with checks.
+
+``spec_from_config`` and ``registration_from_info`` validate what a client or node sent
+and raise ``Refused(400, ...)`` naming the field and what to do; the others build the
+protocol's answers from central's state. Generated protobuf types stop here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+
+from central.deciders import JobState, NodeState, Refused
+from events import Device, JobSpec, Requirements
+from protos import common_pb2, job_pb2, node_pb2
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+DATASET_SCHEMES = ("file://", "builtin://", "synthetic://", "nats://")
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1 << 24
+MAX_SLOTS = 1024
+MAX_TEXT = 65536
+
+DEVICE_NAMES = {
+    common_pb2.DEVICE_CPU: "cpu",
+    common_pb2.DEVICE_CUDA: "cuda",
+    common_pb2.DEVICE_OPENCL: "opencl",
+    common_pb2.DEVICE_METAL: "metal",
+    common_pb2.DEVICE_VULKAN: "vulkan",
+}
+DEVICE_TYPES = {name: number for number, name in DEVICE_NAMES.items()}
+
+STATUS_OF_STATE = {
+    "queued": common_pb2.STATUS_PENDING,
+    "assigned": common_pb2.STATUS_PENDING,
+    "running": common_pb2.STATUS_IN_PROGRESS,
+    "completed": common_pb2.STATUS_COMPLETED,
+    "failed": common_pb2.STATUS_FAILED,
+    "cancelled": common_pb2.STATUS_CANCELLED,
+}
+
+
+def check_id(what: str, value: str) -> str:
+    if not value:
+        raise Refused(400, f"{what} is missing")
+    if not ID_PATTERN.match(value):
+        raise Refused(400, f"{what} {value[:80]!r} is not a valid id: use 1-128 letters, digits, '-' or '_'")
+    return value
+
+
+def check_finite(what: str, value: float, *, minimum: float | None = None) -> float:
+    if not math.isfinite(value):
+        raise Refused(400, f"{what} must be a finite number (got {value})")
+    if minimum is not None and value < minimum:
+        raise Refused(400, f"{what} must be >= {minimum} (got {value})")
+    return value
+
+
+def check_metrics(what: str, metrics) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if not key or len(key) > 128:
+            raise Refused(400, f"{what} has a key of length {len(key)}; use 1-128 characters")
+        out[key] = check_finite(f"{what}[{key!r}]", value)
+    return out
+
+
+# --------------------------------------------------------------------------- jobs in
+
+
+def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "") -> JobSpec:
+    """A JobSpec from a submitted JobConfig; raises ``Refused(400)`` naming the bad field."""
+    if config.job_type != job_pb2.JOB_TYPE_TRAINING:
+        got = job_pb2.JobType.Name(config.job_type) if config.job_type in job_pb2.JobType.values() else config.job_type
+        raise Refused(400, f"config.job_type {got} is not supported: central runs JOB_TYPE_TRAINING jobs")
+    if not 0 < config.epochs <= MAX_EPOCHS:
+        raise Refused(400, f"config.epochs must be 1..{MAX_EPOCHS} (got {config.epochs})")
+    if not 0 < config.batch_size <= MAX_BATCH:
+        raise Refused(400, f"config.batch_size must be 1..{MAX_BATCH} (got {config.batch_size})")
+    if config.priority not in job_pb2.JobPriority.values():
+        raise Refused(400, f"config.priority {config.priority} is unknown; use PRIORITY_LOW..PRIORITY_CRITICAL (0-3)")
+    if config.required_device not in common_pb2.DeviceType.values():
+        raise Refused(400, f"config.required_device {config.required_device} is unknown; use a DeviceType")
+    if config.estimated_memory < 0:
+        raise Refused(400, f"config.estimated_memory must be >= 0 bytes (got {config.estimated_memory})")
+    uri = config.dataset_uri
+    if not uri.startswith(DATASET_SCHEMES) or len(uri) > MAX_TEXT:
+        raise Refused(400, f"config.dataset_uri {uri[:80]!r} must start with one of {', '.join(DATASET_SCHEMES)}")
+    _check_model_definition(config.model_definition)
+    hyper = dict(config.hyperparameters)
+    if sum(len(k) + len(v) for k, v in hyper.items()) > MAX_TEXT:
+        raise Refused(400, f"config.hyperparameters are too large (over {MAX_TEXT} characters)")
+    return JobSpec(
+        job_type="JOB_TYPE_TRAINING",
+        model_definition=config.model_definition,
+        hyperparameters=hyper,
+        dataset_uri=uri,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        priority=config.priority,
+        requirements=Requirements(device=DEVICE_NAMES.get(config.required_device),
+                                  min_memory_bytes=config.estimated_memory),
+        name=hyper.get("name", "")[:256],
+        submitted_by=submitted_by,
+    )
+
+
+def _check_model_definition(text: str) -> None:
+    if not text:
+        return
+    if len(text) > MAX_TEXT:
+        raise Refused(400, f"config.model_definition is too long ({len(text)} characters, at most {MAX_TEXT})")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise Refused(400, f"config.model_definition is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Refused(400, "config.model_definition must be a JSON object, e.g. {\"type\": \"mlp\"}")
+
+
+def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, resume_epoch: int) -> job_pb2.JobConfig:
+    """The JobConfig a node receives in AssignJob (with attempt and where to resume)."""
+    spec = job.spec or JobSpec()
+    req = spec.requirements
+    return job_pb2.JobConfig(
+        job_id=job.job_id,
+        job_type=job_pb2.JOB_TYPE_TRAINING,
+        priority=spec.priority,
+        model_definition=spec.model_definition,
+        hyperparameters=spec.hyperparameters,
+        dataset_uri=spec.dataset_uri,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        required_device=DEVICE_TYPES.get(req.device or "", common_pb2.DEVICE_UNKNOWN),
+        estimated_memory=req.min_memory_bytes,
+        resume_checkpoint_uri=resume_uri or "",
+        resume_from_epoch=resume_epoch,
+        attempt=attempt,
+    )
+
+
+# --------------------------------------------------------------------------- jobs out
+
+
+def job_status(job: JobState) -> job_pb2.JobStatus:
+    status = job_pb2.JobStatus(
+        job_id=job.job_id,
+        status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
+        progress=min(1.0, job.epochs_done / job.epochs) if job.epochs else 0.0,
+        current_node_id=job.node_id or "",
+        start_time=int(job.started_at),
+        end_time=int(job.ended_at),
+        metrics=job.metrics,
+        current_epoch=job.epochs_done,
+        attempt=job.attempt,
+        state=job.status,
+        job_type=job_pb2.JOB_TYPE_TRAINING,
+        submitted_at=int(job.submitted_at),
+        checkpoint_uri=job.checkpoint_uri or "",
+        total_epochs=job.epochs,
+        name=job.name,
+    )
+    if job.error:
+        status.error.CopyFrom(common_pb2.Error(code=500 if job.status == "failed" else 0, message=job.error))
+    if job.artifact:
+        status.model_weights_uri, status.model_weights_hash, status.model_size = job.artifact
+    return status
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def registration_from_info(info: node_pb2.NodeInfo) -> dict:
+    """The NodeRegistered fields from a RegisterNode's NodeInfo; ``Refused(400)`` if bad."""
+    from protos.convert import node_endpoint
+
+    if info.node_id:
+        check_id("info.node_id", info.node_id)
+    if len(info.name) > 256:
+        raise Refused(400, f"info.name is too long ({len(info.name)} characters, at most 256)")
+    try:
+        endpoint = node_endpoint(info.ip_address, info.port)
+    except ValueError as exc:
+        raise Refused(400, f"info.{'port' if 'port' in str(exc) else 'ip_address'}: {exc}") from None
+    if len(info.ip_address) > 255:
+        raise Refused(400, "info.ip_address is too long")
+    if not 0 <= info.slots <= MAX_SLOTS:
+        raise Refused(400, f"info.slots must be 0..{MAX_SLOTS} (got {info.slots}); 0 means one")
+    if info.cpu_cores < 0 or info.ram_total < 0:
+        raise Refused(400, "info.cpu_cores and info.ram_total must be >= 0")
+    if len(info.devices) > 256:
+        raise Refused(400, f"info.devices lists {len(info.devices)} devices, at most 256")
+    devices = []
+    for i, d in enumerate(info.devices):
+        if d.device_type not in common_pb2.DeviceType.values():
+            raise Refused(400, f"info.devices[{i}].device_type {d.device_type} is unknown")
+        if min(d.memory_total, d.vram_total, d.memory_available, d.vram_available) < 0:
+            raise Refused(400, f"info.devices[{i}] memory must be >= 0 bytes")
+        devices.append(Device(type=DEVICE_NAMES.get(d.device_type, "unknown"), name=(d.device_name or d.gpu_model)[:256],
+                              memory_bytes=max(d.memory_total, d.vram_total)))
+    v = info.version
+    version = f"{v.major}.{v.minor}.{v.patch}" + (f"+{v.build[:64]}" if v.build else "")
+    return dict(name=info.name, endpoint=endpoint, devices=devices, cpu_cores=info.cpu_cores,
+                ram_bytes=info.ram_total, slots=max(1, info.slots), version=version)
+
+
+def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running: int) -> node_pb2.NodeInfo:
+    host, _, port = node.endpoint.rpartition(":")
+    info = node_pb2.NodeInfo(
+        node_id=node.node_id,
+        name=node.name,
+        cpu_cores=node.cpu_cores,
+        ram_total=node.ram_bytes,
+        ip_address=host.strip("[]"),
+        port=int(port) if port.isdigit() else 0,
+        total_jobs_completed=completed,
+        is_online=node.status == "online",
+        last_heartbeat=int(last_seen_unix),
+        slots=node.slots,
+    )
+    major, minor, patch = (_version_parts(node.version_text) + [0, 0, 0])[:3]
+    info.version.CopyFrom(common_pb2.Version(major=major, minor=minor, patch=patch))
+    for d in node.devices:
+        info.devices.append(common_pb2.DeviceCapabilities(
+            device_type=DEVICE_TYPES.get(d.type, common_pb2.DEVICE_UNKNOWN), device_name=d.name,
+            memory_total=d.memory_bytes, memory_available=d.memory_bytes))
+    return info
+
+
+def _version_parts(text: str) -> list[int]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        parts.append(int(piece) if piece.isdigit() and len(piece) < 9 else 0)
+    return parts
+
+
+def unix(dt: datetime) -> float:
+    return dt.replace(tzinfo=dt.tzinfo or timezone.utc).timestamp()
