@@ -222,7 +222,7 @@ def _decide_reject(state: JobState, cmd: Reject, now: datetime) -> list[Event]:
         return [rejected, JobCancelled(job_id=state.job_id, at_epoch=state.epochs_done, occurred_at=now,
                                        event_id=report_event_id(state.job_id, 0, "cancelled"))]
     if cmd.reason == "invalid" and state.rejections + 1 >= MAX_INVALID_REJECTIONS:
-        error = f"rejected as invalid by {MAX_INVALID_REJECTIONS} nodes: {cmd.message}"
+        error = f"rejected as invalid {MAX_INVALID_REJECTIONS} times (last by node {cmd.node_id}): {cmd.message}"
         return [rejected, JobFailed(job_id=state.job_id, attempt=state.attempt, error=error, occurred_at=now,
                                     event_id=report_event_id(state.job_id, state.attempt, "failed"))]
     return [rejected]

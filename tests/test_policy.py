@@ -1,0 +1,80 @@
+"""Scheduler policy: queue order, fitting, scoring; and the folded state's queue."""
+
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from central.policy import Candidate, choose, fits, queue_key, score
+from central.state import CentralState
+from bus import StoredMessage
+from events import Device, JobSpec, JobSubmitted, Requirements, encode
+
+CPU = (Device(type="cpu", memory_bytes=0),)
+GPU16 = (Device(type="cpu"), Device(type="cuda", name="A", memory_bytes=16 << 30))
+
+
+def node(node_id, devices=CPU, ram=8 << 30, slots=2, running=0, completed=0, uptime=0.0):
+    return Candidate(node_id, devices, ram, slots, running, completed, uptime)
+
+
+def test_queue_order_is_priority_then_submission_time():
+    keys = [queue_key(1, 10.0, "b"), queue_key(3, 50.0, "c"), queue_key(1, 5.0, "a"), queue_key(0, 1.0, "d")]
+    assert [k[2] for k in sorted(keys)] == ["c", "a", "b", "d"]
+
+
+def test_fits_device_and_memory():
+    assert fits(Requirements(), CPU, 1)
+    assert fits(Requirements(device="cpu", min_memory_bytes=4 << 30), CPU, 8 << 30)
+    assert not fits(Requirements(device="cpu", min_memory_bytes=16 << 30), CPU, 8 << 30)
+    assert not fits(Requirements(device="cuda"), CPU, 8 << 30)
+    assert fits(Requirements(device="cuda", min_memory_bytes=12 << 30), GPU16, 8 << 30)
+    assert not fits(Requirements(device="cuda", min_memory_bytes=20 << 30), GPU16, 8 << 30)
+    assert fits(Requirements(min_memory_bytes=12 << 30), GPU16, 8 << 30), "any device: the GPU's memory counts"
+
+
+def test_choose_prefers_low_load_then_history_then_uptime():
+    assert choose(Requirements(), [node("a", running=1), node("b")]) == "b"
+    assert choose(Requirements(), [node("a", completed=1), node("b", completed=50)]) == "b"
+    assert choose(Requirements(), [node("a", uptime=10), node("b", uptime=1000)]) == "b"
+    assert choose(Requirements(), [node("b"), node("a")]) == "a", "ties go to the smaller id"
+    assert choose(Requirements(), [node("a", running=2)]) is None, "no free slot"
+    assert choose(Requirements(device="cuda"), [node("a"), node("g", devices=GPU16, running=1)]) == "g"
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(1, 4), st.integers(0, 10_000), st.floats(0, 1e6)),
+                min_size=1, max_size=20))
+def test_choose_returns_a_free_node_and_load_dominates(specs):
+    nodes = [node(f"n{i}", slots=slots, running=min(r, slots), completed=c, uptime=u)
+             for i, (r, slots, c, u) in enumerate(specs)]
+    chosen = choose(Requirements(), nodes)
+    free = [n for n in nodes if n.free > 0]
+    if not free:
+        assert chosen is None
+        return
+    best = next(n for n in nodes if n.node_id == chosen)
+    assert best.free > 0
+    least_load = min(n.running / n.slots for n in free)
+    assert best.running / best.slots == least_load
+    assert score(best) == max(score(n) for n in free if n.running / n.slots == least_load)
+
+
+def test_state_queue_is_in_scheduling_order_and_skips_stale_entries():
+    state = CentralState()
+    jobs = [("low", 0), ("n1", 1), ("high", 2), ("n2", 1)]
+    for seq, (job_id, priority) in enumerate(jobs, start=1):
+        event = JobSubmitted(job_id=job_id, spec=JobSpec(priority=priority))
+        state.apply(StoredMessage(seq, f"events.job.{job_id}", encode(event)))
+    assert [j.job_id for j in state.queued()] == ["high", "n1", "n2", "low"]
+    assert state.jobs["n1"].version == 2
+    first = state.pop_queued()
+    assert first.job_id == "high"
+    state.push_queued(first)
+    state.push_queued(first)  # a duplicate entry is harmless
+    assert [j.job_id for j in state.queued()] == ["high", "n1", "n2", "low"]
+
+
+def test_state_keeps_undecodable_messages_as_anomalies():
+    state = CentralState()
+    state.apply(StoredMessage(1, "events.job.x", b'{"type": "JobExploded"}'))
+    state.apply(StoredMessage(2, "events.job.x", b"not json"))
+    assert state.anomaly_count == 2 and state.last_seq == 2 and not state.jobs
