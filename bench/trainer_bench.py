@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     hidden = [int(h) for h in args.hidden.split(",") if h]
     x, y = make_data(args)
     device = jax.devices()[0]
-    print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}), {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}), {cpu}, "
           f"{os.cpu_count()} cpus")
     print(f"mlp {args.features}-{'-'.join(map(str, hidden))}-{args.classes}, batch {args.batch}, {args.dtype}, "
           f"{args.steps} steps/epoch, {args.epochs} timed epochs")
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:>6}: {best[name]:>14,.0f}  {median[name]:>14,.0f}{extra}")
     for other in ("bare", "torch"):
         if "ours" in best and other in best:
-            print(f"ours/{other}: {best['ours'] / best[other]:.3f} (best), {median['ours'] / median[other]:.3f} (median)")
+            ratio_best, ratio_median = best["ours"] / best[other], median["ours"] / median[other]
+            print(f"ours/{other}: {ratio_best:.3f} (best), {ratio_median:.3f} (median)")
     summary = {
         "args": vars(args) | {"json": None}, "device": str(device.device_kind),
         "samples_per_s_best": best, "samples_per_s_median": median, "rounds": rounds,

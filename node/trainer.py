@@ -112,7 +112,7 @@ class TrainConfig:
         if not (_is_real(lr) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"learning_rate must be a number > 0 (got {lr!r})")
         wd = (1e-4 if self.optimizer == "adamw" else 0.0) if self.weight_decay is None else self.weight_decay
-        if not (_is_real(wd) and 0 <= wd and math.isfinite(wd)):
+        if not (_is_real(wd) and wd >= 0 and math.isfinite(wd)):
             raise ValueError(f"weight_decay must be a number >= 0 (got {wd!r})")
         if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be a number in [0, 1) (got {self.momentum!r})")
@@ -568,7 +568,9 @@ class Trainer:
         for name, value in meta["fingerprint"].items():
             if ours.get(name) != value:
                 theirs, mine = (json.dumps(v, sort_keys=True) for v in (value, ours.get(name)))
-                raise checkpoint.CheckpointError(f"checkpoint was made with {name}={theirs}, this run has {name}={mine}")
+                raise checkpoint.CheckpointError(
+                    f"checkpoint was made with {name}={theirs}, this run has {name}={mine}"
+                )
         like = jax.eval_shape(self._program.init_state, self._init_key, self._dropout_key)
         state, _ = checkpoint.from_bytes(resume, like)
         epoch, m = int(meta["epoch"]), meta["metrics"]

@@ -166,7 +166,10 @@ def test_missing_file_and_no_roots(root: Path) -> None:
     uri = f"file://{root}/nope.csv"
     assert error(uri, [root]) == f"dataset {uri!r}: file {root}/nope.csv does not exist"
     uri = f"file://{root}/set.npz"
-    assert error(uri, []) == f"dataset {uri!r}: {root}/set.npz is outside the data roots (none configured); move the file under one of them"
+    assert error(uri, []) == (
+        f"dataset {uri!r}: {root}/set.npz is outside the data roots (none configured); "
+        "move the file under one of them"
+    )
 
 
 def test_bad_csv_rows_name_the_line(root: Path) -> None:
