@@ -114,11 +114,11 @@ class FakeCentral(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.ReportCompletionResponse(status=common_pb2.STATUS_SUCCESS)
 
 
-def job_config(job_id: str, **fields) -> job_pb2.JobConfig:
+def job_config(job_id: str, /, **fields) -> job_pb2.JobConfig:
     """A small, fast training job on builtin://digits unless fields say otherwise."""
     values = dict(
         job_id=job_id, job_type=job_pb2.JOB_TYPE_TRAINING, model_definition='{"type": "mlp", "hidden": [32]}',
-        hyperparameters={"learning_rate": "0.003", "seed": "0"}, dataset_uri="builtin://digits",
+        hyperparameters={"learning_rate": "0.003", "seed": "0", "steps_per_chunk": "13"}, dataset_uri="builtin://digits",
         batch_size=64, epochs=2, attempt=1,
     )
     values.update(fields)
