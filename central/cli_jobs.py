@@ -138,7 +138,7 @@ def _follow_with_bar(client: Client, job_id: str, updates: Iterator[JobInfo]) ->
                 state=final.state,
                 loss=f"{m['loss']:.4f}" if "loss" in m else "-",
                 acc=f"{acc:.3f}" if acc is not None else "-",
-                sps=f"{m['samples_per_s']:,.0f}" if "samples_per_s" in m else "-",
+                sps=f"{_sps(m):,.0f}" if _sps(m) is not None else "-",
             )
     return final or client.status(job_id)
 
@@ -303,3 +303,7 @@ def register(app: typer.Typer) -> None:
                 str(n.cpu_cores), f"{n.ram_bytes / 2**30:.1f}", str(n.slots), str(n.jobs_completed),
             )
         console.print(table)
+
+
+def _sps(metrics: dict[str, float]) -> float | None:
+    return metrics.get("samples_per_second", metrics.get("samples_per_s"))
