@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import signal
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from fake_central import FakeCentral, Record, assign, job_config, running_node
 from waiting import eventually
 
 from bus import EventBus, parse_object_uri
+from node.datasets import load_dataset
 from protos import common_pb2
 
 pytestmark = pytest.mark.timeout(90)
@@ -67,6 +70,27 @@ async def test_digits_job_reports_every_epoch_and_a_model_whose_hash_matches(cen
             await bus.close()
         assert hashlib.sha256(model).hexdigest() == done.result.model_weights_hash
         assert len(model) == done.result.model_size and len(checkpoint) > 0
+
+
+async def test_nats_dataset_comes_from_the_dataset_bucket(central, nats_server, tmp_path):
+    digits = load_dataset("builtin://digits", data_roots=[])
+    buffer = io.BytesIO()
+    np.savez(buffer, x=digits.x, y=digits.y)
+    bus = await EventBus.connect(nats_server.url)
+    try:
+        await bus.put_object("cyxwiz-datasets", "digits.npz", buffer.getvalue())
+    finally:
+        await bus.close()
+    async with running_node(central, nats_server.url, tmp_path) as node:
+        rec = central.record
+        assert (await assign(node, rec, job_config("j-nats", dataset_uri="nats://digits.npz"))).accepted
+        assert (await assign(node, rec, job_config("j-none", dataset_uri="nats://none.npz"))).accepted
+        done = await eventually(lambda: rec.completion_of("j-nats"), timeout=60)
+        assert done.result.status == common_pb2.STATUS_COMPLETED
+        missing = await eventually(lambda: rec.completion_of("j-none"), timeout=30)
+        assert missing.result.status == common_pb2.STATUS_FAILED and missing.error.code == 400
+        assert "no object 'none.npz' in bucket cyxwiz-datasets" in missing.error.message
+        assert "cyxwiz datasets put" in missing.error.message
 
 
 async def test_job_resumed_from_a_checkpoint_ends_with_the_same_model(central, nats_server, tmp_path):
