@@ -20,7 +20,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import duckdb
 import msgspec
@@ -351,8 +351,18 @@ class Projector:
     backlog is applied in large batches and a trickle with little delay.
     """
 
-    def __init__(self, projection: Projection, bus: EventBus, *, max_batch: int = 5000, telemetry: bool = True) -> None:
+    def __init__(
+        self,
+        projection: Projection,
+        bus: EventBus,
+        *,
+        max_batch: int = 5000,
+        telemetry: bool = True,
+        on_applied: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``on_applied(stream, seq)`` is called on the event loop after each commit."""
         self.projection = projection
+        self.on_applied = on_applied
         self.bus = bus
         self.max_batch = max_batch
         self.streams = (EVENTS_STREAM, TELEMETRY_STREAM) if telemetry else (EVENTS_STREAM,)
@@ -387,7 +397,9 @@ class Projector:
             await self._apply(stream, batch)
 
     async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
-        await asyncio.to_thread(self.projection.apply, stream, batch)
+        seq = await asyncio.to_thread(self.projection.apply, stream, batch)
+        if self.on_applied is not None:
+            self.on_applied(stream, seq)
         async with self._applied:
             self._applied.notify_all()
 

@@ -105,10 +105,8 @@ WITH je AS (
             THEN 'JobSubmitted for job ' || job_id || ', which was already submitted'
         WHEN type <> 'JobSubmitted' AND NOT (known OR COALESCE(first_submit < seq, false))
             THEN type || ' for unknown job ' || job_id || ' (no JobSubmitted before it)'
-        WHEN prior_state IN {TERMINAL_STATES}
-            THEN type || ' for job ' || job_id || ', which is already ' || prior_state
-        WHEN seq > first_terminal
-            THEN type || ' for job ' || job_id || ' after its terminal event (seq ' || first_terminal || ')'
+        WHEN prior_state IN {TERMINAL_STATES} OR seq > first_terminal
+            THEN type || ' for job ' || job_id || ', which has already ended'
     END AS reason
     FROM lived
 ), epochs_in AS (SELECT * FROM reasoned)

@@ -1,0 +1,169 @@
+"""The DuckDB projection against a real nats-server: exactly once, disposable, total."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from central.projection import EVENTS_STREAM, Projection, Projector, rebuild
+from events import EpochCompleted, JobCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
+from projector_proc import history
+from waiting import eventually
+
+TABLES = ("events", "jobs", "nodes", "epochs", "assignments", "anomalies", "projection_checkpoint")
+HERE = Path(__file__).parent
+
+
+def snapshot(path: Path) -> dict[str, list]:
+    """Every table of a projection file, rows in a fixed order."""
+    projection = Projection(path, read_only=True)
+    try:
+        return {t: projection.query(f"SELECT * FROM {t} ORDER BY ALL", max_rows=10**6).rows for t in TABLES}
+    finally:
+        projection.close()
+
+
+async def append_garbage(bus) -> None:
+    await bus.js.publish("events.job.x", b"not json at all")
+    await bus.js.publish("events.job.x", b'{"type": "JobExploded", "job_id": "x"}')
+    await bus.js.publish("events.job.x", b'{"type": "JobSubmitted", "job_id": "x", "spec": {"epochs": "many"}}')
+    await bus.js.publish("events.job.y", JobSubmitted(job_id="x", spec=JobSpec()).__class__.__name__.encode())
+
+
+async def test_a_duplicate_publish_is_stored_and_counted_once(bus, tmp_path):
+    event = JobSubmitted(job_id="j1", spec=JobSpec(epochs=2))
+    first = await bus.append(event)
+    again = await bus.append(event)
+    assert again == first
+    assert await bus.last_sequence() == first
+    projection = Projection(tmp_path / "p.duckdb")
+    await Projector(projection, bus).catch_up()
+    assert projection.query("SELECT count(*) FROM events WHERE event_id = '%s'" % event.event_id).rows == [[1]]
+    assert projection.query("SELECT count(*) FROM jobs").rows == [[1]]
+
+
+async def test_malformed_messages_become_anomalies_and_the_rest_is_projected(bus, tmp_path):
+    await bus.append(JobSubmitted(job_id="before", spec=JobSpec()))
+    await append_garbage(bus)
+    await bus.append(JobCompleted(job_id="ghost"))  # a job nobody submitted
+    await bus.append_many([JobSubmitted(job_id="after", spec=JobSpec()), JobCompleted(job_id="after", metrics={"loss": 0.25})])
+    await bus.append(JobCompleted(job_id="after"))  # a second terminal event
+    projection = Projection(tmp_path / "p.duckdb")
+    await Projector(projection, bus).catch_up()
+    reasons = projection.query("SELECT seq, reason FROM anomalies ORDER BY seq").rows
+    assert [seq for seq, _ in reasons] == [2, 3, 4, 5, 6, 9]
+    assert reasons[0][1].startswith("not valid JSON")
+    assert reasons[1][1] == "unknown event type 'JobExploded'"
+    assert "$.spec.epochs" in reasons[2][1]
+    assert reasons[4][1] == "JobCompleted for unknown job ghost (no JobSubmitted before it)"
+    assert reasons[5][1] == "JobCompleted for job after, which has already ended"
+    assert projection.query("SELECT job_id, state, final_loss FROM jobs ORDER BY job_id").rows == [
+        ["after", "completed", 0.25],
+        ["before", "queued", None],
+    ]
+    assert projection.checkpoint() == 9
+
+
+async def test_a_repeated_epoch_is_one_row(bus, tmp_path):
+    await bus.append(JobSubmitted(job_id="j", spec=JobSpec(epochs=3)))
+    for _ in range(2):  # a retried report with a new event id
+        await bus.append_many([EpochCompleted(job_id="j", epoch=1, loss=0.5), EpochCompleted(job_id="j", epoch=2, loss=0.4)])
+    projection = Projection(tmp_path / "p.duckdb")
+    await Projector(projection, bus, max_batch=2).catch_up()
+    assert projection.query("SELECT epoch, loss FROM epochs ORDER BY epoch").rows == [[1, 0.5], [2, 0.4]]
+    assert projection.query("SELECT count(*) FROM anomalies").rows == [[2]]
+
+
+async def test_live_projection_equals_a_rebuild_and_tracks_telemetry(bus, tmp_path):
+    events = history(jobs=60)
+    projection = Projection(tmp_path / "live.duckdb")
+    projector = Projector(projection, bus, max_batch=25)
+    task = asyncio.create_task(projector.run())
+    try:
+        for start in range(0, len(events), 50):  # arrives in pieces while it runs
+            seqs = await bus.append_many(events[start : start + 50])
+        await append_garbage(bus)
+        await bus.publish_telemetry(NodeHeartbeat(node_id="n1", cpu_percent=42.0, active_jobs=["job-1"]))
+        assert await projector.wait_for_seq(seqs[-1] + 4, timeout=20)
+        await eventually(lambda: projection.checkpoint("CYXWIZ_TELEMETRY") >= 1)
+        assert projection.query("SELECT node_id, cpu_percent, active_jobs FROM node_metrics").rows == [["n1", 42.0, 1]]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    projection.close()
+    await rebuild(tmp_path / "rebuilt.duckdb", bus)
+    live, rebuilt = snapshot(tmp_path / "live.duckdb"), snapshot(tmp_path / "rebuilt.duckdb")
+    assert live == rebuilt
+    states = dict(Projection(tmp_path / "rebuilt.duckdb", read_only=True).query(
+        "SELECT state, count(*) FROM jobs GROUP BY state").rows)
+    assert states == {"completed": 51, "failed": 4, "cancelled": 5}
+
+
+async def test_wait_for_seq_times_out_false(bus, tmp_path):
+    projector = Projector(Projection(tmp_path / "p.duckdb"), bus)
+    assert await projector.wait_for_seq(5, timeout=0.05) is False
+
+
+async def test_a_failed_rebuild_leaves_the_old_file(bus, tmp_path):
+    path = tmp_path / "p.duckdb"
+    await bus.append(NodeRegistered(node_id="n1", endpoint="h:1"))
+    await rebuild(path, bus)
+    before = snapshot(path)
+    await bus.append(NodeRegistered(node_id="n2", endpoint="h:2"))
+    await bus.nc.close()
+    with pytest.raises(Exception):
+        await rebuild(path, bus)
+    assert snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("p.duckdb")) == ["p.duckdb"]
+
+
+def test_exactly_once_across_kill_9(nats_server, tmp_path):
+    """kill -9 the projector in the middle of a replay; restarted, it equals a clean rebuild."""
+    events = history(jobs=3000)  # about 30,000 events
+
+    async def fill() -> int:
+        from bus import EventBus
+
+        bus = await EventBus.connect(nats_server.url)
+        for start in range(0, len(events), 10_000):
+            await bus.append_many(events[start : start + 10_000])
+        await append_garbage(bus)
+        last = await bus.last_sequence()
+        await bus.close()
+        return last
+
+    last = asyncio.run(fill())
+    path = tmp_path / "p.duckdb"
+    cmd = [sys.executable, str(HERE / "projector_proc.py"), nats_server.url, str(path), "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if int(line.split()[1]) >= last // 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    halfway = Projection(path, read_only=True)
+    assert 0 < halfway.checkpoint(EVENTS_STREAM) < last
+    halfway.close()
+
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=120)
+
+    async def clean() -> None:
+        from bus import EventBus
+
+        bus = await EventBus.connect(nats_server.url)
+        await rebuild(tmp_path / "clean.duckdb", bus)
+        await bus.close()
+
+    asyncio.run(clean())
+    resumed, fresh = snapshot(path), snapshot(tmp_path / "clean.duckdb")
+    assert resumed["projection_checkpoint"] == [["CYXWIZ_EVENTS", last], ["CYXWIZ_TELEMETRY", 0]]
+    assert len(resumed["events"]) + len(resumed["anomalies"]) >= last
+    assert resumed == fresh
