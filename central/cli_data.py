@@ -28,7 +28,7 @@ from bus import BusError, EventBus, default_home, open_bus
 from bus.errors import BusUnavailable
 from central.projection import Projection, ProjectionError, rebuild
 from central.sql import QueryResult, SqlError, SqlRefused
-from events import EVENT_TYPES, InvalidEvent, build
+from events import EVENT_TYPES, InvalidEvent, build, subject_for
 
 EXIT_ENV = 1  # the environment: NATS or the database not reachable
 EXIT_INPUT = 2  # the user's input: bad event data, refused or broken SQL
@@ -151,6 +151,7 @@ def publish_command(
         fail(f"--data is not valid JSON: {exc}", EXIT_INPUT)
     try:
         event = build(event_type, fields)
+        subject_for(event)  # an id that cannot be a subject token is bad data too
     except InvalidEvent as exc:
         fail(str(exc), EXIT_INPUT)
 
@@ -242,7 +243,7 @@ def _with_bus(nats_url: str | None, home: Path | None, action) -> Any:
     """Run ``action(bus)``; an embedded server started for it is stopped afterwards."""
 
     async def main() -> Any:
-        bus, server = await open_bus(nats_url, home=home, timeout=3.0)
+        bus, server = await open_bus(nats_url, home=home, timeout=2.5)
         try:
             return await action(bus)
         finally:
