@@ -34,7 +34,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from fake_central import FakeCentral, Record, assign, job_config, running_node  # noqa: E402
+from fake_central import FakeCentral, assign, job_config, running_node  # noqa: E402
 
 from bus import start_server  # noqa: E402
 from node.datasets import load_dataset  # noqa: E402

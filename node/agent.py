@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 import grpc
+import psutil
 from google.protobuf.message import Message
 
 from node.config import NodeConfig
@@ -131,9 +132,7 @@ class Agent:
 
     # --- registration ------------------------------------------------------------
 
-    def node_info(self, sample: LoadSample | None = None) -> node_pb2.NodeInfo:
-        import psutil
-
+    def node_info(self) -> node_pb2.NodeInfo:
         vm = psutil.virtual_memory()
         devices = [
             common_pb2.DeviceCapabilities(

@@ -54,16 +54,10 @@ class Node:
         self.metrics.record()
         self.store = ArtifactStore(cfg.nats_url)
         await self.store.start()
-        servicer = NodeServicer(
-            executor=None, metrics=self.metrics,  # type: ignore[arg-type]  # set below
-            node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
-        )
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
             server = grpc.aio.server()
             self.ports[name] = _bind(server, cfg.bind_host, port, name)
             self._servers[name] = server
-        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        add_idle_services(self._servers["deploy"], self._servers["terminal"])
         self.agent = Agent(
             cfg, node_port=self.ports["node"], devices=self.devices, slots=self.slots, metrics=self.metrics,
             jobs=lambda: (self.executor.active_jobs(), self.executor.free_slots),
@@ -77,7 +71,12 @@ class Node:
             self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
         )
-        servicer.executor = self.executor
+        servicer = NodeServicer(
+            executor=self.executor, metrics=self.metrics,
+            node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
+        )
+        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
+        add_idle_services(self._servers["deploy"], self._servers["terminal"])
         for server in self._servers.values():
             await server.start()
 

@@ -43,7 +43,8 @@ class LoadSample:
 
 
 def detect_devices() -> list[DeviceInfo]:
-    """The devices JAX trains on; CPU memory is the machine's RAM."""
+    """The devices JAX trains on; CPU memory is the machine's RAM, a GPU's is the card's
+    (from NVML, else JAX's allocator limit)."""
     import jax
 
     devices = []
@@ -53,10 +54,12 @@ def detect_devices() -> list[DeviceInfo]:
         if kind == "cpu":
             memory = psutil.virtual_memory().total
         else:
-            try:
-                memory = int((device.memory_stats() or {}).get("bytes_limit", 0))
-            except Exception:  # some backends do not report memory
-                memory = 0
+            memory = _nvml().total_memory(getattr(device, "local_hardware_id", None)) if kind == "cuda" else 0
+            if not memory:  # JAX's allocator limit (a fraction of the card) when NVML is silent
+                try:
+                    memory = int((device.memory_stats() or {}).get("bytes_limit", 0))
+                except Exception:  # some backends do not report memory
+                    memory = 0
         devices.append(DeviceInfo(kind=kind, name=str(getattr(device, "device_kind", kind)), memory_bytes=memory))
     return devices
 
@@ -84,6 +87,15 @@ class _Nvml:
             self.lib = pynvml
         except Exception:  # not installed, no driver, no GPU: GPU figures stay 0
             self.lib = None
+
+    def total_memory(self, index: int | None) -> int:
+        """The card's memory in bytes as the driver reports it; 0 when unknown."""
+        if self.lib is None or index is None or not 0 <= index < len(self.handles):
+            return 0
+        try:
+            return int(self.lib.nvmlDeviceGetMemoryInfo(self.handles[index]).total)
+        except Exception:
+            return 0
 
     def usage(self) -> tuple[float, float]:
         """Mean GPU utilisation and memory use over the node's GPUs, as fractions."""

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from fake_central import FakeCentral, Record, assign, job_config, running_node
+from fake_central import FakeCentral, assign, job_config, running_node
 from waiting import eventually
 
 from bus import EventBus, parse_object_uri
