@@ -121,6 +121,7 @@ class Agent:
         self.cancel = cancel
         self.backoff = backoff or Backoff(cap=min(5.0, config.heartbeat_s))
         self.registrations = 0
+        self.register_attempts = 0
         self._registered = asyncio.Event()
         self._wake = asyncio.Event()
         self._channel = grpc.aio.insecure_channel(config.central, options=CHANNEL_OPTIONS)
@@ -167,6 +168,7 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def _register_once(self) -> None:
+        self.register_attempts += 1
         request = node_pb2.RegisterNodeRequest(
             info=self.node_info(), authentication_token=self.config.node_token or ""
         )

@@ -15,10 +15,11 @@ import time
 
 import numpy as np
 import pytest
-from fake_central import FakeCentral, assign, job_config, running_node
+from fake_central import FakeCentral, Record, assign, job_config, running_node
 from waiting import eventually
 
 from bus import EventBus, parse_object_uri
+from node.agent import RegistrationRefused
 from node.datasets import load_dataset
 from protos import common_pb2
 
@@ -147,13 +148,16 @@ async def test_crashing_job_fails_alone_and_the_node_serves_the_next(central, na
         assert good.result.status == common_pb2.STATUS_COMPLETED
 
 
-async def test_reports_are_retried_while_central_is_down(central, nats_server, tmp_path):
+@pytest.mark.parametrize("forgets", [False, True], ids=["remembers", "restarts-empty"])
+async def test_reports_are_retried_while_central_is_down(central, nats_server, tmp_path, forgets):
     async with running_node(central, nats_server.url, tmp_path) as node:
         rec = central.record
         assert (await assign(node, rec, job_config("j-retry", epochs=3))).accepted
         await central.stop()
         await eventually(lambda: not node.executor.active_jobs(), timeout=60, message="training ends")
         assert rec.completion_of("j-retry") is None
+        if forgets:  # a central that lost its sessions: reports get UNAUTHENTICATED, the node registers again
+            rec.sessions.clear()
         restarted = await FakeCentral(rec).start(central.port)
         try:
             done = await eventually(lambda: rec.completion_of("j-retry"), timeout=20, message="completion after restart")
@@ -161,8 +165,32 @@ async def test_reports_are_retried_while_central_is_down(central, nats_server, t
             epochs = [p.status.current_epoch for p in rec.progress_of("j-retry")]
             assert sorted(set(epochs)) == [1, 2, 3] and epochs == sorted(epochs)
             assert node.reporter.stats.retries > 0
+            assert len(rec.registrations) == (2 if forgets else 1)
         finally:
             await restarted.stop()
+
+
+async def test_registration_waits_for_central_and_refusal_is_final(nats_server, tmp_path):
+    probe = await FakeCentral(Record(node_token="operator-secret")).start()
+    port = probe.port
+    await probe.stop()
+    async with running_node(probe, nats_server.url, tmp_path, register=False, node_token="wrong") as node:
+        registering = asyncio.create_task(node.register())
+        await eventually(lambda: node.agent.register_attempts >= 2, message="attempts while central is away")
+        later = await FakeCentral(probe.record).start(port)
+        try:
+            with pytest.raises(RegistrationRefused, match="401"):
+                await asyncio.wait_for(registering, 20)
+        finally:
+            await later.stop()
+    async with running_node(probe, nats_server.url, tmp_path / "2", register=False, node_token="operator-secret") as node:
+        registering = asyncio.create_task(node.register())
+        later = await FakeCentral(probe.record).start(port)
+        try:
+            await asyncio.wait_for(registering, 20)
+            assert node.agent.session_token == later.record.token
+        finally:
+            await later.stop()
 
 
 async def test_registers_again_when_central_forgets_it(central, nats_server, tmp_path):
