@@ -100,7 +100,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
     async def heartbeat(self, active_jobs: list[str] = ()) -> node_pb2.HeartbeatResponse:
         return await self.stub.Heartbeat(
             node_pb2.HeartbeatRequest(node_id=self.node_id, active_jobs=list(active_jobs)),
-            metadata=self.metadata, timeout=10)
+            metadata=self.metadata, timeout=10, wait_for_ready=True)
 
     def start_heartbeats(self, interval: float) -> None:
         async def beat():
@@ -127,7 +127,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         return await self.stub.ReportProgress(
             node_pb2.ReportProgressRequest(node_id=self.node_id, job_id=job_id, status=status, attempt=attempt,
                                            current_metrics={"loss": loss}, checkpoint_uri=checkpoint),
-            metadata=self.metadata, timeout=10)
+            metadata=self.metadata, timeout=10, wait_for_ready=True)
 
     async def complete(self, job_id: str, *, attempt: int = 0, status: int = common_pb2.STATUS_COMPLETED,
                        error: str = "", retryable: bool = False) -> node_pb2.ReportCompletionResponse:
@@ -136,7 +136,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         return await self.stub.ReportCompletion(
             node_pb2.ReportCompletionRequest(node_id=self.node_id, job_id=job_id, result=result, attempt=attempt,
                                              error=common_pb2.Error(code=500, message=error), retryable=retryable),
-            metadata=self.metadata, timeout=10)
+            metadata=self.metadata, timeout=10, wait_for_ready=True)
 
     async def stop(self) -> None:
         self.stop_heartbeats()
