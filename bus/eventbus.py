@@ -42,6 +42,7 @@ class StoredMessage:
     data: bytes
     headers: dict[str, str] = field(default_factory=dict)
     time_ns: int = 0  # when the stream stored it, nanoseconds since the epoch
+    pending: int = 0  # messages of the consumer's filter still after this one when it was sent
 
     @property
     def time(self) -> datetime:
@@ -217,15 +218,22 @@ class EventBus:
     async def read_batches(
         self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>", max_batch: int = 5000
     ) -> AsyncIterator[list[StoredMessage]]:
-        """Like ``read``, in lists of up to ``max_batch`` messages as they arrive."""
+        """Like ``read``, in lists of up to ``max_batch`` messages as they arrive.
+
+        Ends at ``until_seq`` (default: the stream's last sequence now), or as soon as
+        the consumer has nothing pending, so a filter that matches no later message
+        ends too instead of waiting for one.
+        """
         end = until_seq if until_seq is not None else await self.last_sequence(_stream_of(subjects))
         if end < start_seq:
             return
-        async for batch in self.subscribe_batches(start_seq, subjects=subjects, max_batch=max_batch):
+        async for batch in self._consume(start_seq, subjects, max_batch, until_caught_up=True):
             if batch[-1].seq >= end:
                 yield [m for m in batch if m.seq <= end]
                 return
             yield batch
+            if batch[-1].pending == 0:
+                return
 
     async def subscribe(self, start_seq: int = 1, *, subjects: str = "events.>") -> AsyncIterator[StoredMessage]:
         """Every message from ``start_seq`` on, then live, forever (cancel to stop)."""
@@ -236,17 +244,21 @@ class EventBus:
     async def subscribe_batches(
         self, start_seq: int = 1, *, subjects: str = "events.>", max_batch: int = 5000
     ) -> AsyncIterator[list[StoredMessage]]:
-        """Every message from ``start_seq`` on, then live, in lists of what has arrived.
+        """Every message from ``start_seq`` on, then live, in lists of what has arrived."""
+        async for batch in self._consume(start_seq, subjects, max_batch, until_caught_up=False):
+            yield batch
 
-        An ordered push consumer delivers into a buffer from a callback; the iterator
-        hands out what has accumulated, so a fast replay costs one wake-up per batch.
-        """
+    async def _consume(
+        self, start_seq: int, subjects: str, max_batch: int, *, until_caught_up: bool
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """An ordered push consumer delivers into a buffer from a callback; the iterator
+        hands out what has accumulated, so a fast replay costs one wake-up per batch."""
         buffer: list[StoredMessage] = []
         arrived = asyncio.Event()
 
         async def on_message(msg) -> None:
-            seq, time_ns = _seq_and_time(msg.reply)
-            buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns))
+            seq, time_ns, pending = _reply_fields(msg.reply)
+            buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns, pending))
             arrived.set()
 
         sub = await self.js.subscribe(
@@ -260,6 +272,10 @@ class EventBus:
             pending_bytes_limit=1024 * 1024 * 1024,
         )
         try:
+            if until_caught_up:
+                info = await sub.consumer_info()
+                if info.num_pending == 0 and not info.delivered.consumer_seq and not buffer:
+                    return  # nothing matches from start_seq on
             while True:
                 await arrived.wait()
                 arrived.clear()
@@ -308,16 +324,16 @@ class EventBus:
         return [info.name for info in infos if not info.deleted]
 
 
-def _seq_and_time(reply: str) -> tuple[int, int]:
-    """Stream sequence and store time from a JetStream reply subject, parsed cheaply.
+def _reply_fields(reply: str) -> tuple[int, int, int]:
+    """Stream sequence, store time and pending count from a JetStream reply subject.
 
     v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>
     v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>[.<token>]
     """
     tokens = reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[7])
-    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp])
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp]), int(tokens[Msg.Ack.NumPending])
 
 
 def _stream_of(subjects: str) -> str:
