@@ -27,7 +27,7 @@ from central.client import (
 )
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_REFUSED = 1, 2, 3, 4, 5
 
