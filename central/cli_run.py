@@ -62,6 +62,10 @@ def wait_for_stop(stack: Stack) -> str:
     return reason["why"]
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def rest_sql(rest_url: str, sql: str, timeout: float = 10.0) -> dict:
     request = urllib.request.Request(
         rest_url.rstrip("/") + "/api/v1/sql",
@@ -69,8 +73,15 @@ def rest_sql(rest_url: str, sql: str, timeout: float = 10.0) -> dict:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise ValueError(f"SQL refused ({exc.code}): {message}") from None
 
 
 def print_sql(result: dict, title: str) -> None:
@@ -100,15 +111,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
         stack = Stack(_stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port)))
+        signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops what has started
         try:
             with console.status("starting NATS, central and node ..."):
                 stack.start()
         except StackError as exc:
             fail(str(exc), EXIT_FAILED)
-        console.print(banner(stack))
+        except KeyboardInterrupt:
+            console.print("stopped while starting")
+            return
+        why = "SIGTERM"
         try:
+            console.print(banner(stack))
             why = wait_for_stop(stack)
+        except KeyboardInterrupt:
+            pass
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping is not to be interrupted
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             with console.status("stopping ..."):
                 stack.stop()
         console.print(f"stopped ({why}); state kept in {stack.home}")

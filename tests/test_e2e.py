@@ -48,7 +48,7 @@ def test_seed_flow_100_jobs_through_public_stubs(tmp_path):
         assert summary["listed"] >= 100
 
         def projected():
-            rows = sql(stack, "SELECT count(*), count(DISTINCT job_id) FROM events WHERE type = 'JobCompleted'")
+            rows = sql(stack, "SELECT count(*), count(DISTINCT aggregate_id) FROM events WHERE type = 'JobCompleted'")
             return rows[0] == [100, 100]
 
         wait_until(projected, timeout=20, message="100 JobCompleted in the projection")
