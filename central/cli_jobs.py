@@ -126,20 +126,19 @@ def _follow_with_bar(client: Client, job_id: str, updates: Iterator[JobInfo]) ->
         transient=False,
     )
     final = None
+    shown = {"loss": "-", "acc": "-", "sps": "-"}  # keep the last known figures when an update lacks them
     with progress:
-        task = progress.add_task("train", total=None, job=job_id, state="queued", loss="-", acc="-", sps="-")
+        task = progress.add_task("train", total=None, job=job_id, state="queued", **shown)
         for final in updates:
             m = final.metrics
             acc = m.get("val_accuracy", m.get("accuracy"))
-            progress.update(
-                task,
-                total=final.total_epochs or None,
-                completed=final.epoch,
-                state=final.state,
-                loss=f"{m['loss']:.4f}" if "loss" in m else "-",
-                acc=f"{acc:.3f}" if acc is not None else "-",
-                sps=f"{_sps(m):,.0f}" if _sps(m) is not None else "-",
-            )
+            if "loss" in m:
+                shown["loss"] = f"{m['loss']:.4f}"
+            if acc is not None:
+                shown["acc"] = f"{acc:.3f}"
+            if _sps(m) is not None:
+                shown["sps"] = f"{_sps(m):,.0f}"
+            progress.update(task, total=final.total_epochs or None, completed=final.epoch, state=final.state, **shown)
     return final or client.status(job_id)
 
 

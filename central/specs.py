@@ -90,6 +90,7 @@ def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "") -> JobSp
         raise Refused(400, f"config.dataset_uri {uri[:80]!r} must start with one of {', '.join(DATASET_SCHEMES)}")
     _check_model_definition(config.model_definition)
     hyper = dict(config.hyperparameters)
+    name = hyper.pop("name", "")  # the job's display name rides in hyperparameters; it is no training setting
     if sum(len(k) + len(v) for k, v in hyper.items()) > MAX_TEXT:
         raise Refused(400, f"config.hyperparameters are too large (over {MAX_TEXT} characters)")
     return JobSpec(
@@ -102,7 +103,7 @@ def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "") -> JobSp
         priority=config.priority,
         requirements=Requirements(device=DEVICE_NAMES.get(config.required_device),
                                   min_memory_bytes=config.estimated_memory),
-        name=hyper.get("name", "")[:256],
+        name=name[:256],
         submitted_by=submitted_by,
     )
 
