@@ -164,7 +164,8 @@ async def test_reports_are_retried_while_central_is_down(central, nats_server, t
             assert done.result.status == common_pb2.STATUS_COMPLETED
             epochs = [p.status.current_epoch for p in rec.progress_of("j-retry")]
             assert sorted(set(epochs)) == [1, 2, 3] and epochs == sorted(epochs)
-            assert node.reporter.stats.retries > 0
+            # a report may wait in gRPC for the channel (no retry counted) or be retried: either way none is lost
+            assert node.reporter.stats.dropped == 0 and node.reporter.stats.completions_sent == 1
             assert len(rec.registrations) == (2 if forgets else 1)
         finally:
             await restarted.stop()
