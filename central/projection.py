@@ -356,7 +356,7 @@ class Projector:
         projection: Projection,
         bus: EventBus,
         *,
-        max_batch: int = 5000,
+        max_batch: int = 20_000,
         telemetry: bool = True,
         on_applied: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -404,7 +404,7 @@ class Projector:
             self._applied.notify_all()
 
 
-async def rebuild(path: str | os.PathLike, bus: EventBus, *, max_batch: int = 5000) -> int:
+async def rebuild(path: str | os.PathLike, bus: EventBus, *, max_batch: int = 20_000) -> int:
     """Replay the whole stream into a fresh projection at ``path``; returns its checkpoint.
 
     Written to a temporary file beside it and renamed over it at the end, so a failed

@@ -109,16 +109,19 @@ WITH je AS (
             THEN type || ' for job ' || job_id || ', which has already ended'
     END AS reason
     FROM lived
-), epochs_in AS (SELECT * FROM reasoned)
+), epochs_in AS (  -- epochs already recorded: the batch is the build side, epochs is probed
+    SELECT r.*, p.seq IS NOT NULL AS recorded
+    FROM reasoned r LEFT JOIN epochs p
+        ON p.job_id = r.job_id AND p.attempt = r.e_attempt AND p.epoch = r.e_epoch
+)
 SELECT seq, CASE
     WHEN reason IS NOT NULL THEN reason
-    WHEN type = 'EpochCompleted' AND (
-        EXISTS (SELECT 1 FROM epochs p WHERE p.job_id = e.job_id AND p.attempt = e.e_attempt AND p.epoch = e.e_epoch)
+    WHEN type = 'EpochCompleted' AND (recorded
         OR row_number() OVER (PARTITION BY job_id, e_attempt, e_epoch, type = 'EpochCompleted' AND reason IS NULL ORDER BY seq) > 1)
         THEN 'duplicate EpochCompleted: job ' || job_id || ' attempt ' || e_attempt || ' epoch ' || e_epoch || ' is already recorded'
     END AS reason
-FROM epochs_in e;
-CREATE OR REPLACE TEMP VIEW jok AS
+FROM epochs_in;
+CREATE OR REPLACE TEMP TABLE jok AS
 SELECT s.*, s.aggregate_id AS job_id FROM stage s JOIN jv USING (seq) WHERE jv.reason IS NULL;
 """
 
@@ -135,7 +138,7 @@ SELECT job_id, f.spec.name, 'queued', f.spec.job_type, f.spec.dataset_uri,
 FROM jok WHERE type = 'JobSubmitted';
 """
 
-UPDATE_JOBS = f"""
+UPDATE_JOBS = """
 WITH a AS (
     SELECT job_id, max(seq) AS max_seq,
         arg_max(CASE type
@@ -143,25 +146,15 @@ WITH a AS (
             WHEN 'JobRejected' THEN 'queued' WHEN 'JobStarted' THEN 'running'
             WHEN 'JobCompleted' THEN 'completed' WHEN 'JobFailed' THEN 'failed'
             WHEN 'JobRequeued' THEN 'queued' WHEN 'JobCancelRequested' THEN 'cancelling'
-            WHEN 'JobCancelled' THEN 'cancelled' END, seq) FILTER (WHERE type <> 'EpochCompleted') AS state,
+            WHEN 'JobCancelled' THEN 'cancelled' END, seq) AS state,
         bool_or(type IN ('JobAssigned', 'JobStarted', 'JobRejected', 'JobRequeued')) AS node_changed,
-        arg_max_null(CASE WHEN type IN ('JobAssigned', 'JobStarted') THEN f.node_id END, seq)
-            FILTER (WHERE type IN ('JobAssigned', 'JobStarted', 'JobRejected', 'JobRequeued')) AS node_id,
+        arg_max_null(CASE WHEN type IN ('JobAssigned', 'JobStarted') THEN f.node_id END,
+                     CASE WHEN type IN ('JobAssigned', 'JobStarted', 'JobRejected', 'JobRequeued') THEN seq END) AS node_id,
         max(CASE WHEN type = 'JobRequeued' THEN f.next_attempt
                  WHEN type IN ('JobAssigned', 'JobStarted') THEN f.attempt END) AS attempt,
-        arg_max(CASE WHEN type = 'EpochCompleted' THEN f.epoch
-                     ELSE f.resume_epoch END, seq)
-            FILTER (WHERE type IN ('EpochCompleted', 'JobRequeued')) AS current_epoch,
-        min(occurred_at) FILTER (WHERE type = 'JobStarted') AS started_at,
-        max(occurred_at) FILTER (WHERE type IN {TERMINAL}) AS finished_at,
-        arg_max(f.metrics['loss'], seq) FILTER (WHERE type = 'JobCompleted') AS final_loss,
-        arg_max(f.metrics['accuracy'], seq) FILTER (WHERE type = 'JobCompleted') AS final_accuracy,
-        arg_max(f.metrics['val_accuracy'], seq) FILTER (WHERE type = 'JobCompleted') AS final_val_accuracy,
-        arg_max(f.artifact_uri, seq) FILTER (WHERE type = 'JobCompleted') AS artifact_uri,
-        arg_max(f.sha256, seq) FILTER (WHERE type = 'JobCompleted') AS sha256,
-        arg_max(f.size_bytes, seq) FILTER (WHERE type = 'JobCompleted') AS size_bytes,
-        arg_max(f.compute_seconds, seq) FILTER (WHERE type = 'JobCompleted') AS compute_seconds,
-        arg_max(f.error, seq) FILTER (WHERE type = 'JobFailed') AS error
+        arg_max(CASE WHEN type = 'EpochCompleted' THEN f.epoch ELSE f.resume_epoch END,
+                CASE WHEN type IN ('EpochCompleted', 'JobRequeued') THEN seq END) AS current_epoch,
+        min(CASE WHEN type = 'JobStarted' THEN occurred_at END) AS started_at
     FROM jok GROUP BY job_id
 )
 UPDATE jobs SET
@@ -170,17 +163,23 @@ UPDATE jobs SET
     attempt = GREATEST(jobs.attempt, a.attempt),
     current_epoch = COALESCE(a.current_epoch, jobs.current_epoch),
     started_at = COALESCE(jobs.started_at, a.started_at),
-    finished_at = COALESCE(a.finished_at, jobs.finished_at),
-    final_loss = COALESCE(a.final_loss, jobs.final_loss),
-    final_accuracy = COALESCE(a.final_accuracy, jobs.final_accuracy),
-    final_val_accuracy = COALESCE(a.final_val_accuracy, jobs.final_val_accuracy),
-    artifact_uri = COALESCE(a.artifact_uri, jobs.artifact_uri),
-    sha256 = COALESCE(a.sha256, jobs.sha256),
-    size_bytes = COALESCE(a.size_bytes, jobs.size_bytes),
-    compute_seconds = COALESCE(a.compute_seconds, jobs.compute_seconds),
-    error = COALESCE(a.error, jobs.error),
     updated_seq = a.max_seq
 FROM a WHERE jobs.job_id = a.job_id;
+"""
+
+# The checks let at most one terminal event per job through, so no aggregate is needed.
+FINISH_JOBS = f"""
+UPDATE jobs SET
+    finished_at = t.occurred_at,
+    final_loss = t.f.metrics['loss'],
+    final_accuracy = t.f.metrics['accuracy'],
+    final_val_accuracy = t.f.metrics['val_accuracy'],
+    artifact_uri = t.f.artifact_uri,
+    sha256 = t.f.sha256,
+    size_bytes = t.f.size_bytes,
+    compute_seconds = t.f.compute_seconds,
+    error = t.f.error
+FROM jok t WHERE jobs.job_id = t.job_id AND t.type IN {TERMINAL};
 """
 
 INSERT_EPOCHS = """
@@ -210,7 +209,9 @@ WITH oc AS (
     FROM jok WHERE type IN
         ('JobStarted', 'JobRejected', 'JobCompleted', 'JobFailed', 'JobRequeued', 'JobCancelled')
 ), owned AS (
-    SELECT oc.*, a.seq AS aseq FROM oc ASOF JOIN assignments a ON oc.job_id = a.job_id AND oc.seq > a.seq
+    SELECT oc.*, a.seq AS aseq
+    FROM oc ASOF JOIN (SELECT job_id, seq FROM assignments WHERE job_id IN (SELECT job_id FROM oc)) a
+        ON oc.job_id = a.job_id AND oc.seq > a.seq
 ), res AS (
     SELECT job_id, aseq, arg_min(outcome, seq) FILTER (WHERE NOT opening) AS closed,
            min(seq) FILTER (WHERE NOT opening) AS closed_seq, bool_or(opening) AS started
@@ -235,7 +236,7 @@ WITH ne AS (
 SELECT seq, CASE WHEN type <> 'NodeRegistered' AND NOT (known OR COALESCE(first_reg < seq, false))
     THEN type || ' for unknown node ' || node_id || ' (no NodeRegistered before it)' END AS reason
 FROM ne;
-CREATE OR REPLACE TEMP VIEW nok AS
+CREATE OR REPLACE TEMP TABLE nok AS
 SELECT s.*, s.aggregate_id AS node_id, n.node_id IS NOT NULL AS known
 FROM stage s JOIN nv USING (seq) LEFT JOIN nodes n ON n.node_id = s.aggregate_id WHERE nv.reason IS NULL;
 """
@@ -287,6 +288,7 @@ JOB_TYPES = frozenset({
     "JobSubmitted", "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
     "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
 })
+TERMINAL_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
 NODE_TYPES = frozenset({"NodeRegistered", "NodeLost", "NodeDeregistered"})
 _CLOSING = frozenset({"JobStarted", "JobRejected", "JobCompleted", "JobFailed", "JobRequeued", "JobCancelled"})
 
@@ -300,6 +302,7 @@ EVENTS_BATCH: tuple[tuple[str, frozenset[str] | None], ...] = (
     (ANOMALIES_FROM_CHECKS.format(checks="jv"), JOB_TYPES),
     (INSERT_JOBS, frozenset({"JobSubmitted"})),
     (UPDATE_JOBS, JOB_TYPES),
+    (FINISH_JOBS, TERMINAL_TYPES),
     (INSERT_EPOCHS, frozenset({"EpochCompleted"})),
     (INSERT_ASSIGNMENTS, frozenset({"JobAssigned"})),
     (CLOSE_ASSIGNMENTS, _CLOSING),
