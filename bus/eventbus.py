@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bus.errors import AppendFailed, BusUnavailable, ConcurrencyConflict, ObjectNotFound
-from bus.server import NatsServer, ensure_server
+from bus.server import NatsServer, _host_port, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
 
@@ -84,6 +85,9 @@ class EventBus:
         setup: bool = True,
     ) -> "EventBus":
         """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL."""
+        reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
+        if reason:
+            raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -334,6 +338,20 @@ def _reply_fields(reply: str) -> tuple[int, int, int]:
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[7]), int(tokens[8])
     return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp]), int(tokens[Msg.Ack.NumPending])
+
+
+def _first_refusal(url: str, timeout: float) -> str | None:
+    """None if some server of ``url`` (comma-separated for a cluster) accepts TCP, else why not."""
+    reason = None
+    for server in url.split(","):
+        try:
+            with socket.create_connection(_host_port(server.strip()), timeout=timeout):
+                return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        except ValueError:
+            return None  # an address we cannot parse: let nats-py judge it
+    return reason
 
 
 def _stream_of(subjects: str) -> str:
