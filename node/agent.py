@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import uuid
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -111,7 +112,7 @@ class Agent:
         backoff: Backoff | None = None,
     ) -> None:
         self.config = config
-        self.node_id = config.node_id or f"node-{uuid.uuid4().hex[:12]}"
+        self.node_id = config.node_id or stored_node_id(Path(config.home))
         self.session_token = ""
         self.node_port = node_port
         self.devices = devices
@@ -286,3 +287,21 @@ def to_metric_point(sample: LoadSample) -> node_pb2.MetricPoint:
     return node_pb2.MetricPoint(
         timestamp=int(sample.timestamp), cpu_usage=sample.cpu, gpu_usage=sample.gpu, memory_usage=sample.memory,
     )
+
+
+def stored_node_id(home: Path) -> str:
+    """The node's id, kept in ``<home>/node_id`` so a restarted node is the same node."""
+    path = home / "node_id"
+    try:
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+    except OSError:
+        pass
+    node_id = f"node-{uuid.uuid4().hex[:12]}"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(node_id + "\n")
+    except OSError:
+        pass  # a read-only home: the id lasts as long as the process
+    return node_id

@@ -47,3 +47,11 @@ def test_bad_values_name_the_flag(argv, message):
 
 def test_ipv6_central():
     assert NodeConfig(central="[::1]:50051").nats_url == "nats://[::1]:4222"
+
+
+def test_a_restarted_node_keeps_its_id(tmp_path):
+    from node.agent import stored_node_id
+
+    first = stored_node_id(tmp_path / "home")
+    assert first.startswith("node-") and stored_node_id(tmp_path / "home") == first
+    assert stored_node_id(tmp_path / "other") != first
