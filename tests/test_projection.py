@@ -167,3 +167,117 @@ def test_exactly_once_across_kill_9(nats_server, tmp_path):
     assert resumed["projection_checkpoint"] == [["CYXWIZ_EVENTS", last], ["CYXWIZ_TELEMETRY", 0]]
     assert len(resumed["events"]) + len(resumed["anomalies"]) >= last
     assert resumed == fresh
+
+
+# --- pure: the projection fed StoredMessages directly (no bus) ----------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from bus import StoredMessage  # noqa: E402
+from central.projection import _Index  # noqa: E402
+from events import (  # noqa: E402
+    JobAssigned,
+    JobCancelled,
+    JobFailed,
+    JobRejected,
+    JobRequeued,
+    JobStarted,
+    NodeLost,
+    encode,
+    subject_for,
+    utc_now,
+)
+
+_T0 = 1_700_000_000_000_000_000
+
+
+def _event(kind: str, job: int, attempt: int, epoch: int):
+    jid, node = f"j{job}", f"n{job % 2}"
+    return {
+        "submit": lambda: JobSubmitted(job_id=jid, spec=JobSpec(epochs=3, name=f"job {job}")),
+        "assign": lambda: JobAssigned(job_id=jid, node_id=node, attempt=attempt),
+        "reject": lambda: JobRejected(job_id=jid, node_id=node, attempt=attempt, reason="busy" if epoch % 2 else ""),
+        "start": lambda: JobStarted(job_id=jid, node_id=node, attempt=attempt),
+        "epoch": lambda: EpochCompleted(job_id=jid, node_id=node, attempt=attempt, epoch=epoch, loss=1 / epoch),
+        "requeue": lambda: JobRequeued(job_id=jid, reason="lost", next_attempt=attempt + 1, resume_epoch=epoch),
+        "complete": lambda: JobCompleted(job_id=jid, node_id=node, attempt=attempt, metrics={"loss": 0.5}),
+        "fail": lambda: JobFailed(job_id=jid, error="NaN loss"),
+        "cancel": lambda: JobCancelled(job_id=jid),
+        "register": lambda: NodeRegistered(node_id=node, endpoint=f"h:{epoch}", slots=attempt),
+        "lose": lambda: NodeLost(node_id=node, last_seen=utc_now()),
+    }[kind]()
+
+
+def _messages(steps) -> list[StoredMessage]:
+    out = []
+    for seq, step in enumerate(steps, start=1):
+        if step == "garbage":
+            out.append(StoredMessage(seq, "events.job.j0", b"{not json", {}, _T0 + seq))
+        else:
+            event = _event(*step)
+            out.append(StoredMessage(seq, subject_for(event), encode(event), {}, _T0 + seq))
+    return out
+
+
+def _index_view(index: _Index) -> tuple:
+    jobs = {j: None if o is None else (sorted(o.epochs), o.aseq, o.closed) for j, o in index.jobs.items()}
+    return jobs, sorted(index.nodes)
+
+
+def _tables(projection: Projection) -> dict[str, list]:
+    return {t: projection.query(f"SELECT * FROM {t} ORDER BY ALL", max_rows=10**6).rows for t in TABLES}
+
+
+_steps = st.lists(
+    st.one_of(
+        st.just("garbage"),
+        st.tuples(
+            st.sampled_from(["assign", "assign", "start", "start", "epoch", "epoch", "epoch", "reject", "requeue",
+                             "complete", "fail", "cancel", "register", "lose", "submit"]),
+            st.integers(0, 3), st.integers(1, 2), st.integers(1, 3),
+        ),
+    ),
+    min_size=5, max_size=40,
+)
+_PREAMBLE = [("register", 0, 1, 1), ("register", 1, 1, 1), ("submit", 0, 1, 1), ("submit", 1, 1, 1), ("submit", 2, 1, 1),
+             ("submit", 3, 1, 1)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=_steps, cuts=st.lists(st.integers(1, 44), min_size=1, max_size=10), reopen=st.booleans())
+def test_the_tables_do_not_depend_on_where_batches_are_cut(tmp_path_factory, steps, cuts, reopen):
+    """Any batch boundaries, and a restart between batches (the index reloaded from
+    the file), give the same tables as one batch."""
+    messages = _messages(_PREAMBLE + steps)
+    folder = tmp_path_factory.mktemp("cuts")
+    whole = Projection(folder / "whole.duckdb")
+    whole.apply(EVENTS_STREAM, messages)
+    path = folder / "cut.duckdb"
+    cut = Projection(path)
+    bounds = sorted({0, len(messages), *(c for c in cuts if c < len(messages))})
+    for number, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        if reopen and number == len(bounds) // 2:
+            cut.close()
+            cut = Projection(path)
+        cut.apply(EVENTS_STREAM, messages[start:end])
+    assert _tables(cut) == _tables(whole)
+    assert _index_view(cut._index) == _index_view(_Index.load(cut.con))  # the index matches the file
+    cut.close()
+    whole.close()
+
+
+def test_a_value_duckdb_refuses_is_an_anomaly_and_the_batch_goes_on(tmp_path):
+    steps = [("submit", 0, 1, 1), ("submit", 1, 1, 1), ("assign", 1, 1, 1), ("epoch", 1, 1, 1)]
+    messages = _messages(steps)
+    huge = JobSubmitted(job_id="big", spec=JobSpec(epochs=2**40))  # the epochs column is INTEGER
+    messages.insert(1, StoredMessage(99, subject_for(huge), encode(huge), {}, _T0))
+    messages = [StoredMessage(i, m.subject, m.data, {}, m.time_ns) for i, m in enumerate(messages, start=1)]
+    projection = Projection(tmp_path / "p.duckdb")
+    projection.apply(EVENTS_STREAM, messages)
+    [[seq, reason]] = projection.query("SELECT seq, reason FROM anomalies").rows
+    assert seq == 2 and reason.startswith("the projection could not apply it")
+    assert projection.query("SELECT job_id, state, current_epoch FROM jobs ORDER BY job_id").rows == [
+        ["j0", "queued", 0], ["j1", "assigned", 1]]
+    projection.apply(EVENTS_STREAM, _messages([("submit", 0, 1, 1)] * 6)[5:])  # seq 6: j0 again
+    assert projection.query("SELECT count(*) FROM anomalies").rows == [[2]]
+    assert projection.checkpoint() == 6
