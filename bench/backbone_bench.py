@@ -6,10 +6,14 @@
 Runs its own nats-server (JetStream, file storage) in a temporary folder and measures,
 in one run, side by side:
   (a) raw nats-py ``publish_async`` of pre-encoded event bytes into a stream: the ceiling;
-  (b) ``EventBus.append_many`` of typed events, with a ``Projector`` running in the same
-      process, until the last one is visible in DuckDB; and the ratio (b)/(a);
+  (b) ``EventBus.append_many`` of typed events from this process (a script) while the
+      projector runs in its own process (central's), until the last one is committed in
+      DuckDB; and the ratio (b)/(a);
   (c) rebuilding a fresh projection from ``--events`` events in the stream;
-  (d) projection lag (append -> committed in DuckDB) at a steady rate, p50/p99/max.
+  (d) projection lag (append in this process -> committed in DuckDB by the projector
+      process, which reports each commit on a pipe) at a steady rate, p50/p99/max.
+
+The projector process is ``tests/projector_proc.py --follow``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nats.js import api  # noqa: E402
 
 from bus import EventBus, start_server  # noqa: E402
-from central.projection import EVENTS_STREAM, Projection, Projector, rebuild  # noqa: E402
+from central.projection import rebuild  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted,
     Event,
@@ -88,24 +93,69 @@ async def raw_ceiling(bus: EventBus, n: int) -> float:
     return rate
 
 
+class ProjectorProcess:
+    """``tests/projector_proc.py --follow`` on ``path``: the time each commit was reported."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        self.url, self.path = url, path
+        self.applied = 0
+        self.on_applied: list = []  # callbacks (seq, perf_counter time)
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        script = Path(__file__).resolve().parents[1] / "tests" / "projector_proc.py"
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), self.url, str(self.path), "20000", "--follow",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 20)
+        while (line := await self.proc.stdout.readline()) and line.strip() != b"ready":
+            if not line:
+                raise RuntimeError("projector process ended")
+        self.reader = asyncio.create_task(self._read())
+        await asyncio.sleep(0.5)  # its live subscription is up
+
+    async def _read(self) -> None:
+        while line := await self.proc.stdout.readline():
+            now = time.perf_counter()
+            self.applied = int(line.split()[1])
+            for callback in self.on_applied:
+                callback(self.applied, now)
+            self._changed.set()
+
+    async def wait_for(self, seq: int, timeout: float) -> float:
+        """The time the projector reported ``seq`` committed."""
+        deadline = time.perf_counter() + timeout
+        while self.applied < seq:
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), max(0.001, deadline - time.perf_counter()))
+        return time.perf_counter()
+
+    async def stop(self) -> None:
+        self.proc.stdin.close()
+        await self.proc.wait()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
 async def append_until_visible(bus: EventBus, workdir: Path, n: int) -> tuple[float, float]:
-    """(b): append_many with the projector running; (append msg/s, visible-in-DuckDB msg/s)."""
-    projection = Projection(workdir / "live.duckdb")
-    projector = Projector(projection, bus, telemetry=False)
-    task = asyncio.create_task(projector.run())
+    """(b): append_many here, the projector in its own process; (acked msg/s, committed msg/s)."""
+    projector = ProjectorProcess(bus.url, workdir / "live.duckdb")
+    await projector.start()
     events = list(job_history(0, n))
     started = time.perf_counter()
     last = 0
     for chunk in chunks(iter(events), 10_000):
         last = (await bus.append_many(chunk))[-1]
     appended = time.perf_counter() - started
-    if not await projector.wait_for_seq(last, timeout=600):
-        raise RuntimeError("projection did not catch up")
-    visible = time.perf_counter() - started
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    projection.close()
+    visible = await projector.wait_for(last, timeout=600) - started
+    await projector.stop()
     return n / appended, n / visible
+
+
+async def append_alone(bus: EventBus, n: int) -> float:
+    """``append_many`` with nothing else running: our own overhead against (a)."""
+    started = time.perf_counter()
+    for chunk in chunks(job_history(20_000_000, n), 10_000):
+        await bus.append_many(chunk)
+    return n / (time.perf_counter() - started)
 
 
 async def fill(bus: EventBus, n: int, first_job: int) -> None:
@@ -121,21 +171,19 @@ async def measure_rebuild(bus: EventBus, workdir: Path) -> tuple[int, float]:
 
 
 async def measure_lag(bus: EventBus, workdir: Path, rate: int, seconds: float) -> list[float]:
-    """(d): append ``rate`` events/s in 10 ms ticks with the projector live; lag per event in ms."""
-    projection = Projection(workdir / "rebuilt.duckdb")  # a large projection, caught up
+    """(d): append ``rate`` events/s in 10 ms ticks here, the projector (on the large
+    rebuilt projection, caught up) in its own process; lag per event in ms."""
     sent_at: dict[int, float] = {}
     lags: list[float] = []
     pending: list[int] = []
 
-    def on_applied(stream: str, seq: int) -> None:
-        now = time.perf_counter()
+    def on_applied(seq: int, now: float) -> None:
         while pending and pending[0] <= seq:
             lags.append((now - sent_at.pop(pending.pop(0))) * 1000)
 
-    projector = Projector(projection, bus, telemetry=False, on_applied=on_applied)
-    await projector.catch_up()
-    task = asyncio.create_task(projector.run())
-    await asyncio.sleep(0.5)  # the subscription is live
+    projector = ProjectorProcess(bus.url, workdir / "rebuilt.duckdb")
+    projector.on_applied.append(on_applied)
+    await projector.start()
     per_tick = max(1, rate // 100)
     events = job_history(50_000_000, int(rate * seconds))
     started = time.perf_counter()
@@ -150,10 +198,8 @@ async def measure_lag(bus: EventBus, workdir: Path, rate: int, seconds: float) -
             pending.append(seq)
         tick += 1
         await asyncio.sleep(max(0.0, started + tick * 0.01 - time.perf_counter()))
-    await projector.wait_for_seq(pending[-1] if pending else 0, timeout=30)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    projection.close()
+    await projector.wait_for(max(sent_at) if sent_at else 0, timeout=30)
+    await projector.stop()
     return lags
 
 
@@ -182,10 +228,12 @@ async def main(args: argparse.Namespace) -> None:
         print(f"machine: {machine()}")
         raw = await raw_ceiling(bus, args.append_events)
         print(f"(a) raw publish_async into a stream:        {raw:10,.0f} msg/s")
+        alone = await append_alone(bus, args.append_events)
+        print(f"    append_many alone, typed events:        {alone:10,.0f} msg/s  = {alone / raw:.2f} of (a)")
         appended, visible = await append_until_visible(bus, workdir, args.append_events)
         print(f"(b) append_many, typed events (acked):      {appended:10,.0f} msg/s")
         print(f"(b) append_many until visible in DuckDB:    {visible:10,.0f} msg/s  = {visible / raw:.2f} of (a)  (target >= 0.70)")
-        await fill(bus, max(0, args.events - args.append_events), first_job=1_000_000)
+        await fill(bus, max(0, args.events - 2 * args.append_events), first_job=1_000_000)
         total, rate = await measure_rebuild(bus, workdir)
         print(f"(c) rebuild from {total:,} events:         {rate:10,.0f} events/s  (target >= 25,000)")
         lags = await measure_lag(bus, workdir, args.lag_rate, args.lag_seconds)

@@ -1,9 +1,11 @@
 """A projector in its own process (for the kill -9 test), and a job history to feed it.
 
-    python tests/projector_proc.py <nats url> <duckdb path> [max_batch]
+    python tests/projector_proc.py <nats url> <duckdb path> [max_batch] [--follow]
 
 Catches up with the stream, printing ``applied <seq>`` after every committed batch,
-then exits 0.
+then exits 0. With ``--follow`` (the benchmark's projector: central's, in its own
+process) it prints ``ready`` once caught up and goes on applying live batches, events
+stream only, until killed or its stdin closes.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def history(jobs: int, epochs: int = 3, nodes: int = 4) -> list[Event]:
     return out
 
 
-async def main(url: str, path: str, max_batch: int) -> None:
+async def main(url: str, path: str, max_batch: int, follow: bool = False) -> None:
     bus = await EventBus.connect(url)
     projection = Projection(path)
 
@@ -79,10 +81,18 @@ async def main(url: str, path: str, max_batch: int) -> None:
         if stream == EVENTS_STREAM:
             print(f"applied {seq}", flush=True)
 
-    await Projector(projection, bus, max_batch=max_batch, on_applied=report).catch_up()
+    projector = Projector(projection, bus, max_batch=max_batch, on_applied=report, telemetry=not follow)
+    await projector.catch_up()
+    if follow:
+        print("ready", flush=True)
+        task = asyncio.create_task(projector.run())
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     projection.close()
     await bus.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2000))
+    args = [a for a in sys.argv[1:] if a != "--follow"]
+    asyncio.run(main(args[0], args[1], int(args[2]) if len(args) > 2 else 2000, follow="--follow" in sys.argv))
