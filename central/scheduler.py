@@ -5,8 +5,8 @@ JobRequeued, NodeRegistered, freed slots) and on the end of a node's exclusion. 
 takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.choose``
 and reserves the slot locally until the JobAssigned comes back from the stream.
 
-Appends are pipelined: each JobAssigned is its own task, carrying the job's expected
-version, so many are in flight at once and a second central process on the same stream
+Appends are pipelined: a pass's JobAssigned events go out together (concurrent appends),
+each carrying its job's expected version, so many are in flight at once and a second central process on the same stream
 loses with ``ConcurrencyConflict`` instead of assigning the job twice. The winner, and
 only the winner, dispatches.
 """
@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from bus import BusError, ConcurrencyConflict, EventBus
+from bus import AppendFailed, BusError, ConcurrencyConflict, EventBus
 from central.commands import Commands
 from central.deciders import Assign, Cancel, JobState, Refused, decide
 from central.dispatcher import Dispatcher
@@ -41,7 +41,6 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
-        max_in_flight: int = 2000,
     ) -> None:
         self.state = state
         self.bus = bus
@@ -52,7 +51,6 @@ class Scheduler:
         self._pending_by_node: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
-        self._limit = asyncio.Semaphore(max_in_flight)
         self.assigned = 0
         self.conflicts = 0
         self.started_at = time.time()
@@ -79,7 +77,10 @@ class Scheduler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self.schedule_pass()
+            try:
+                self.schedule_pass()
+            except Exception:  # a bug must not stop scheduling for good
+                log.exception("scheduling pass failed")
             await asyncio.sleep(0)  # let more events fold before the next pass
 
     def candidates(self) -> dict[str, Candidate]:
@@ -102,7 +103,7 @@ class Scheduler:
         """Assign as many queued jobs as there are fitting free slots; returns how many."""
         free = self.candidates()
         skipped: list[JobState] = []
-        started = 0
+        batch: list[tuple[JobState, str]] = []
         while free:
             job = self.state.pop_queued()
             if job is None:
@@ -117,11 +118,12 @@ class Scheduler:
                 skipped.append(job)
                 continue
             self._reserve(free, node_id, job.job_id)
-            self._spawn(self._assign(job, node_id))
-            started += 1
+            batch.append((job, node_id))
         for job in skipped:
             self.state.push_queued(job)
-        return started
+        if batch:
+            self._spawn(self._assign_batch(batch))
+        return len(batch)
 
     def _reserve(self, free: dict[str, Candidate], node_id: str, job_id: str) -> None:
         self.pending[job_id] = node_id
@@ -138,33 +140,41 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _assign(self, job: JobState, node_id: str) -> None:
-        async with self._limit:
-            try:
-                assigned = decide(job, Assign(node_id), utc_now())[0]
-                seq = await self.bus.append(assigned, expected_version=job.version)
-            except ConcurrencyConflict:
+    async def _assign_batch(self, batch: list[tuple[JobState, str]]) -> None:
+        """Append the pass's JobAssigned events pipelined, each at its job's expected version."""
+        now = utc_now()
+        events = [decide(job, Assign(node_id), now)[0] for job, node_id in batch]
+        results = await self._publish(events, [job.version for job, _ in batch])
+        retry = False
+        for (job, _), event, result in zip(batch, events, results):
+            if isinstance(result, int):
+                self.assigned += 1
+                self._spawn(self.dispatcher.dispatch(event, result))
+            elif isinstance(result, ConcurrencyConflict):
                 self.conflicts += 1
-                await self.commands.catch_up()  # the job moved on: decide on what it is now
-                self._release(job)
-                return
-            except Refused:
                 self._unpend(job.job_id)
-                return
-            except BusError as exc:
-                log.warning("job %s: JobAssigned not stored (%s); will retry", job.job_id, exc)
-                self._release(job)
-                await asyncio.sleep(0.5)
-                self.wake()
-                return
-            self.assigned += 1
-        await self.dispatcher.dispatch(assigned, seq)
-
-    def _release(self, job: JobState) -> None:
-        """Give the slot back and put the job back in the queue (dropped there if it moved on)."""
-        self._unpend(job.job_id)
-        self.state.push_queued(job)
+                self.state.push_queued(job)
+            else:
+                log.warning("job %s: JobAssigned not stored (%s); will retry", job.job_id, result)
+                self._unpend(job.job_id)
+                self.state.push_queued(job)
+                retry = True
+        if any(isinstance(r, ConcurrencyConflict) for r in results):
+            await self.commands.catch_up()  # the jobs moved on: decide on what they are now
+        if retry:
+            await asyncio.sleep(0.5)
         self.wake()
+
+    async def _publish(self, events: list, versions: list[int]) -> list:
+        """Stream sequences, or the error of each append (``ConcurrencyConflict``, ...).
+
+        Concurrent request-style appends: they share the connection's flushes. (nats-py's
+        ``publish_async`` never resolves when the server refuses an expected sequence.)
+        """
+        results = await asyncio.gather(
+            *(self.bus.append(event, expected_version=version) for event, version in zip(events, versions)),
+            return_exceptions=True)
+        return [r if isinstance(r, (int, BusError)) else AppendFailed(repr(r)) for r in results]
 
     async def _cancel(self, job_id: str) -> None:
         try:
