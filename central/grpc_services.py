@@ -41,7 +41,7 @@ import uuid
 import grpc
 
 from bus import BusError
-from central.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Requeue, Submit
+from central.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
 from central.policy import fits
 from central.specs import (
     DEVICE_NAMES,

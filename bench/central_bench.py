@@ -1,0 +1,259 @@
+"""Central's scheduler under load, and its memory with a long history.
+
+    python bench/central_bench.py [--nodes 200] [--jobs 10000] [--history 100000]
+
+1. Throughput and latency: a real nats-server, central as a subprocess (``python -m
+   central central``), and ``--nodes`` simulated nodes (real gRPC servers, several per
+   process, each registering and heartbeating). ``--jobs`` jobs are submitted through
+   gRPC. Latency is JobSubmitted -> JobAssigned as stored in the stream (the NATS
+   server's clock for both); assignments/s is jobs / (last JobAssigned - first
+   JobSubmitted).
+2. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
+   central starts, replays them, and its RSS (psutil, central's process alone) is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bus import EventBus, start_server  # noqa: E402
+from events import (  # noqa: E402
+    EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobStarted, JobSubmitted, NodeRegistered,
+)
+from protos import job_pb2, job_pb2_grpc  # noqa: E402
+
+
+# --- simulated nodes, several per process ------------------------------------------------
+
+
+def node_worker(central: str, first: int, count: int, slots: int, ready, stop) -> None:
+    from fake_node import FakeNode
+
+    async def main() -> None:
+        channel = grpc.aio.insecure_channel(central)
+        nodes = [FakeNode(channel, node_id=f"bench-{i:04d}", slots=slots) for i in range(first, first + count)]
+        for node in nodes:
+            await node.start()
+            node.start_heartbeats(5.0)
+        ready.put(count)
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        for node in nodes:
+            await node.stop()
+        await channel.close()
+
+    asyncio.run(main())
+
+
+# --- central as a subprocess -------------------------------------------------------------
+
+
+def start_central(nats_url: str, home: Path) -> tuple[subprocess.Popen, dict]:
+    ready = home / "ready.json"
+    log = open(home / "central.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, *(["-m", "cProfile", "-o", os.environ["CENTRAL_PROFILE"]] if os.environ.get("CENTRAL_PROFILE") else []),
+         "-m", "central", "central", "--nats", nats_url, "--home", str(home), "--grpc-port", "0",
+         "--rest-port", "0", "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "CYXWIZ_LOG_LEVEL": "WARNING"}, cwd=ROOT,
+    )
+    deadline = time.monotonic() + 900
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"central did not start: {(home / 'central.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return process, json.loads(ready.read_text())
+
+
+def stop_central(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# --- 1. throughput and latency ------------------------------------------------------------
+
+
+async def submit_all(target: str, n: int, concurrency: int) -> float:
+    channel = grpc.aio.insecure_channel(target)
+    stub = job_pb2_grpc.JobServiceStub(channel)
+    config = job_pb2.JobConfig(job_type=job_pb2.JOB_TYPE_TRAINING, epochs=1, batch_size=32,
+                               dataset_uri="synthetic://classification?n=64")
+    next_index = iter(range(n))
+
+    async def worker() -> None:
+        for i in next_index:
+            await stub.SubmitJob(job_pb2.SubmitJobRequest(config=job_pb2.JobConfig(**{
+                **{f.name: v for f, v in config.ListFields()}, "job_id": f"job-{i:06d}"})), timeout=60)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return elapsed
+
+
+async def stream_times(nats_url: str, n: int, timeout: float = 300.0) -> tuple[dict, dict]:
+    bus = await EventBus.connect(nats_url, setup=False)
+    submitted: dict[str, int] = {}
+    assigned: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    start = 1
+    while len(assigned) < n and time.monotonic() < deadline:
+        async for msg in bus.read(start):
+            start = msg.seq + 1
+            kind = msg.headers.get("Cyxwiz-Event-Type")
+            job_id = msg.subject.rsplit(".", 1)[-1]
+            if kind == "JobSubmitted":
+                submitted[job_id] = msg.time_ns
+            elif kind == "JobAssigned":
+                assigned.setdefault(job_id, msg.time_ns)
+        await asyncio.sleep(0.2)
+    await bus.close()
+    return submitted, assigned
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: int, jobs: int, concurrency: int,
+               prefill: bool = False) -> dict:
+    """``prefill``: submit every job before any node exists, then start the nodes: the
+    assignment rate is then the scheduler's and dispatcher's own, not the submit rate."""
+    home = work / ("backlog" if prefill else "throughput")
+    home.mkdir()
+    central, info = start_central(nats_url, home)
+    if prefill:
+        submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=node_worker, args=(info["grpc"], first, min(per_process, nodes - first), slots, ready, stop))
+               for first in range(0, nodes, per_process)]
+    for w in workers:
+        w.start()
+    try:
+        registered = sum(ready.get(timeout=300) for _ in workers)
+        if not prefill:
+            submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
+        submitted, assigned = asyncio.run(stream_times(nats_url, jobs))
+        rss = psutil.Process(central.pid).memory_info().rss
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+        stop_central(central)
+    latencies = [(assigned[j] - submitted[j]) / 1e6 for j in assigned if j in submitted]
+    first = min(assigned.values()) if prefill else min(submitted.values())
+    span_s = (max(assigned.values()) - first) / 1e9
+    if prefill:
+        return {"mode": "backlog: jobs queued first, then nodes start", "nodes": registered, "jobs": jobs,
+                "assigned": len(assigned), "assignments_per_s": round(len(assigned) / span_s),
+                "central_rss_mb": round(rss / 2**20)}
+    return {
+        "mode": "live: nodes up, jobs submitted through gRPC", "nodes": registered, "node_processes": len(workers), "slots_per_node": slots, "jobs": jobs,
+        "submit_concurrency": concurrency, "assigned": len(assigned), "submit_s": round(submit_s, 2),
+        "submits_per_s": round(jobs / submit_s), "assignments_per_s": round(len(assigned) / span_s),
+        "latency_ms_p50": round(statistics.median(latencies), 1), "latency_ms_p99": round(percentile(latencies, 0.99), 1),
+        "latency_ms_max": round(max(latencies), 1), "central_rss_mb": round(rss / 2**20),
+    }
+
+
+# --- 2. memory with a long history --------------------------------------------------------
+
+
+async def write_history(nats_url: str, n: int) -> None:
+    bus = await EventBus.connect(nats_url)
+    await bus.append(NodeRegistered(node_id="history-node", endpoint="127.0.0.1:1", slots=8))
+    batch = []
+    for i in range(n):
+        job = f"old-{i:07d}"
+        batch += [
+            JobSubmitted(job_id=job, spec=JobSpec(epochs=1, dataset_uri="builtin://iris", model_definition='{"type": "mlp"}',
+                                                  hyperparameters={"learning_rate": "0.01", "seed": str(i)})),
+            JobAssigned(job_id=job, node_id="history-node"),
+            JobStarted(job_id=job, node_id="history-node"),
+            EpochCompleted(job_id=job, node_id="history-node", epoch=1, loss=0.5, accuracy=0.9, checkpoint_uri=f"nats://c/{job}/1"),
+            JobCompleted(job_id=job, node_id="history-node", metrics={"loss": 0.5, "accuracy": 0.9},
+                         artifact_uri=f"nats://cyxwiz-models/{job}", sha256="0" * 64, size_bytes=1000),
+        ]
+        if len(batch) >= 10_000:
+            await bus.append_many(batch)
+            batch = []
+    if batch:
+        await bus.append_many(batch)
+    await bus.close()
+
+
+def memory(work: Path, history: int) -> dict:
+    server = start_server(work / "nats-history", port=0)
+    try:
+        started = time.perf_counter()
+        asyncio.run(write_history(server.url, history))
+        written_s = time.perf_counter() - started
+        home = work / "memory"
+        home.mkdir()
+        started = time.perf_counter()
+        central, _ = start_central(server.url, home)
+        ready_s = time.perf_counter() - started
+        rss = psutil.Process(central.pid).memory_info().rss
+        stop_central(central)
+    finally:
+        server.kill()
+    return {"history_jobs": history, "history_events": history * 5 + 1, "append_s": round(written_s, 1),
+            "central_start_and_replay_s": round(ready_s, 1), "central_rss_mb": round(rss / 2**20)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--nodes-per-process", type=int, default=50)
+    parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--history", type=int, default=100_000)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
+        work = Path(tmp)
+        server = start_server(work / "nats", port=0)
+        try:
+            result = {"throughput": throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots,
+                                               args.jobs, args.concurrency)}
+            print(json.dumps(result["throughput"]), flush=True)
+        finally:
+            server.kill()
+        server = start_server(work / "nats-backlog", port=0)
+        try:
+            result["backlog"] = throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots,
+                                           args.jobs, args.concurrency, prefill=True)
+            print(json.dumps(result["backlog"]), flush=True)
+        finally:
+            server.kill()
+        if not args.skip_memory:
+            result["memory"] = memory(work, args.history)
+            print(json.dumps(result["memory"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
