@@ -632,7 +632,9 @@ class Projector:
 
     ``run()`` follows both streams (events, and telemetry with its own checkpoint) until
     cancelled; whatever arrived while a batch was being written is the next batch, so a
-    backlog is applied in large batches and a trickle with little delay.
+    backlog is applied in large batches and a trickle with little delay. Telemetry waits
+    ``telemetry_linger_s`` between its batches: node metrics need no millisecond
+    freshness, and one commit per heartbeat of hundreds of nodes would cost a core.
     """
 
     def __init__(
@@ -643,8 +645,10 @@ class Projector:
         max_batch: int = 20_000,
         telemetry: bool = True,
         on_applied: Callable[[str, int], None] | None = None,
+        telemetry_linger_s: float = 0.5,
     ) -> None:
         """``on_applied(stream, seq)`` is called on the event loop after each commit."""
+        self.telemetry_linger_s = telemetry_linger_s
         self.projection = projection
         self.on_applied = on_applied
         self.bus = bus
@@ -679,6 +683,8 @@ class Projector:
         start = self.projection.checkpoint(stream) + 1
         async for batch in self.bus.subscribe_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
             await self._apply(stream, batch)
+            if stream == TELEMETRY_STREAM:
+                await asyncio.sleep(self.telemetry_linger_s)
 
     async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
         seq = await asyncio.to_thread(self.projection.apply, stream, batch)
