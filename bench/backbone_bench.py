@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nats.js import api  # noqa: E402
 
 from bus import EventBus, start_server  # noqa: E402
-from central.projection import rebuild  # noqa: E402
+from central.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted,
     Event,
@@ -44,10 +44,7 @@ from events import (  # noqa: E402
     JobSpec,
     JobStarted,
     JobSubmitted,
-    NodeRegistered,
     encode,
-    headers_for,
-    subject_for,
 )
 
 

@@ -26,7 +26,8 @@ from rich.table import Table
 
 from bus import BusError, EventBus, default_home, open_bus
 from bus.errors import BusUnavailable
-from central.projection import Projection, ProjectionError, rebuild
+from central.projection import Projection, ProjectionError
+from central.projector import rebuild
 from central.sql import QueryResult, SqlError, SqlRefused
 from events import EVENT_TYPES, InvalidEvent, build, subject_for
 

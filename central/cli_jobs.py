@@ -7,7 +7,6 @@ Exit codes: 0 done; 1 the job failed or was cancelled (with --follow / jobs wait
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator, Optional

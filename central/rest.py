@@ -23,7 +23,7 @@ from typing import Any, Callable
 import msgspec
 from aiohttp import web
 
-from central.projection import EpochRow, JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
+from central.projection import JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
 from central.sql import QueryResult, SqlError, SqlRefused
 
 log = logging.getLogger(__name__)

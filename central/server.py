@@ -177,7 +177,8 @@ class CentralServer:
     async def _start_read_model(self) -> None:
         """The DuckDB projection and REST (central.projection, central.rest), when present."""
         try:
-            from central.projection import Projection, Projector
+            from central.projection import Projection
+            from central.projector import Projector
         except ModuleNotFoundError as exc:
             log.warning("central: no read model (%s); REST is off", exc)
             return

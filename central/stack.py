@@ -109,7 +109,7 @@ class Stack:
     def add_node(self, index: int | None = None, *, timeout: float = 90.0, extra_args: list[str] = ()) -> Part:
         c = self.config
         index = len(self.node_parts) if index is None else index
-        port = lambda base: 0 if (base == 0 or index > 0) else base  # noqa: E731: extra nodes take free ports
+        port = lambda base: 0 if (base == 0 or index > 0) else base  # noqa: E731  (extra nodes take free ports)
         args = [
             "--central", self.central.info["grpc"],
             "--nats", self.nats_url,

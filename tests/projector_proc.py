@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bus import EventBus  # noqa: E402
-from central.projection import EVENTS_STREAM, Projection, Projector  # noqa: E402
+from central.projection import EVENTS_STREAM, Projection  # noqa: E402
+from central.projector import Projector  # noqa: E402
 from events import (  # noqa: E402
     Device,
     EpochCompleted,

@@ -3,7 +3,6 @@ nodes that are real gRPC servers on port 0 (tests/fake_node.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal

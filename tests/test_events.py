@@ -6,7 +6,6 @@ import msgspec
 import pytest
 from hypothesis import given, strategies as st
 
-import events
 from events import (
     EVENT_TYPES,
     EpochCompleted,

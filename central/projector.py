@@ -1,0 +1,128 @@
+"""Keeping a projection up to date with the bus, and rebuilding one from the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+
+from bus import EventBus, StoredMessage
+from central.projection import (
+    _CONFIG,
+    EVENTS_STREAM,
+    TELEMETRY_STREAM,
+    Projection,
+    ProjectionBusy,
+)
+
+_SUBJECTS = {EVENTS_STREAM: "events.>", TELEMETRY_STREAM: "telemetry.>"}
+
+
+class Projector:
+    """Keeps a ``Projection`` up to date with the bus.
+
+    ``run()`` follows both streams (events, and telemetry with its own checkpoint) until
+    cancelled; whatever arrived while a batch was being written is the next batch, so a
+    backlog is applied in large batches and a trickle with little delay. Telemetry waits
+    ``telemetry_linger_s`` between its batches: node metrics need no millisecond
+    freshness, and one commit per heartbeat of hundreds of nodes would cost a core.
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        bus: EventBus,
+        *,
+        max_batch: int = 20_000,
+        telemetry: bool = True,
+        on_applied: Callable[[str, int], None] | None = None,
+        telemetry_linger_s: float = 0.5,
+    ) -> None:
+        """``on_applied(stream, seq)`` is called on the event loop after each commit."""
+        self.telemetry_linger_s = telemetry_linger_s
+        self.projection = projection
+        self.on_applied = on_applied
+        self.bus = bus
+        self.max_batch = max_batch
+        self.streams = (EVENTS_STREAM, TELEMETRY_STREAM) if telemetry else (EVENTS_STREAM,)
+        self._applied = asyncio.Condition()
+
+    async def run(self) -> None:
+        """Catch up, then apply live batches forever (cancel the task to stop)."""
+        await asyncio.gather(*(self._follow(stream) for stream in self.streams))
+
+    async def catch_up(self) -> int:
+        """Apply everything the streams hold now; returns the events stream's checkpoint."""
+        for stream in self.streams:
+            start = self.projection.checkpoint(stream) + 1
+            async for batch in self.bus.read_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
+                await self._apply(stream, batch)
+        return self.projection.checkpoint(EVENTS_STREAM)
+
+    async def wait_for_seq(self, seq: int, timeout: float = 10.0, stream: str = EVENTS_STREAM) -> bool:
+        """Wait until the projection has applied ``seq``; False if ``timeout`` passes first."""
+        async with self._applied:
+            try:
+                await asyncio.wait_for(
+                    self._applied.wait_for(lambda: self.projection.checkpoint(stream) >= seq), timeout
+                )
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def _follow(self, stream: str) -> None:
+        start = self.projection.checkpoint(stream) + 1
+        async for batch in self.bus.subscribe_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
+            await self._apply(stream, batch)
+            if stream == TELEMETRY_STREAM:
+                await asyncio.sleep(self.telemetry_linger_s)
+
+    async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
+        seq = await asyncio.to_thread(self.projection.apply, stream, batch)
+        if self.on_applied is not None:
+            self.on_applied(stream, seq)
+        async with self._applied:
+            self._applied.notify_all()
+
+
+async def rebuild(path: str | os.PathLike, bus: EventBus, *, max_batch: int = 20_000) -> int:
+    """Replay the whole stream into a fresh projection at ``path``; returns its checkpoint.
+
+    Written to a temporary file beside it and renamed over it at the end, so a failed
+    rebuild leaves the old file as it was. Raises ``ProjectionBusy`` if a process holds it.
+    """
+    path = Path(path)
+    _refuse_if_in_use(path)
+    tmp = path.with_name(f"{path.name}.rebuild-{os.getpid()}")
+    _remove_db(tmp)
+    projection = Projection(tmp)
+    try:
+        last = await Projector(projection, bus, max_batch=max_batch).catch_up()
+    except BaseException:
+        projection.close()
+        _remove_db(tmp)
+        raise
+    projection.close()  # checkpoints: the file is complete, no WAL left
+    Path(f"{path}.wal").unlink(missing_ok=True)  # an old WAL must never meet the new file
+    os.replace(tmp, path)
+    return last
+
+
+def _refuse_if_in_use(path: Path) -> None:
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path), read_only=True, config=dict(_CONFIG)).close()
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise ProjectionBusy(f"{path} is in use by another process (a running central?); stop it first") from exc
+    except duckdb.Error:
+        pass  # not a DuckDB file (or damaged): it gets replaced
+
+
+def _remove_db(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    Path(f"{path}.wal").unlink(missing_ok=True)
