@@ -6,6 +6,7 @@ Pure functions, no I/O. ``decode`` never guesses: bytes that are not a valid eve
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import msgspec
@@ -135,16 +136,17 @@ def headers_for(event: Event, expected_last_seq: int | None = None) -> dict[str,
     return headers
 
 
+_FORBIDDEN_IN_TOKEN = re.compile(r"[.*>\s]")
+
+
 def _token(aggregate: str) -> str:
     """An id as one subject token: NATS forbids '.', '*', '>' and whitespace in tokens."""
+    if _FORBIDDEN_IN_TOKEN.search(aggregate) is None and aggregate:
+        return aggregate
     if not aggregate:
         raise InvalidEvent("aggregate id must not be empty")
-    bad = set(aggregate) & set(".*> \t\r\n")
-    if bad:
-        raise InvalidEvent(
-            f"id {aggregate!r} contains {''.join(sorted(bad))!r}; use letters, digits, '-' or '_'"
-        )
-    return aggregate
+    bad = "".join(sorted(set(_FORBIDDEN_IN_TOKEN.findall(aggregate))))
+    raise InvalidEvent(f"id {aggregate!r} contains {bad!r}; use letters, digits, '-' or '_'")
 
 
 def _needs_upcast(raw: dict[str, Any]) -> bool:
