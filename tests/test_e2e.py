@@ -161,3 +161,24 @@ def test_cli_unknown_job_id(tmp_path):
         result = cli("jobs", "show", "no-such-job", "--central", stack.grpc)
         assert result.returncode == 4, result.stderr
         assert "no-such-job" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_python_client_submit_follow_cancel_jobs_nodes(tmp_path):
+    with Stack(stack_config(tmp_path, nodes=1)) as stack, Client(stack.grpc) as client:
+        [node] = client.nodes()
+        assert node.online and node.devices[0].startswith("cpu")
+        job_id = client.submit(dataset_uri="builtin://digits", model={"type": "mlp", "hidden": [32]}, epochs=3,
+                               batch_size=64, hyperparameters={"seed": 3}, name="client-test")
+        updates = list(client.follow(job_id))
+        epochs = [u.epoch for u in updates]
+        assert epochs == sorted(epochs) and {1, 2, 3} <= set(epochs)
+        final = updates[-1]
+        assert final.state == "completed" and final.total_epochs == 3 and final.name == "client-test"
+        assert final.metrics["val_accuracy"] > 0.5 and len(final.sha256) == 64
+
+        long_job = client.submit(dataset_uri="synthetic://classification?n=40000&features=64&classes=4",
+                                 model={"type": "mlp", "hidden": [256, 256]}, epochs=500)
+        wait_until(lambda: client.status(long_job).state == "running", timeout=60)
+        client.cancel(long_job, reason="test")
+        wait_until(lambda: client.status(long_job).state == "cancelled", timeout=30)
+        assert {j.job_id: j.state for j in client.jobs()} == {job_id: "completed", long_job: "cancelled"}
