@@ -27,11 +27,16 @@ class StackError(RuntimeError):
     """A part of the stack did not start; the message says which and why."""
 
 
+try:  # resolved here, in the parent: the forked child must not take the loader's lock
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
 def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    """Runs in the child between fork and exec: ask for SIGTERM when the parent dies."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
