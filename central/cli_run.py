@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from central.cli_jobs import EXIT_FAILED, EXIT_UNREACHABLE, fail, follow_job, print_job_result
+from central.cli_jobs import EXIT_FAILED, EXIT_UNREACHABLE, err_console, fail, follow_job, print_job_result
 from central.client import CentralUnavailable, Client, ClientError
 from central.stack import Stack, StackConfig, StackError
 
@@ -112,27 +112,24 @@ def register(app: typer.Typer) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
         stack = Stack(_stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port)))
         signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops what has started
+        why = "SIGTERM"
         try:
             with console.status("starting NATS, central and node ..."):
                 stack.start()
-        except StackError as exc:
-            fail(str(exc), EXIT_FAILED)
-        except KeyboardInterrupt:
-            console.print("stopped while starting")
-            return
-        why = "SIGTERM"
-        try:
             console.print(banner(stack))
             why = wait_for_stop(stack)
+        except StackError as exc:
+            why = "failed to start"
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         except KeyboardInterrupt:
-            pass
+            pass  # a signal at any point up to here: stop below
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping is not to be interrupted
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             with console.status("stopping ..."):
-                stack.stop()
+                stack.stop()  # idempotent: stops whatever has started
         console.print(f"stopped ({why}); state kept in {stack.home}")
-        if "exited" in why:
+        if "exited" in why or why == "failed to start":
             raise typer.Exit(EXIT_FAILED)
 
     @app.command()

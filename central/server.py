@@ -143,7 +143,10 @@ class CentralServer:
         services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         add_services(self._grpc, services)
-        self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            self.grpc_port = 0
         if self.grpc_port == 0:
             raise ConfigError(f"cannot listen for gRPC on {c.host}:{c.grpc_port}: the port is taken; "
                               "pass --grpc-port 0 for any free port")
@@ -175,24 +178,24 @@ class CentralServer:
                 await asyncio.sleep(0.5)
 
     async def _start_read_model(self) -> None:
-        """The DuckDB projection and REST (central.projection, central.rest), when present."""
+        """The DuckDB projection, its projector, and REST on top of it."""
+        from central.projection import Projection, ProjectionBusy
+        from central.projector import Projector
+        from central.rest import make_app, serve_rest
+
         try:
-            from central.projection import Projection
-            from central.projector import Projector
-        except ModuleNotFoundError as exc:
-            log.warning("central: no read model (%s); REST is off", exc)
-            return
-        self._projection = Projection(self.config.home / "cyxwiz.duckdb")
+            self._projection = Projection(self.config.home / "cyxwiz.duckdb")
+        except ProjectionBusy as exc:
+            raise ConfigError(f"{exc} (another central with the same --home?)") from exc
         projector = Projector(self._projection, self.bus)
         self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
-        try:
-            from central.rest import make_app, serve_rest
-        except ModuleNotFoundError as exc:
-            log.warning("central: REST is off (%s)", exc)
-            return
         app = make_app(self._projection, scheduler_status=self.scheduler.status,
                        scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)
-        self._rest_runner, self.rest_port = await serve_rest(app, self.config.host, self.config.rest_port)
+        try:
+            self._rest_runner, self.rest_port = await serve_rest(app, self.config.host, self.config.rest_port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for REST on {self.config.host}:{self.config.rest_port}: "
+                              f"{exc.strerror or exc}; pass --rest-port 0 for any free port") from exc
 
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""

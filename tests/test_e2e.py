@@ -105,7 +105,9 @@ def test_up_then_sigterm_leaves_no_process_behind(tmp_path):
         assert all(_alive(pid) for pid in pids)
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
-        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=10, message=f"children {pids} gone")
+        said = up.stdout.read()[-1500:]
+        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=10,
+                   message=f"children gone; alive: {[(pid, _cmdline(pid)) for pid in pids if _alive(pid)]}; up said {said}")
     finally:
         if up.poll() is None:
             up.kill()
@@ -116,6 +118,13 @@ def _json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
 
 
 def _alive(pid: int) -> bool:
