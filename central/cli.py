@@ -1,7 +1,7 @@
 """The ``cyxwiz`` command: one entry point, sub-commands from the modules named below.
 
-Each ``central/cli_*.py`` module defines ``register(app)``; a module that fails to
-import (its part not built yet) is skipped so the rest of the CLI still works.
+Each ``central/cli_*.py`` module defines ``register(app)``. ``cyxwiz node`` runs
+``python -m node`` in its place, so central never imports the node.
 """
 
 from __future__ import annotations
@@ -31,13 +31,7 @@ COMMAND_MODULES = (
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 def main() -> None:
