@@ -41,9 +41,10 @@ except (OSError, AttributeError):  # not Linux: the server outlives a killed par
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: the server gets SIGTERM when the process that started
-    it dies, even by SIGKILL, so a crashed central or test leaves no server behind."""
+    it dies, even by SIGKILL, so a crashed central or test leaves no server behind.
+    Use as ``preexec_fn`` for any child that must not outlive its parent."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -97,7 +98,7 @@ def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeou
         "--ports_file_dir", str(ports_dir),
     ]
     process = subprocess.Popen(
-        cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+        cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
     )
     log.close()
     deadline = time.monotonic() + timeout

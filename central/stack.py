@@ -8,7 +8,6 @@ if this process dies without cleaning up (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -19,24 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import NatsServer, ensure_server, start_server
-
-PR_SET_PDEATHSIG = 1
+from bus.server import die_with_parent
 
 
 class StackError(RuntimeError):
     """A part of the stack did not start; the message says which and why."""
-
-
-try:  # resolved here, in the parent: the forked child must not take the loader's lock
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):
-    _prctl = None
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask for SIGTERM when the parent dies."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -143,7 +129,7 @@ class Stack:
             process = subprocess.Popen(
                 [*cmd, "--ready-file", str(ready_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                env=env, start_new_session=True, preexec_fn=die_with_parent,
             )
         part = Part(name=name, process=process, log_path=log_path, ready_file=ready_file)
         self.parts.append(part)
