@@ -12,18 +12,20 @@ import asyncio
 import hashlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Iterable, Sequence
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from bus.errors import AppendFailed, BusUnavailable, ConcurrencyConflict, ObjectNotFound
+from bus.appender import Appender, FastHeadersClient
+from bus.errors import AppendFailed, BusError, BusUnavailable, ObjectNotFound
 from bus.server import NatsServer, _host_port, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
@@ -31,17 +33,15 @@ from events.catalog import TELEMETRY_TYPES
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
-WRONG_LAST_SEQUENCE = 10071
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(msgspec.Struct, frozen=True):
     """One message as the stream holds it; ``decode()`` raises ``events.InvalidEvent``."""
 
     seq: int
     subject: str
     data: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     time_ns: int = 0  # when the stream stored it, nanoseconds since the epoch
     pending: int = 0  # messages of the consumer's filter still after this one when it was sent
 
@@ -68,11 +68,12 @@ class ObjectRef:
 class EventBus:
     def __init__(self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0):
         self.nc = nc
-        self.js = nc.jetstream(publish_async_max_pending=4000)
+        self.js = nc.jetstream()
         self.url = url
         self.replicas = replicas
         self.telemetry_max_age_s = telemetry_max_age_s
         self._buckets: dict[str, object] = {}
+        self._appender = Appender(nc, url)
 
     @classmethod
     async def connect(
@@ -88,9 +89,10 @@ class EventBus:
         reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
         if reason:
             raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
+        nc = FastHeadersClient()
         try:
-            nc = await asyncio.wait_for(
-                nats.connect(
+            await asyncio.wait_for(
+                nc.connect(
                     url,
                     name=name,
                     connect_timeout=min(2.0, timeout),
@@ -151,45 +153,32 @@ class EventBus:
     # --- appending ---------------------------------------------------------------------
 
     async def append(self, event: Event, expected_version: int | None = None) -> int:
-        """Append one event; returns its stream sequence (the original's if a duplicate)."""
-        subject = subject_for(event)
-        try:
-            ack = await self.js.publish(
-                subject, encode(event), headers=headers_for(event, expected_version), timeout=5.0
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                raise ConcurrencyConflict(subject, expected_version or 0, exc.description or "") from exc
-            raise AppendFailed(f"append to {subject} refused: {exc.description}") from exc
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError) as exc:
-            raise AppendFailed(f"append to {subject} not acknowledged: {type(exc).__name__}") from exc
-        except nats.errors.ConnectionClosedError as exc:
-            raise BusUnavailable(self.url, "connection closed") from exc
-        return ack.seq
+        """Append one event; returns its stream sequence (the original's if a duplicate).
+
+        Raises ``ConcurrencyConflict`` when ``expected_version`` is stale."""
+        (result,) = await self._appender.append([event], [expected_version], timeout=5.0)
+        if isinstance(result, BusError):
+            raise result
+        return result
 
     async def append_many(self, events: Iterable[Event]) -> list[int]:
-        """Append many events pipelined (``publish_async``); every ack is checked.
+        """Append many events pipelined, every ack checked; their sequences in order.
 
-        Returns their sequences in order. Raises ``AppendFailed`` if any append failed;
-        appends are idempotent by event id, so the caller may retry the whole batch.
+        Raises ``AppendFailed`` if any append failed; appends are idempotent by event id,
+        so the caller may retry the whole batch.
         """
-        futures = []
-        try:
-            for event in events:
-                futures.append(
-                    await self.js.publish_async(
-                        subject_for(event), encode(event), headers=headers_for(event)
-                    )
-                )
-            acks = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30.0)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            for fut in futures:
-                fut.cancel()
-            raise AppendFailed(f"batch append not acknowledged: {type(exc).__name__}") from exc
-        failed = [a for a in acks if isinstance(a, BaseException)]
+        results = await self._appender.append(list(events))
+        failed = [r for r in results if isinstance(r, BusError)]
         if failed:
-            raise AppendFailed(f"{len(failed)} of {len(acks)} appends failed: {failed[0]!r}")
-        return [ack.seq for ack in acks]
+            raise AppendFailed(f"{len(failed)} of {len(results)} appends failed: {failed[0]}")
+        return results  # type: ignore[return-value]
+
+    async def append_each(
+        self, events: Sequence[Event], expected_versions: Sequence[int | None] | None = None
+    ) -> list[int | BusError]:
+        """Append pipelined, each at its own expected version; per event its sequence or
+        the error that refused it (``ConcurrencyConflict``, ``AppendFailed``)."""
+        return await self._appender.append(events, expected_versions)
 
     async def publish_telemetry(self, event: Event) -> None:
         """Fire-and-forget telemetry (heartbeats); loss of one sample is acceptable."""

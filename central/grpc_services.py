@@ -103,7 +103,7 @@ async def _abort(context, response_cls, code: int, message: str):
 def _page(page_size: int, page_token: str) -> tuple[int, int]:
     if not 0 <= page_size <= MAX_PAGE:
         raise Refused(400, f"page_size must be 0..{MAX_PAGE} (got {page_size}); 0 means {DEFAULT_PAGE}")
-    if page_token and not (page_token.isdigit() and len(page_token) < 10):
+    if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) < 10):
         raise Refused(400, f"page_token {page_token[:40]!r} is not one this server gave out; start with ''")
     return page_size or DEFAULT_PAGE, int(page_token or 0)
 

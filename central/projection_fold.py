@@ -15,7 +15,8 @@ import pyarrow as pa
 from bus import StoredMessage
 from central import projection_sql as q
 from central.projection_sql import TELEMETRY_STREAM
-from events import InvalidEvent, decode, encode, subject_for
+from events import InvalidEvent, subject_for
+from events.codec import decode_json
 from events.catalog import TELEMETRY_TYPES, JobEvent
 
 _REFUSED = (duckdb.Error, pa.ArrowException, OverflowError)
@@ -135,7 +136,7 @@ class _Batch:
 
     def add(self, m: StoredMessage) -> None:
         try:
-            event = decode(m.data)
+            event, raw = decode_json(m.data)
             if not _on_its_subject(event, m.subject):
                 expected = subject_for(event)  # the slow, exact check; raises for a bad id
                 if expected != m.subject:
@@ -146,7 +147,6 @@ class _Batch:
         occurred = _micros(event.occurred_at)
         if self.stream == TELEMETRY_STREAM:
             return self._heartbeat(m.seq, event, occurred)
-        raw = encode(event).decode()
         is_job = isinstance(event, JobEvent)
         aggregate = event.job_id if is_job else event.node_id
         for column, value in zip(self.events, (m.seq, m.subject, name, event.event_id, occurred, m.time_ns // 1000, aggregate, raw)):

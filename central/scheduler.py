@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from bus import AppendFailed, BusError, ConcurrencyConflict, EventBus
+from bus import BusError, ConcurrencyConflict, EventBus
 from central.commands import Commands
 from central.deciders import Assign, Cancel, JobState, Refused, decide
 from central.dispatcher import Dispatcher
@@ -166,15 +166,12 @@ class Scheduler:
         self.wake()
 
     async def _publish(self, events: list, versions: list[int]) -> list:
-        """Stream sequences, or the error of each append (``ConcurrencyConflict``, ...).
-
-        Concurrent request-style appends: they share the connection's flushes. (nats-py's
-        ``publish_async`` never resolves when the server refuses an expected sequence.)
-        """
-        results = await asyncio.gather(
-            *(self.bus.append(event, expected_version=version) for event, version in zip(events, versions)),
-            return_exceptions=True)
-        return [r if isinstance(r, (int, BusError)) else AppendFailed(repr(r)) for r in results]
+        """Stream sequences, or the error of each append (``ConcurrencyConflict``, ...),
+        appended pipelined on the bus, each at its job's expected version."""
+        try:
+            return await self.bus.append_each(events, versions)
+        except BusError as exc:
+            return [exc] * len(events)
 
     async def _cancel(self, job_id: str) -> None:
         try:

@@ -215,7 +215,7 @@ def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running
         cpu_cores=node.cpu_cores,
         ram_total=node.ram_bytes,
         ip_address=host.strip("[]"),
-        port=int(port) if port.isdigit() else 0,
+        port=int(port) if port.isascii() and port.isdigit() else 0,
         total_jobs_completed=completed,
         is_online=node.status == "online",
         last_heartbeat=int(last_seen_unix),
@@ -233,7 +233,7 @@ def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running
 def _version_parts(text: str) -> list[int]:
     parts = []
     for piece in text.split("+")[0].split(".")[:3]:
-        parts.append(int(piece) if piece.isdigit() and len(piece) < 9 else 0)
+        parts.append(int(piece) if piece.isascii() and piece.isdigit() and len(piece) < 9 else 0)
     return parts
 
 

@@ -36,6 +36,7 @@ from events.codec import (
     aggregate_id,
     build,
     decode,
+    decode_json,
     encode,
     from_dict,
     headers_for,

@@ -65,6 +65,19 @@ def decode(data: bytes) -> Event:
     return event
 
 
+def decode_json(data: bytes) -> tuple[Event, str]:
+    """``decode``, and the event's JSON at the current schema: the bytes as they are for
+    a type still at schema version 1 (nothing to upcast; no second encoding), else the
+    event encoded again after any upcast."""
+    event = decode(data)
+    if SCHEMA_VERSIONS[type(event).__name__] == 1:
+        try:
+            return event, data.decode()
+        except UnicodeDecodeError:
+            pass
+    return event, encode(event).decode()
+
+
 def from_dict(data: dict[str, Any]) -> Event:
     """Build an event from plain data (a script's JSON), checking every field."""
     if not isinstance(data, dict):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bus import ConcurrencyConflict
+from bus import EVENTS_STREAM, AppendFailed, BusUnavailable, ConcurrencyConflict
 from events import JobAssigned, JobSpec, JobSubmitted, job_subject
 
 
@@ -37,3 +37,46 @@ async def test_a_new_aggregate_expects_version_zero(bus):
     await bus.append(JobSubmitted(job_id="j2", spec=JobSpec()), expected_version=0)
     with pytest.raises(ConcurrencyConflict):
         await bus.append(JobSubmitted(job_id="j2", spec=JobSpec()), expected_version=0)
+
+
+async def test_append_each_reports_each_event_at_its_own_expected_version(bus):
+    first = await bus.append(JobSubmitted(job_id="a", spec=JobSpec()))
+    await bus.append(JobSubmitted(job_id="b", spec=JobSpec()))
+    results = await bus.append_each(
+        [JobAssigned(job_id="a", node_id="n1"), JobAssigned(job_id="b", node_id="n1"), JobSubmitted(job_id="c", spec=JobSpec())],
+        [first, first, 0],  # b is at sequence 2, not 1
+    )
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert isinstance(results[1], ConcurrencyConflict) and results[1].subject == job_subject("b")
+    assert await bus.last_sequence() == 4
+
+
+async def test_more_events_than_the_window_keep_their_order(bus):
+    bus._appender.window = 7  # many refills of the in-flight window
+    events = [JobSubmitted(job_id=f"w{i}", spec=JobSpec()) for i in range(100)]
+    assert await bus.append_many(events) == list(range(1, 101))
+    stored = [msg.decode().job_id async for msg in bus.read(1)]
+    assert stored == [e.job_id for e in events]
+
+
+async def test_an_append_no_stream_takes_fails_clearly(bus):
+    await bus.js.delete_stream(EVENTS_STREAM)
+    with pytest.raises(AppendFailed, match="no stream takes this subject"):
+        await bus.append(JobSubmitted(job_id="lost", spec=JobSpec()))
+    with pytest.raises(AppendFailed, match="2 of 2 appends failed"):
+        await bus.append_many([JobSubmitted(job_id=f"lost{i}", spec=JobSpec()) for i in range(2)])
+
+
+async def test_concurrent_batches_get_their_own_acks(bus):
+    batches = [[JobSubmitted(job_id=f"c{b}-{i}", spec=JobSpec()) for i in range(50)] for b in range(8)]
+    results = await asyncio.gather(*(bus.append_many(batch) for batch in batches))
+    assert sorted(seq for seqs in results for seq in seqs) == list(range(1, 401))
+    for batch, seqs in zip(batches, results):
+        for event, seq in zip(batch, seqs):
+            assert (await bus.js.get_msg(EVENTS_STREAM, seq)).subject == job_subject(event.job_id)
+
+
+async def test_appending_on_a_closed_connection_is_bus_unavailable(bus):
+    await bus.nc.close()
+    with pytest.raises(BusUnavailable):
+        await bus.append_many([JobSubmitted(job_id="late", spec=JobSpec())])
