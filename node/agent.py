@@ -88,7 +88,7 @@ def _version() -> common_pb2.Version:
         text = metadata.version("cyxwiz")
     except metadata.PackageNotFoundError:
         text = "0.0.0"
-    parts = [int(p) if p.isdigit() else 0 for p in (text.split(".") + ["0", "0"])[:3]]
+    parts = [int(p) if p.isascii() and p.isdigit() else 0 for p in (text.split(".") + ["0", "0"])[:3]]
     return common_pb2.Version(major=parts[0], minor=parts[1], patch=parts[2], build=text)
 
 

@@ -89,7 +89,7 @@ def central_host(central: str) -> str:
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, sep, port = text.rpartition(":")
-    if not host or not sep or not port.isdigit():
+    if not host or not sep or not (port.isascii() and port.isdigit()):
         raise ConfigError(f"--central / CYXWIZ_CENTRAL: expected HOST:PORT (got {central!r})")
     return host
 
