@@ -154,8 +154,11 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         w.start()
     try:
         registered = sum(ready.get(timeout=300) for _ in workers)
+        helpers = [c.pid for c in psutil.Process(central.pid).children()]  # its dispatch worker
+        cpu_before = _cpu([central.pid, *helpers, os.getpid(), *(w.pid for w in workers)])
         if not prefill:
             submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
+        cpu_after = _cpu([central.pid, *helpers, os.getpid(), *(w.pid for w in workers)])
         submitted, assigned = asyncio.run(stream_times(nats_url, jobs))
         rss = psutil.Process(central.pid).memory_info().rss
     finally:
@@ -176,7 +179,20 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         "submits_per_s": round(jobs / submit_s), "assignments_per_s": round(len(assigned) / span_s),
         "latency_ms_p50": round(statistics.median(latencies), 1), "latency_ms_p99": round(percentile(latencies, 0.99), 1),
         "latency_ms_max": round(max(latencies), 1), "central_rss_mb": round(rss / 2**20),
+        "cpu_cores_busy_while_submitting": {
+            name: round((cpu_after[i] - cpu_before[i]) / submit_s, 2)
+            for i, name in enumerate(["central", *(f"central_helper{k}" for k in range(len(helpers))), "client",
+                                      *(f"nodes{k}" for k in range(len(workers)))])},
     }
+
+
+def _cpu(pids: list[int]) -> list[float]:
+    """CPU seconds (user + system) each process has used so far."""
+    out = []
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        out.append(times.user + times.system)
+    return out
 
 
 # --- 2. memory with a long history --------------------------------------------------------

@@ -120,8 +120,9 @@ class Appender:
         while not event.is_set():
             before = batch.remaining
             try:
-                await asyncio.wait_for(event.wait(), batch.timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(batch.timeout):  # no task per wait, unlike wait_for
+                    await event.wait()
+            except TimeoutError:
                 if self.nc.is_closed:
                     raise BusUnavailable(self.url, "connection closed") from None
                 if batch.remaining == before:

@@ -14,6 +14,7 @@ after a restart and send it back in ``AssignJobRequest.authorization_token``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -34,6 +35,12 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
+def _session_token(secret: bytes, node_id: str, registration_id: str) -> str:
+    """One HMAC per registration, not one per dispatched job."""
+    return hmac.new(secret, f"{node_id}/{registration_id}".encode(), hashlib.sha256).hexdigest()
+
+
 class Auth:
     def __init__(self, secret: bytes, *, node_token: str | None = None, api_key: str | None = None) -> None:
         self.secret = secret
@@ -46,7 +53,7 @@ class Auth:
         return f"node registration: {nodes}; job calls: {jobs}"
 
     def session_token(self, node_id: str, registration_id: str) -> str:
-        return hmac.new(self.secret, f"{node_id}/{registration_id}".encode(), hashlib.sha256).hexdigest()
+        return _session_token(self.secret, node_id, registration_id)
 
     def check_registration(self, token: str) -> None:
         if self.node_token and not hmac.compare_digest(token.encode(), self.node_token.encode()):

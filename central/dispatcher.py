@@ -15,11 +15,13 @@ import time
 from typing import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from bus import BusError
 from central.auth import Auth
 from central.commands import Commands
 from central.deciders import Refused, Reject
+from central.dispatch_worker import DispatchWorker, WorkerCallError
 from central.specs import config_from_spec
 from central.state import CentralState
 from events import JobAssigned
@@ -46,7 +48,10 @@ class Dispatcher:
         base_backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        worker: DispatchWorker | None = None,
     ) -> None:
+        """``worker``: make the calls from that process (central's default), else here."""
+        self.worker = worker
         self.state = state
         self.commands = commands
         self.auth = auth
@@ -93,11 +98,16 @@ class Dispatcher:
         await self._reject(assigned, seq, reason, message)
 
     async def _call(self, endpoint: str, request) -> tuple[str | None, str]:
-        stub = self._stub(endpoint)
         try:
-            response = await stub.AssignJob(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as exc:
+            if self.worker is not None:
+                payload = await self.worker.call(endpoint, request.SerializeToString(), self.timeout_s)
+                response = node_pb2.AssignJobResponse.FromString(payload)
+            else:
+                response = await self._stub(endpoint).AssignJob(request, timeout=self.timeout_s)
+        except (grpc.aio.AioRpcError, WorkerCallError) as exc:
             return REASON_OF_STATUS.get(exc.code(), "unreachable"), f"{exc.code().name}: {exc.details() or ''}"[:500]
+        except DecodeError:
+            return "invalid", "the node's AssignJob answer is not an AssignJobResponse"
         if response.accepted:
             return None, ""
         code = response.error.code
@@ -130,11 +140,15 @@ class Dispatcher:
         return entry[1]
 
     async def forget(self, endpoint: str) -> None:
+        if self.worker is not None:
+            self.worker.forget(endpoint)
         entry = self._stubs.pop(endpoint, None)
         if entry is not None:
             await entry[0].close()
 
     async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.close()
         for channel, _ in self._stubs.values():
             await channel.close()
         self._stubs.clear()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -66,3 +67,50 @@ def choose(requirements: Requirements, nodes: Iterable[Candidate]) -> str | None
         if best is None or key[0] > best[0] or (key[0] == best[0] and key[1] < best[1]):
             best = key
     return None if best is None else best[1]
+
+
+class Ranking:
+    """The nodes of one scheduling pass, best first.
+
+    ``take(requirements)`` answers what ``choose`` would over the nodes as they are now,
+    and counts the slot it takes, so a pass placing k jobs on n nodes costs about
+    O(n + k log n) instead of O(k n). Requirements that found no node stay unplaceable
+    for the rest of the pass (nodes only fill up during it).
+    """
+
+    def __init__(self, nodes: Iterable[Candidate]) -> None:
+        self._nodes = {node.node_id: node for node in nodes if node.free > 0}
+        self._heap = [(-score(node), node.node_id, node.running) for node in self._nodes.values()]
+        heapq.heapify(self._heap)
+        self._unplaceable: set[Requirements] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._nodes)
+
+    def take(self, requirements: Requirements) -> str | None:
+        if requirements in self._unplaceable:
+            return None
+        passed_over = []
+        found = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            node = self._nodes.get(entry[1])
+            if node is None or node.running != entry[2]:
+                continue  # an entry from before the node took a slot
+            if fits(requirements, node.devices, node.ram_bytes):
+                found = node
+                break
+            passed_over.append(entry)
+        for entry in passed_over:
+            heapq.heappush(self._heap, entry)
+        if found is None:
+            self._unplaceable.add(requirements)
+            return None
+        taken = Candidate(found.node_id, found.devices, found.ram_bytes, found.slots, found.running + 1,
+                          found.completed, found.uptime_s)
+        if taken.free > 0:
+            self._nodes[taken.node_id] = taken
+            heapq.heappush(self._heap, (-score(taken), taken.node_id, taken.running))
+        else:
+            del self._nodes[taken.node_id]
+        return taken.node_id

@@ -2,7 +2,7 @@
 
 It wakes on every change central folds (JobSubmitted from any publisher, JobRejected,
 JobRequeued, NodeRegistered, freed slots) and on the end of a node's exclusion. One pass
-takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.choose``
+takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.Ranking`` (what ``policy.choose`` would pick)
 and reserves the slot locally until the JobAssigned comes back from the stream.
 
 Appends are pipelined: a pass's JobAssigned events go out together (concurrent appends),
@@ -23,7 +23,7 @@ from bus import BusError, ConcurrencyConflict, EventBus
 from central.commands import Commands
 from central.deciders import Assign, Cancel, JobState, Refused, decide
 from central.dispatcher import Dispatcher
-from central.policy import Candidate, choose
+from central.policy import Candidate, Ranking
 from central.state import CentralState
 from events import JobAssigned, Requirements, utc_now
 
@@ -41,8 +41,10 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
+        gather_s: float = 0.002,
     ) -> None:
         self.state = state
+        self.gather_s = gather_s
         self.bus = bus
         self.commands = commands
         self.dispatcher = dispatcher
@@ -76,6 +78,7 @@ class Scheduler:
         self._wake.set()
         while True:
             await self._wake.wait()
+            await asyncio.sleep(self.gather_s)  # the wakes of a burst of submits: one pass for them all
             self._wake.clear()
             try:
                 self.schedule_pass()
@@ -101,7 +104,9 @@ class Scheduler:
 
     def schedule_pass(self) -> int:
         """Assign as many queued jobs as there are fitting free slots; returns how many."""
-        free = self.candidates()
+        if not self.state.has_queued():
+            return 0  # most wakes (a job started, an epoch ended) leave nothing to place
+        free = Ranking(self.candidates().values())
         skipped: list[JobState] = []
         batch: list[tuple[JobState, str]] = []
         while free:
@@ -113,11 +118,11 @@ class Scheduler:
             if job.cancel_requested:
                 self._spawn(self._cancel(job.job_id))
                 continue
-            node_id = choose(job.spec.requirements if job.spec else ANY, free.values())
+            node_id = free.take(job.spec.requirements if job.spec else ANY)
             if node_id is None:
                 skipped.append(job)
                 continue
-            self._reserve(free, node_id, job.job_id)
+            self._reserve(node_id, job.job_id)
             batch.append((job, node_id))
         for job in skipped:
             self.state.push_queued(job)
@@ -125,15 +130,9 @@ class Scheduler:
             self._spawn(self._assign_batch(batch))
         return len(batch)
 
-    def _reserve(self, free: dict[str, Candidate], node_id: str, job_id: str) -> None:
+    def _reserve(self, node_id: str, job_id: str) -> None:
         self.pending[job_id] = node_id
         self._pending_by_node[node_id] += 1
-        node = free[node_id]
-        if node.running + 1 >= node.slots:
-            del free[node_id]
-        else:
-            free[node_id] = Candidate(node.node_id, node.devices, node.ram_bytes, node.slots,
-                                      node.running + 1, node.completed, node.uptime_s)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

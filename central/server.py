@@ -23,6 +23,7 @@ import grpc
 from bus import EventBus, NatsServer, open_bus
 from central.auth import Auth, load_secret
 from central.commands import Commands
+from central.dispatch_worker import DispatchWorker
 from central.dispatcher import Dispatcher
 from central.grpc_services import Services, add_services
 from central.liveness import Liveness
@@ -48,6 +49,7 @@ class CentralConfig:
     api_key: str | None = None
     heartbeat_s: float = 10.0
     node_timeout_s: float = 30.0
+    dispatch_process: bool = True  # AssignJob calls from a worker process, off the event loop
     host: str = "0.0.0.0"  # where the servers listen
     advertise_host: str = "127.0.0.1"  # how the ready banner names them
 
@@ -60,6 +62,7 @@ class CentralConfig:
         "api_key": "CYXWIZ_API_KEY",
         "heartbeat_s": "CYXWIZ_HEARTBEAT_S",
         "node_timeout_s": "CYXWIZ_NODE_TIMEOUT_S",
+        "dispatch_process": "CYXWIZ_DISPATCH_PROCESS",
     }
 
     @classmethod
@@ -88,12 +91,25 @@ class CentralConfig:
 
 
 def _convert(name: str, value, source: str):
-    kind = {"grpc_port": int, "rest_port": int, "heartbeat_s": float, "node_timeout_s": float, "home": Path}.get(name, str)
+    kind = {"grpc_port": int, "rest_port": int, "heartbeat_s": float, "node_timeout_s": float, "home": Path,
+            "dispatch_process": _flag}.get(name, str)
     try:
         return kind(value)
     except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number" if kind is float else "text"
+        what = ("an integer" if kind is int else "a number" if kind is float else "1 or 0 (true or false)"
+                if kind is _flag else "text")
         raise ConfigError(f"{source} must be {what} (got {value!r})") from None
+
+
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 class CentralServer:
@@ -136,9 +152,12 @@ class CentralServer:
         self.bus, self.nats = await open_bus(c.nats_url, home=c.home)
         auth = Auth(await load_secret(self.bus), node_token=c.node_token, api_key=c.api_key)
         commands = Commands(self.state, self.bus)
-        self.dispatcher = Dispatcher(self.state, commands, auth)
+        self.dispatcher = Dispatcher(self.state, commands, auth,
+                                     worker=DispatchWorker() if c.dispatch_process else None)
         self.liveness = Liveness(self.state, self.bus, commands, heartbeat_s=c.heartbeat_s, timeout_s=c.node_timeout_s)
         self.scheduler = Scheduler(self.state, self.bus, commands, self.dispatcher)
+        if self.dispatcher.worker is not None:
+            await self.dispatcher.worker.start()
         await self._replay()
         services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

@@ -120,6 +120,10 @@ class CentralState:
     def push_queued(self, job: JobState) -> None:
         heapq.heappush(self._queue, (*queue_key(job.priority, job.submitted_at, job.job_id),))
 
+    def has_queued(self) -> bool:
+        """True when the queue may hold a job (it may also hold only stale entries)."""
+        return bool(self._queue)
+
     def pop_queued(self) -> JobState | None:
         """The first queued job (stale heap entries are skipped), or None."""
         while self._queue:
@@ -180,10 +184,11 @@ class CentralState:
         self._waiter_ids += 1
         heapq.heappush(self._seq_waiters, (seq, self._waiter_ids, future))
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                await future
             return True
-        except asyncio.TimeoutError:
-            return False
+        except TimeoutError:
+            return False  # the cancelled future stays in the heap and is skipped there
 
     def _wake_seq_waiters(self) -> None:
         while self._seq_waiters and self._seq_waiters[0][0] <= self.last_seq:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from central.policy import Candidate, choose, fits, queue_key, score
+from central.policy import Candidate, Ranking, choose, fits, queue_key, score
 from central.state import CentralState
 from bus import StoredMessage
 from events import Device, JobSpec, JobSubmitted, Requirements, encode
@@ -78,3 +78,24 @@ def test_state_keeps_undecodable_messages_as_anomalies():
     state.apply(StoredMessage(1, "events.job.x", b'{"type": "JobExploded"}'))
     state.apply(StoredMessage(2, "events.job.x", b"not json"))
     assert state.anomaly_count == 2 and state.last_seq == 2 and not state.jobs
+
+
+requirements = st.sampled_from([Requirements(), Requirements(device="cuda"), Requirements(device="cuda", min_memory_bytes=12 << 30),
+                                Requirements(min_memory_bytes=12 << 30), Requirements(device="tpu")])
+candidates = st.lists(
+    st.builds(node, st.sampled_from("abcdefgh"), st.sampled_from([CPU, GPU16]), st.sampled_from([4 << 30, 16 << 30]),
+              st.integers(1, 4), st.integers(0, 4), st.integers(0, 3), st.sampled_from([0.0, 60.0, 9e5])),
+    max_size=8, unique_by=lambda c: c.node_id)
+
+
+@given(candidates, st.lists(requirements, max_size=30))
+def test_ranking_takes_what_choose_would(nodes, jobs):
+    ranking = Ranking(nodes)
+    current = {n.node_id: n for n in nodes}
+    for wanted in jobs:
+        expected = choose(wanted, current.values())
+        assert ranking.take(wanted) == expected
+        if expected is not None:
+            n = current[expected]
+            current[expected] = Candidate(n.node_id, n.devices, n.ram_bytes, n.slots, n.running + 1, n.completed, n.uptime_s)
+    assert bool(ranking) == any(n.free > 0 for n in current.values())
