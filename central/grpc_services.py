@@ -44,6 +44,7 @@ from bus import BusError
 from central.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
 from central.policy import fits
 from central.specs import (
+    _VALUES,
     DEVICE_NAMES,
     check_finite,
     check_id,
@@ -192,9 +193,9 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     async def ListJobs(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
         size, offset = _page(request.page_size, request.page_token)
-        if request.filter_type not in job_pb2.JobType.values():
+        if request.filter_type not in _VALUES["JobType"]:
             raise Refused(400, f"filter_type {request.filter_type} is unknown; use a JobType")
-        if request.filter_status not in common_pb2.StatusCode.values():
+        if request.filter_status not in _VALUES["StatusCode"]:
             raise Refused(400, f"filter_status {request.filter_status} is unknown; use a StatusCode")
         _text("user_id", request.user_id, 256)
         jobs = [j for j in reversed(self.s.state.jobs.values()) if _listed(j, request)]
@@ -428,7 +429,7 @@ class NodeDiscoveryService(node_pb2_grpc.NodeDiscoveryServiceServicer):
     @unary(node_pb2.FindNodesResponse)
     async def FindNodes(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        if request.required_device not in common_pb2.DeviceType.values():
+        if request.required_device not in _VALUES["DeviceType"]:
             raise Refused(400, f"required_device {request.required_device} is unknown; use a DeviceType")
         if request.min_memory < 0:
             raise Refused(400, f"min_memory must be >= 0 bytes (got {request.min_memory})")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from events import Device, Requirements
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A node as the policy sees it at one moment."""
+class Candidate(NamedTuple):
+    """A node as the policy sees it at one moment (a tuple: a pass builds one per node)."""
 
     node_id: str
     devices: tuple[Device, ...]

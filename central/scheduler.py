@@ -41,7 +41,7 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
-        gather_s: float = 0.002,
+        gather_s: float = 0.01,
     ) -> None:
         self.state = state
         self.gather_s = gather_s
