@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nats.js import api  # noqa: E402
 
 from bus import EventBus, start_server  # noqa: E402
+from bus.loop import run as run_loop  # noqa: E402
 from central.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted,
@@ -249,4 +250,4 @@ if __name__ == "__main__":
     parser.add_argument("--append-events", type=int, default=200_000, help="events for (a) and (b)")
     parser.add_argument("--lag-rate", type=int, default=1000, help="events/s for the lag measurement (d)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
-    asyncio.run(main(parser.parse_args()))
+    run_loop(main(parser.parse_args()))  # the loop our processes run on (uvloop where installed)

@@ -19,6 +19,7 @@ from typing import Optional
 import typer
 
 from bus import BusError
+from bus.loop import run as run_loop
 
 
 def register(app: typer.Typer) -> None:
@@ -54,17 +55,6 @@ def register(app: typer.Typer) -> None:
         except BusError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(3)
-
-
-def run_loop(main) -> None:
-    """uvloop where it is installed (about a sixth less CPU per job for central's event
-    loop), else asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 async def _serve(config, ready_file: Path | None) -> None:

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from bus import BusError, EventBus, default_home, open_bus
 from bus.errors import BusUnavailable
+from bus.loop import run as run_loop
 from central.projection import Projection, ProjectionError
 from central.projector import rebuild
 from central.sql import QueryResult, SqlError, SqlRefused
@@ -253,7 +254,7 @@ def _with_bus(nats_url: str | None, home: Path | None, action) -> Any:
                 await asyncio.to_thread(server.stop)
 
     try:
-        return asyncio.run(main())
+        return run_loop(main())
     except BusUnavailable as exc:
         fail(str(exc), EXIT_ENV)
     except BusError as exc:

@@ -24,6 +24,7 @@ from typing import Optional
 import typer
 
 from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, open_bus, parse_object_uri
+from bus.loop import run as run_loop
 from events import JobCompleted
 from events.codec import InvalidEvent, job_subject
 
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
                 data = file.read_bytes()
             except OSError as exc:
                 raise CommandError(f"FILE {str(file)!r}: cannot read it ({exc.strerror})", EXIT_INPUT) from exc
-            uri = asyncio.run(_with_bus(nats, home, lambda bus: put_dataset(bus, object_name, data)))
+            uri = run_loop(_with_bus(nats, home, lambda bus: put_dataset(bus, object_name, data)))
         except CommandError as exc:
             _fail(exc)
         typer.echo(uri)
@@ -169,7 +170,7 @@ def register(app: typer.Typer) -> None:
         try:
             if output.is_dir():
                 raise CommandError(f"-o {str(output)!r} is a directory; name a file", EXIT_INPUT)
-            data, event = asyncio.run(_with_bus(nats, home, lambda bus: fetch_model(bus, job_id)))
+            data, event = run_loop(_with_bus(nats, home, lambda bus: fetch_model(bus, job_id)))
             try:
                 write_atomically(output, data)
             except OSError as exc:

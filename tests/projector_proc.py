@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bus import EventBus  # noqa: E402
 from central.projection import EVENTS_STREAM, Projection  # noqa: E402
+
 from central.projector import Projector  # noqa: E402
+from bus.loop import run as run_loop  # noqa: E402  (central's event loop: uvloop where installed)
 from events import (  # noqa: E402
     Device,
     EpochCompleted,
@@ -96,4 +98,4 @@ async def main(url: str, path: str, max_batch: int, follow: bool = False) -> Non
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--follow"]
-    asyncio.run(main(args[0], args[1], int(args[2]) if len(args) > 2 else 2000, follow="--follow" in sys.argv))
+    run_loop(main(args[0], args[1], int(args[2]) if len(args) > 2 else 2000, follow="--follow" in sys.argv))
