@@ -39,7 +39,7 @@ _ack_decoder = msgspec.json.Decoder(_PubAck)
 
 
 class _Batch:
-    __slots__ = ("subjects", "expected", "timeout", "results", "remaining", "in_flight", "low_water", "done", "progress")
+    __slots__ = ("expected", "in_flight", "low_water", "remaining", "results", "subjects", "timeout", "waiter", "waiting_for_all")
 
     def __init__(self, subjects: list[str], expected: Sequence[int | None] | None, window: int, timeout: float) -> None:
         self.subjects = subjects
@@ -49,8 +49,11 @@ class _Batch:
         self.remaining = len(subjects)
         self.in_flight = 0
         self.low_water = window // 2
-        self.done = asyncio.Event()
-        self.progress = asyncio.Event()
+        self.waiter: asyncio.Future | None = None  # the append waiting for acks, if it is
+        self.waiting_for_all = False  # True: for every ack; False: for room in the window
+
+    def satisfied(self) -> bool:
+        return self.remaining == 0 if self.waiting_for_all else self.in_flight <= self.low_water
 
 
 class Appender:
@@ -102,33 +105,41 @@ class Appender:
         try:
             for index, event in enumerate(events):
                 if batch.in_flight >= self.window:
-                    batch.progress.clear()
-                    await self._wait(batch.progress, batch)
+                    await self._wait(batch, waiting_for_all=False)
                 batch.in_flight += 1
                 expected = expected_versions[index] if expected_versions is not None else None
                 await publish(subjects[index], encode(event), reply=f"{reply}{index}",
                               headers=headers_for(event, expected))
-            await self._wait(batch.done, batch)
+            await self._wait(batch, waiting_for_all=True)
         except nats.errors.ConnectionClosedError as exc:
             raise BusUnavailable(self.url, "connection closed") from exc
         finally:
             del self._batches[key]
         return batch.results  # type: ignore[return-value]  # every slot is filled when done
 
-    async def _wait(self, event: asyncio.Event, batch: _Batch) -> None:
-        """Wait for ``event`` while acks keep arriving; give up after ``timeout`` s without one."""
-        while not event.is_set():
+    async def _wait(self, batch: _Batch, *, waiting_for_all: bool) -> None:
+        """Wait until every ack came (or, not ``waiting_for_all``, until the window has
+        room) while acks keep arriving; give up after ``timeout`` s without one. One
+        future and one timer per wait: an append of one event costs little more than
+        its publish."""
+        batch.waiting_for_all = waiting_for_all
+        loop = asyncio.get_running_loop()
+        while not batch.satisfied():
             before = batch.remaining
+            batch.waiter = waiter = loop.create_future()
+            timer = loop.call_later(batch.timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(batch.timeout):  # no task per wait, unlike wait_for
-                    await event.wait()
-            except TimeoutError:
-                if self.nc.is_closed:
-                    raise BusUnavailable(self.url, "connection closed") from None
-                if batch.remaining == before:
-                    raise AppendFailed(
-                        f"{batch.remaining} of {len(batch.subjects)} appends not acknowledged "
-                        f"within {batch.timeout:g} s") from None
+                await waiter
+            finally:
+                timer.cancel()
+                batch.waiter = None
+            if waiter.result() or batch.satisfied():
+                continue
+            if self.nc.is_closed:
+                raise BusUnavailable(self.url, "connection closed")
+            if batch.remaining == before:
+                raise AppendFailed(
+                    f"{batch.remaining} of {len(batch.subjects)} appends not acknowledged within {batch.timeout:g} s")
 
     async def _on_ack(self, msg) -> None:
         key, _, index = msg.subject[len(self._prefix):].partition(".")
@@ -141,10 +152,9 @@ class Appender:
         batch.results[i] = self._result(batch, i, msg)
         batch.remaining -= 1
         batch.in_flight -= 1
-        if batch.in_flight <= batch.low_water:
-            batch.progress.set()
-        if batch.remaining == 0:
-            batch.done.set()
+        waiter = batch.waiter
+        if waiter is not None and not waiter.done() and batch.satisfied():
+            waiter.set_result(True)
 
     @staticmethod
     def _result(batch: _Batch, i: int, msg) -> int | BusError:
@@ -161,6 +171,11 @@ class Appender:
                 return ConcurrencyConflict(subject, expected or 0, ack.error.description)
             return AppendFailed(f"append to {subject} refused: {ack.error.description}")
         return ack.seq
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(False)  # no ack for ``timeout`` seconds
 
 
 class FastHeadersClient(nats.aio.client.Client):

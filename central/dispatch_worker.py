@@ -97,17 +97,18 @@ class DispatchWorker:
             await self.start()
         self._next_id += 1
         call_id = self._next_id
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending[call_id] = future
+        # the worker's own deadline answers first; this one covers a worker that hangs
+        timer = loop.call_later(timeout_s + 5.0, _give_up, future)
         try:
             self._proc.stdin.write(frame([call_id, endpoint, request, timeout_s]))
-            async with asyncio.timeout(timeout_s + 5.0):  # the worker's own deadline comes first
-                return await future
+            return await future
         except (BrokenPipeError, ConnectionResetError):
             raise WorkerCallError(grpc.StatusCode.UNAVAILABLE, "the dispatch worker is gone") from None
-        except TimeoutError:
-            raise WorkerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the dispatch worker") from None
         finally:
+            timer.cancel()
             self._pending.pop(call_id, None)
 
     def forget(self, endpoint: str) -> None:
@@ -146,6 +147,11 @@ class DispatchWorker:
                 await proc.wait()
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+def _give_up(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(WorkerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the dispatch worker"))
 
 
 # --- the worker process ---------------------------------------------------------------------

@@ -180,18 +180,23 @@ class CentralState:
         """Wait until events up to ``seq`` are folded; False on timeout."""
         if self.last_seq >= seq:
             return True
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiter_ids += 1
         heapq.heappush(self._seq_waiters, (seq, self._waiter_ids, future))
+        timer = loop.call_later(timeout, _expire, future)  # one timer, no task per wait
         try:
-            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
-                await future
-            return True
-        except TimeoutError:
-            return False  # the cancelled future stays in the heap and is skipped there
+            return await future  # an expired one stays in the heap and is skipped there
+        finally:
+            timer.cancel()
 
     def _wake_seq_waiters(self) -> None:
         while self._seq_waiters and self._seq_waiters[0][0] <= self.last_seq:
             _, _, future = heapq.heappop(self._seq_waiters)
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(False)

@@ -80,3 +80,10 @@ async def test_appending_on_a_closed_connection_is_bus_unavailable(bus):
     await bus.nc.close()
     with pytest.raises(BusUnavailable):
         await bus.append_many([JobSubmitted(job_id="late", spec=JobSpec())])
+
+
+async def test_appends_whose_acks_never_come_fail_after_the_timeout(bus):
+    bus._appender._prefix = bus.nc.new_inbox() + "."  # acks now go to an inbox nobody reads
+    with pytest.raises(AppendFailed, match="1 of 1 appends not acknowledged within 0.3 s"):
+        await bus._appender.append([JobSubmitted(job_id="unheard", spec=JobSpec())], timeout=0.3)
+    assert bus._appender._batches == {}, "a failed batch leaves nothing behind"
