@@ -54,6 +54,59 @@ class Projector:
         self.max_batch = max_batch
         self.streams = (EVENTS_STREAM, TELEMETRY_STREAM) if telemetry else (EVENTS_STREAM,)
         self._applied = asyncio.Condition()
+        self._fed: list[list[StoredMessage]] | None = None  # batches handed in by feed(), once live
+        self._fed_count = 0
+        self._fed_arrived: asyncio.Event | None = None
+
+    # --- a shared subscription ----------------------------------------------------------------
+
+    MAX_FED = 200_000  # messages held for the projector; past that it drops them and reads the bus
+
+    def use_feed(self) -> Callable[[list[StoredMessage]], None]:
+        """Take the events stream's batches from the caller instead of a subscription of
+        its own (central folds the same stream already: one delivery of each event, not
+        two). Call before ``run()``; call the returned function with each batch, in order.
+
+        Batches handed in before the projector has caught up on its own are dropped, and
+        any gap between its checkpoint and a handed-in batch is read from the bus first,
+        so a late start, a slow commit or a dropped backlog never loses an event.
+        """
+        self._fed_arrived = asyncio.Event()
+        return self._feed
+
+    def _feed(self, batch: list[StoredMessage]) -> None:
+        if self._fed is None or not batch:
+            return  # not caught up yet: the gap check reads these from the bus later
+        if self._fed_count > self.MAX_FED:
+            self._fed.clear()  # far behind: hold nothing, read the bus instead
+            self._fed_count = 0
+        self._fed.append(batch)
+        self._fed_count += len(batch)
+        self._fed_arrived.set()
+
+    async def _follow_fed(self) -> None:
+        start = self.projection.checkpoint(EVENTS_STREAM) + 1
+        async for batch in self.bus.read_batches(start, max_batch=self.max_batch):
+            await self._apply(EVENTS_STREAM, batch)
+        self._fed = []
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._fed_arrived.wait()
+            self._fed_arrived.clear()
+            while self._fed:
+                batch = [m for b in self._fed for m in b]
+                self._fed.clear()
+                self._fed_count = 0
+                started = loop.time()
+                last = self.projection.checkpoint(EVENTS_STREAM)
+                if batch[0].seq > last + 1:  # dropped or never handed in: read them from the bus
+                    async for missing in self.bus.read_batches(last + 1, until_seq=batch[0].seq - 1,
+                                                               max_batch=self.max_batch):
+                        await self._apply(EVENTS_STREAM, missing)
+                await self._apply(EVENTS_STREAM, batch)
+                rest = self.min_commit_interval_s - (loop.time() - started)
+                if rest > 0:
+                    await asyncio.sleep(rest)
 
     async def run(self) -> None:
         """Catch up, then apply live batches forever (cancel the task to stop)."""
@@ -79,6 +132,8 @@ class Projector:
         return True
 
     async def _follow(self, stream: str) -> None:
+        if stream == EVENTS_STREAM and self._fed_arrived is not None:
+            return await self._follow_fed()
         start = self.projection.checkpoint(stream) + 1
         pause = self.telemetry_linger_s if stream == TELEMETRY_STREAM else self.min_commit_interval_s
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -127,6 +128,7 @@ class CentralServer:
         self.scheduler: Scheduler | None = None
         self.liveness: Liveness | None = None
         self.dispatcher: Dispatcher | None = None
+        self._feed_projector: Callable[[list], None] = lambda batch: None  # until the read model starts
 
     # --- addresses ---------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class CentralServer:
             try:
                 async for batch in self.bus.subscribe_batches(self.state.last_seq + 1):
                     self.state.apply_batch(batch)
+                    self._feed_projector(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dropped subscription: resume where we are
@@ -207,6 +210,7 @@ class CentralServer:
         except ProjectionBusy as exc:
             raise ConfigError(f"{exc} (another central with the same --home?)") from exc
         projector = Projector(self._projection, self.bus)
+        self._feed_projector = projector.use_feed()  # the state's subscription serves both
         self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
         app = make_app(self._projection, scheduler_status=self.scheduler.status,
                        scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)

@@ -281,3 +281,31 @@ def test_a_value_duckdb_refuses_is_an_anomaly_and_the_batch_goes_on(tmp_path):
     projection.apply(EVENTS_STREAM, _messages([("submit", 0, 1, 1)] * 6)[5:])  # seq 6: j0 again
     assert projection.query("SELECT count(*) FROM anomalies").rows == [[2]]
     assert projection.checkpoint() == 6
+
+
+async def test_a_fed_projector_loses_nothing_to_a_late_start_a_dropped_backlog_or_a_gap(bus, tmp_path):
+    """Central hands the projector the batches its own subscription folds; what the
+    projector never got (before it caught up, dropped when far behind, skipped) it reads
+    from the bus, so the result equals a clean rebuild."""
+    events = history(60)
+    seqs = await bus.append_many(events[:100])  # before the projector starts
+    projection = Projection(tmp_path / "fed.duckdb")
+    projector = Projector(projection, bus, telemetry=False, min_commit_interval_s=0)
+    projector.MAX_FED = 40
+    feed = projector.use_feed()
+    task = asyncio.create_task(projector.run())
+    try:
+        await eventually(lambda: projection.checkpoint(EVENTS_STREAM) == seqs[-1], message="caught up on its own")
+        await eventually(lambda: projector._fed is not None, message="live")
+        rest = await bus.append_many(events[100:])
+        stored = [m async for m in bus.read(seqs[-1] + 1)]  # what central's subscription hands in
+        feed(stored[10:30])  # the first 10 never handed in: a gap
+        for start in range(30, len(stored), 25):
+            feed(stored[start:start + 25])  # more than MAX_FED piles up: dropped, read from the bus
+        await eventually(lambda: projection.checkpoint(EVENTS_STREAM) == rest[-1], message="all applied")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    projection.close()
+    await rebuild(tmp_path / "clean.duckdb", bus)
+    assert snapshot(tmp_path / "fed.duckdb") == snapshot(tmp_path / "clean.duckdb")
