@@ -41,10 +41,10 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
-        gather_s: float = 0.01,
+        min_pass_interval_s: float = 0.02,
     ) -> None:
         self.state = state
-        self.gather_s = gather_s
+        self.min_pass_interval_s = min_pass_interval_s
         self.bus = bus
         self.commands = commands
         self.dispatcher = dispatcher
@@ -75,11 +75,19 @@ class Scheduler:
                 del self._pending_by_node[node_id]
 
     async def run(self) -> None:
+        """A pass on every wake; under load, passes start at least ``min_pass_interval_s``
+        apart, so the wakes of a burst of submits share one pass (a pass ranks every node)
+        while a job submitted to an idle scheduler is placed at once."""
+        loop = asyncio.get_running_loop()
+        last_pass = -1e9
         self._wake.set()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.gather_s)  # the wakes of a burst of submits: one pass for them all
+            rest = last_pass + self.min_pass_interval_s - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
             self._wake.clear()
+            last_pass = loop.time()
             try:
                 self.schedule_pass()
             except Exception:  # a bug must not stop scheduling for good
