@@ -138,7 +138,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: int, jobs: int, concurrency: int,
-               prefill: bool = False) -> dict:
+               prefill: bool = False, nats_pid: int | None = None) -> dict:
     """``prefill``: submit every job before any node exists, then start the nodes: the
     assignment rate is then the scheduler's and dispatcher's own, not the submit rate."""
     home = work / ("backlog" if prefill else "throughput")
@@ -155,10 +155,11 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
     try:
         registered = sum(ready.get(timeout=300) for _ in workers)
         helpers = [c.pid for c in psutil.Process(central.pid).children()]  # its dispatch worker
-        cpu_before = _cpu([central.pid, *helpers, os.getpid(), *(w.pid for w in workers)])
+        pids = [central.pid, *helpers, os.getpid(), *(w.pid for w in workers), *([nats_pid] if nats_pid else [])]
+        cpu_before = _cpu(pids)
         if not prefill:
             submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
-        cpu_after = _cpu([central.pid, *helpers, os.getpid(), *(w.pid for w in workers)])
+        cpu_after = _cpu(pids)
         submitted, assigned = asyncio.run(stream_times(nats_url, jobs))
         rss = psutil.Process(central.pid).memory_info().rss
     finally:
@@ -182,7 +183,7 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         "cpu_cores_busy_while_submitting": {
             name: round((cpu_after[i] - cpu_before[i]) / submit_s, 2)
             for i, name in enumerate(["central", *(f"central_helper{k}" for k in range(len(helpers))), "client",
-                                      *(f"nodes{k}" for k in range(len(workers)))])},
+                                      *(f"nodes{k}" for k in range(len(workers))), *(["nats-server"] if nats_pid else [])])},
     }
 
 
@@ -255,7 +256,7 @@ def main() -> None:
         server = start_server(work / "nats", port=0)
         try:
             result = {"throughput": throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots,
-                                               args.jobs, args.concurrency)}
+                                               args.jobs, args.concurrency, nats_pid=server.pid)}
             print(json.dumps(result["throughput"]), flush=True)
         finally:
             server.kill()
