@@ -83,6 +83,9 @@ class Scheduler:
         self._wake.set()
         while True:
             await self._wake.wait()
+            if not self.state.has_queued():
+                self._wake.clear()  # nothing to place: no pass, and the next one is not held back
+                continue
             rest = last_pass + self.min_pass_interval_s - loop.time()
             if rest > 0:
                 await asyncio.sleep(rest)

@@ -95,13 +95,13 @@ async def test_invalid_job_and_wrong_node_get_400(central, nats_server, tmp_path
 async def test_two_jobs_run_at_once_and_a_third_is_refused_429(central, nats_server, tmp_path):
     async with running_node(central, nats_server.url, tmp_path, slots=2) as node:
         rec = central.record
-        for job_id in ("a", "b"):
-            assert (await assign(node, rec, job_config(job_id, epochs=100, dataset_uri=LONG))).accepted
+        for job_id in ("a", "b"):  # jobs that end only when cancelled: a loaded machine can start b late
+            assert (await assign(node, rec, job_config(job_id, epochs=100_000, dataset_uri=LONG))).accepted
         await eventually(lambda: rec.progress_of("a") and rec.progress_of("b"), timeout=60, message="both train")
         assert sorted(node.executor.active_jobs()) == ["a", "b"]
         busy = await assign(node, rec, job_config("c"))
         assert (busy.status, busy.accepted, busy.error.code) == (common_pb2.STATUS_FAILED, False, 429)
-        again = await assign(node, rec, job_config("a", epochs=100, dataset_uri=LONG))
+        again = await assign(node, rec, job_config("a", epochs=100_000, dataset_uri=LONG))
         assert again.accepted, "repeating an assignment that runs is accepted, not run twice"
         other_attempt = await assign(node, rec, job_config("a", attempt=2))
         assert other_attempt.error.code == 409
