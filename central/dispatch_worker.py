@@ -48,6 +48,27 @@ async def read_frame(reader: asyncio.StreamReader) -> list[Any]:
     return _decode(await reader.readexactly(size))
 
 
+class Outbox:
+    """Frames written to a pipe once per loop turn: a scheduling pass dispatches many jobs
+    at once, and one write syscall carries them all."""
+
+    def __init__(self, write) -> None:
+        self._write = write
+        self._frames: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(data)
+
+    def _flush(self) -> None:
+        data, self._frames = b"".join(self._frames), []
+        try:
+            self._write(data)
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            pass  # the other side is gone: its reader fails what was in flight
+
+
 class WorkerCallError(grpc.RpcError):
     """A failed call, as the worker saw it: the gRPC status and its details."""
 
@@ -77,6 +98,7 @@ class DispatchWorker:
         self._pending: dict[int, asyncio.Future] = {}
         self._next_id = 0
         self._starting: asyncio.Lock | None = None
+        self._outbox: Outbox | None = None
 
     async def start(self) -> None:
         if self._starting is None:
@@ -89,6 +111,7 @@ class DispatchWorker:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
                 limit=64 * 1024 * 1024,
             )
+            self._outbox = Outbox(self._proc.stdin.write)
             self._reader_task = asyncio.create_task(self._read(self._proc), name="dispatch-worker-reader")
 
     async def call(self, endpoint: str, request: bytes, timeout_s: float) -> bytes:
@@ -103,17 +126,15 @@ class DispatchWorker:
         # the worker's own deadline answers first; this one covers a worker that hangs
         timer = loop.call_later(timeout_s + 5.0, _give_up, future)
         try:
-            self._proc.stdin.write(frame([call_id, endpoint, request, timeout_s]))
+            self._outbox.send(frame([call_id, endpoint, request, timeout_s]))
             return await future
-        except (BrokenPipeError, ConnectionResetError):
-            raise WorkerCallError(grpc.StatusCode.UNAVAILABLE, "the dispatch worker is gone") from None
         finally:
             timer.cancel()
             self._pending.pop(call_id, None)
 
     def forget(self, endpoint: str) -> None:
         if self._proc is not None and self._proc.returncode is None:
-            self._proc.stdin.write(frame([0, endpoint, b"", -1.0]))
+            self._outbox.send(frame([0, endpoint, b"", -1.0]))
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         try:
@@ -161,6 +182,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     channels: dict[str, grpc.aio.Channel] = {}
     calls: dict[str, Any] = {}
     tasks: set[asyncio.Task] = set()
+    answers = Outbox(writer.write)
 
     async def assign(call_id: int, endpoint: str, request: bytes, timeout_s: float) -> None:
         method = calls.get(endpoint)
@@ -173,7 +195,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             answer = [call_id, exc.code().value[0], exc.details() or ""]
         except Exception as exc:  # a bad endpoint string, ...: the call failed, the worker goes on
             answer = [call_id, grpc.StatusCode.UNAVAILABLE.value[0], f"{type(exc).__name__}: {exc}"]
-        writer.write(frame(answer))
+        answers.send(frame(answer))
 
     while True:
         try:
@@ -190,6 +212,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)  # the last answers' write
     for channel in channels.values():
         await channel.close()
 
