@@ -183,8 +183,10 @@ class FastHeadersClient(nats.aio.client.Client):
 
     Writes: nats-py writes to the socket on the first loop turn after any publish, so a
     busy process (central answering hundreds of calls a second) makes a write syscall
-    for nearly every publish. Here a publish's flush waits up to ``FLUSH_LINGER_S`` for
-    the publishes after it; a full buffer or an explicit flush still goes at once.
+    for nearly every publish. With ``flush_linger_s`` set (central sets 1 ms) a publish's
+    flush waits that long for the publishes after it; a full buffer or an explicit flush
+    still goes at once. Off by default: a node's request-reply traffic (object store
+    chunks, reports) would pay the linger on every round trip.
 
     Headers: nats-py parses each message's headers with a per-character check of every
     name, about a third of what a replay costs per message. Plain ``Name: value`` headers
@@ -192,14 +194,14 @@ class FastHeadersClient(nats.aio.client.Client):
     or anything unusual goes to nats-py's own parser.
     """
 
-    FLUSH_LINGER_S = 0.001
+    flush_linger_s = 0.0
     _flush_timer = None
 
     async def _flush_pending(self, force_flush: bool = False):
-        if force_flush or self._flusher_task is None or not self.is_connected:
+        if force_flush or self.flush_linger_s <= 0 or self._flusher_task is None or not self.is_connected:
             return await super()._flush_pending(force_flush)
         if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(self.FLUSH_LINGER_S, self._kick_flusher)
+            self._flush_timer = asyncio.get_running_loop().call_later(self.flush_linger_s, self._kick_flusher)
         return None
 
     def _kick_flusher(self) -> None:

@@ -84,12 +84,17 @@ class EventBus:
         name: str = "cyxwiz",
         replicas: int = 1,
         setup: bool = True,
+        flush_linger_s: float = 0.0,
     ) -> "EventBus":
-        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL."""
+        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL.
+
+        ``flush_linger_s``: let socket writes wait that long for more publishes (a busy
+        server's appends share write syscalls; each round trip pays it)."""
         reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
         if reason:
             raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
         nc = FastHeadersClient()
+        nc.flush_linger_s = flush_linger_s
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -360,7 +365,12 @@ def default_home() -> Path:
 
 
 async def open_bus(
-    url: str | None = None, *, home: Path | None = None, embedded: bool = True, timeout: float = 5.0
+    url: str | None = None,
+    *,
+    home: Path | None = None,
+    embedded: bool = True,
+    timeout: float = 5.0,
+    flush_linger_s: float = 0.0,
 ) -> tuple[EventBus, NatsServer | None]:
     """Connect to ``url``, else ``$CYXWIZ_NATS_URL``, else the embedded server of ``home``.
 
@@ -373,7 +383,7 @@ async def open_bus(
             raise BusUnavailable("(none)", "no NATS URL given: set CYXWIZ_NATS_URL or --nats")
         server = await asyncio.to_thread(ensure_server, home or default_home())
         url = server.url
-    return await EventBus.connect(url, timeout=timeout), server
+    return await EventBus.connect(url, timeout=timeout, flush_linger_s=flush_linger_s), server
 
 
 async def _quiet(exc: Exception) -> None:
