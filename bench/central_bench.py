@@ -14,11 +14,14 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before gRPC is imported (why: protos/__init__.py)
+
 import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import statistics
 import subprocess
 import sys

@@ -19,10 +19,13 @@ arrives at central.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before gRPC is imported (why: protos/__init__.py)
+
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import sys
