@@ -132,7 +132,9 @@ async def test_continue_job_false_stops_the_job(central, nats_server, tmp_path):
         assert (await assign(node, rec, long_job)).accepted
         done = await eventually(lambda: rec.completion_of("j-stop"), timeout=30)
         assert done.result.status == common_pb2.STATUS_CANCELLED
-        assert len(rec.progress_of("j-stop")) < 5
+        # it stops at the first chunk after the answer; epochs take ~35 ms here, so a loaded
+        # machine that delays the reports sees a few more of them, never most of the 200
+        assert len(rec.progress_of("j-stop")) < 40
 
 
 async def test_crashing_job_fails_alone_and_the_node_serves_the_next(central, nats_server, tmp_path):
