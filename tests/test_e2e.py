@@ -53,7 +53,7 @@ def test_seed_flow_100_jobs_through_public_stubs(tmp_path):
 
         wait_until(projected, timeout=20, message="100 JobCompleted in the projection")
         epoch_rows = sql(stack, "SELECT count(*), count(DISTINCT (job_id, epoch)) FROM epochs")
-        assert epoch_rows[0] == [100 * epochs, 100 * epochs]
+        assert epoch_rows[0] == [100 * epochs, 100 * epochs], (sql(stack, "SELECT seq, reason FROM anomalies ORDER BY seq"), sql(stack, "SELECT count(*) FROM events WHERE type = 'EpochCompleted'"), sql(stack, "SELECT * FROM projection_checkpoint"))
         per_node = sql(stack, "SELECT count(DISTINCT node_id) FROM jobs WHERE state = 'completed'")
         assert per_node[0][0] == 2, "both nodes trained"
 
