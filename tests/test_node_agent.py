@@ -154,8 +154,8 @@ async def test_crashing_job_fails_alone_and_the_node_serves_the_next(central, na
 async def test_reports_are_retried_while_central_is_down(central, nats_server, tmp_path, forgets):
     async with running_node(central, nats_server.url, tmp_path) as node:
         rec = central.record
+        await central.stop()  # first: a fast job could otherwise report its end before the stop
         assert (await assign(node, rec, job_config("j-retry", epochs=3))).accepted
-        await central.stop()
         await eventually(lambda: not node.executor.active_jobs(), timeout=60, message="training ends")
         assert rec.completion_of("j-retry") is None
         if forgets:  # a central that lost its sessions: reports get UNAUTHENTICATED, the node registers again
