@@ -24,7 +24,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from bus.appender import Appender, FastHeadersClient
+from bus.appender import Appender
+from bus.client import FastHeadersClient
 from bus.errors import AppendFailed, BusError, BusUnavailable, ObjectNotFound
 from bus.server import NatsServer, _host_port, ensure_server
 from events import Event, decode, encode, headers_for, subject_for

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import msgspec
 
+from bus.loop import wait_for_future
 from bus.server import die_with_parent
 
 log = logging.getLogger("cyxwiz.central.dispatch_worker")
@@ -120,17 +121,17 @@ class DispatchWorker:
             await self.start()
         self._next_id += 1
         call_id = self._next_id
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        # the worker's own deadline answers first; this one covers a worker that hangs
-        timer = loop.call_later(timeout_s + 5.0, _give_up, future)
         try:
             self._outbox.send(frame([call_id, endpoint, request, timeout_s]))
-            return await future
+            # the worker's own deadline answers first; this one covers a worker that hangs
+            answer = await wait_for_future(future, timeout_s + 5.0, None)
         finally:
-            timer.cancel()
             self._pending.pop(call_id, None)
+        if answer is None:
+            raise WorkerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the dispatch worker")
+        return answer
 
     def forget(self, endpoint: str) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -168,11 +169,6 @@ class DispatchWorker:
                 await proc.wait()
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
-
-
-def _give_up(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(WorkerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the dispatch worker"))
 
 
 # --- the worker process ---------------------------------------------------------------------

@@ -85,11 +85,8 @@ class Projector:
         self._fed_arrived.set()
 
     async def _follow_fed(self) -> None:
-        start = self.projection.checkpoint(EVENTS_STREAM) + 1
-        async for batch in self.bus.read_batches(start, max_batch=self.max_batch):
-            await self._apply(EVENTS_STREAM, batch)
+        await self._catch_up(EVENTS_STREAM)
         self._fed = []
-        loop = asyncio.get_running_loop()
         while True:
             await self._fed_arrived.wait()
             self._fed_arrived.clear()
@@ -97,16 +94,9 @@ class Projector:
                 batch = [m for b in self._fed for m in b]
                 self._fed.clear()
                 self._fed_count = 0
-                started = loop.time()
-                last = self.projection.checkpoint(EVENTS_STREAM)
-                if batch[0].seq > last + 1:  # dropped or never handed in: read them from the bus
-                    async for missing in self.bus.read_batches(last + 1, until_seq=batch[0].seq - 1,
-                                                               max_batch=self.max_batch):
-                        await self._apply(EVENTS_STREAM, missing)
-                await self._apply(EVENTS_STREAM, batch)
-                rest = self.min_commit_interval_s - (loop.time() - started)
-                if rest > 0:
-                    await asyncio.sleep(rest)
+                if batch[0].seq > self.projection.checkpoint(EVENTS_STREAM) + 1:
+                    await self._catch_up(EVENTS_STREAM, until_seq=batch[0].seq - 1)  # never handed in, or dropped
+                await self._apply_paced(EVENTS_STREAM, batch, self.min_commit_interval_s)
 
     async def run(self) -> None:
         """Catch up, then apply live batches forever (cancel the task to stop)."""
@@ -115,10 +105,15 @@ class Projector:
     async def catch_up(self) -> int:
         """Apply everything the streams hold now; returns the events stream's checkpoint."""
         for stream in self.streams:
-            start = self.projection.checkpoint(stream) + 1
-            async for batch in self.bus.read_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
-                await self._apply(stream, batch)
+            await self._catch_up(stream)
         return self.projection.checkpoint(EVENTS_STREAM)
+
+    async def _catch_up(self, stream: str, until_seq: int | None = None) -> None:
+        """Apply what ``stream`` holds after the checkpoint, up to ``until_seq`` (default: its end now)."""
+        start = self.projection.checkpoint(stream) + 1
+        async for batch in self.bus.read_batches(start, until_seq=until_seq, subjects=_SUBJECTS[stream],
+                                                 max_batch=self.max_batch):
+            await self._apply(stream, batch)
 
     async def wait_for_seq(self, seq: int, timeout: float = 10.0, stream: str = EVENTS_STREAM) -> bool:
         """Wait until the projection has applied ``seq``; False if ``timeout`` passes first."""
@@ -136,13 +131,17 @@ class Projector:
             return await self._follow_fed()
         start = self.projection.checkpoint(stream) + 1
         pause = self.telemetry_linger_s if stream == TELEMETRY_STREAM else self.min_commit_interval_s
-        loop = asyncio.get_running_loop()
         async for batch in self.bus.subscribe_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
-            started = loop.time()
-            await self._apply(stream, batch)
-            rest = pause - (loop.time() - started)
-            if rest > 0:
-                await asyncio.sleep(rest)
+            await self._apply_paced(stream, batch, pause)
+
+    async def _apply_paced(self, stream: str, batch: list[StoredMessage], pause: float) -> None:
+        """Apply, then wait out the rest of ``pause`` since the apply began."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._apply(stream, batch)
+        rest = pause - (loop.time() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
         seq = await asyncio.to_thread(self.projection.apply, stream, batch)

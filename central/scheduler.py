@@ -2,13 +2,14 @@
 
 It wakes on every change central folds (JobSubmitted from any publisher, JobRejected,
 JobRequeued, NodeRegistered, freed slots) and on the end of a node's exclusion. One pass
-takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.Ranking`` (what ``policy.choose`` would pick)
-and reserves the slot locally until the JobAssigned comes back from the stream.
+takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.Ranking``
+(what ``policy.choose`` would pick) and reserves the slot locally until the JobAssigned
+comes back from the stream.
 
-Appends are pipelined: a pass's JobAssigned events go out together (concurrent appends),
-each carrying its job's expected version, so many are in flight at once and a second central process on the same stream
-loses with ``ConcurrencyConflict`` instead of assigning the job twice. The winner, and
-only the winner, dispatches.
+Appends are pipelined: a pass's JobAssigned events go out together, each carrying its
+job's expected version, so a second central process on the same stream loses with
+``ConcurrencyConflict`` instead of assigning the job twice. The winner, and only the
+winner, dispatches.
 """
 
 from __future__ import annotations
@@ -154,34 +155,29 @@ class Scheduler:
         """Append the pass's JobAssigned events pipelined, each at its job's expected version."""
         now = utc_now()
         events = [decide(job, Assign(node_id), now)[0] for job, node_id in batch]
-        results = await self._publish(events, [job.version for job, _ in batch])
-        retry = False
+        try:
+            results = await self.bus.append_each(events, [job.version for job, _ in batch])
+        except BusError as exc:
+            results = [exc] * len(events)
+        conflicted = retry = False
         for (job, _), event, result in zip(batch, events, results):
             if isinstance(result, int):
                 self.assigned += 1
                 self._spawn(self.dispatcher.dispatch(event, result))
-            elif isinstance(result, ConcurrencyConflict):
+                continue
+            self._unpend(job.job_id)
+            self.state.push_queued(job)  # dropped there if the job moved on
+            if isinstance(result, ConcurrencyConflict):
                 self.conflicts += 1
-                self._unpend(job.job_id)
-                self.state.push_queued(job)
+                conflicted = True
             else:
                 log.warning("job %s: JobAssigned not stored (%s); will retry", job.job_id, result)
-                self._unpend(job.job_id)
-                self.state.push_queued(job)
                 retry = True
-        if any(isinstance(r, ConcurrencyConflict) for r in results):
+        if conflicted:
             await self.commands.catch_up()  # the jobs moved on: decide on what they are now
         if retry:
             await asyncio.sleep(0.5)
         self.wake()
-
-    async def _publish(self, events: list, versions: list[int]) -> list:
-        """Stream sequences, or the error of each append (``ConcurrencyConflict``, ...),
-        appended pipelined on the bus, each at its job's expected version."""
-        try:
-            return await self.bus.append_each(events, versions)
-        except BusError as exc:
-            return [exc] * len(events)
 
     async def _cancel(self, job_id: str) -> None:
         try:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from bus import StoredMessage
+from bus.loop import wait_for_future
 from central.deciders import ACTIVE, JobState, NodeState, anomaly, evolve, evolve_node, node_anomaly
 from central.policy import queue_key
 from events import Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent
@@ -180,15 +181,10 @@ class CentralState:
         """Wait until events up to ``seq`` are folded; False on timeout."""
         if self.last_seq >= seq:
             return True
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._waiter_ids += 1
         heapq.heappush(self._seq_waiters, (seq, self._waiter_ids, future))
-        timer = loop.call_later(timeout, _expire, future)  # one timer, no task per wait
-        try:
-            return await future  # an expired one stays in the heap and is skipped there
-        finally:
-            timer.cancel()
+        return await wait_for_future(future, timeout, False)  # an expired one is skipped in the heap
 
     def _wake_seq_waiters(self) -> None:
         while self._seq_waiters and self._seq_waiters[0][0] <= self.last_seq:
@@ -196,7 +192,3 @@ class CentralState:
             if not future.done():
                 future.set_result(True)
 
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(False)

@@ -6,7 +6,7 @@ import asyncio
 
 from hypothesis import given, settings, strategies as st
 
-from bus.appender import FastHeadersClient
+from bus.client import FastHeadersClient
 from events import EpochCompleted, decode_json, encode, headers_for
 from events.codec import decode
 
