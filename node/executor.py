@@ -1,13 +1,21 @@
-"""The job executor: a fixed number of slots, one worker thread per running job.
+"""The job executor: a fixed number of slots, each with one long-lived worker process.
 
-Each job is isolated: whatever goes wrong inside it (bad data, a model that does not
-fit, an unknown optimizer, a NaN loss, running out of memory, a bug) ends that job
-alone as a failed :class:`Outcome` with a one-line error naming the field or problem;
-the node keeps serving. Cancellation sets a flag that the trainer reads between
-chunks of steps (``should_stop``), so a job stops at the next step boundary.
+Each job trains in its slot's worker process (see :mod:`node.worker`), so whatever
+goes wrong inside it ends that job alone: bad data, a model that does not fit, a NaN
+loss or out of memory become a failed :class:`Outcome` with a one-line error naming
+the field or problem; a worker that crashes (segfault, killed by the OOM killer)
+fails its job with a clear error and the slot gets a fresh worker. The node keeps
+serving.
+
+Cancellation first asks the worker to stop at the next step boundary. A job that has
+not ended ``stop_grace_s`` seconds later (it is inside XLA compilation, or inside one
+very long step) has its worker killed: it is reported cancelled (or, when the node is
+shutting down, failed and retryable) and the slot starts a new worker.
 
 The executor never talks to the network itself: a :class:`JobListener` (the reporter)
-receives each epoch and the outcome, and must not block the worker thread.
+receives each phase, epoch and the outcome, and must not block. ``fetch_dataset`` and
+``fetch_object`` (the object store) run here, in the node's process, on behalf of the
+worker.
 """
 
 from __future__ import annotations
@@ -16,60 +24,51 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
-from node.datasets import DatasetError, load_dataset
-from node.trainer import EpochResult, TrainConfig, Trainer, TrainingError, TrainResult
+from node.jobs import CANCELLED, COMPLETED, FAILED, Assignment, JobProblem, Outcome, crashed, outcome_of
+from node.trainer import EpochResult
+from node.worker import DEAD, JobSettings, WorkerProcess
 
 __all__ = [
     "Assignment", "Busy", "Conflict", "Executor", "JobListener", "Outcome",
-    "COMPLETED", "FAILED", "CANCELLED",
+    "COMPLETED", "FAILED", "CANCELLED", "worker_env",
 ]
 
 log = logging.getLogger(__name__)
 
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-# Hyperparameters the node reads itself; the rest go to the trainer.
-NODE_HYPERPARAMETERS = ("label_column", "checkpoint_every")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assignment:
-    """A job as the node runs it (our own type: protobuf stays in the service)."""
-
-    job_id: str
-    attempt: int = 1
-    model_definition: str
-    hyperparameters: Mapping[str, str] = field(default_factory=dict)
-    dataset_uri: str
-    epochs: int
-    batch_size: int
-    resume_checkpoint_uri: str = ""
-    resume_from_epoch: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    """How a job ended. ``error_code`` is HTTP-style: 400 bad job, 422 diverged (NaN),
-    503 node or store trouble, 507 out of memory, 500 anything else."""
-
-    status: str
-    result: TrainResult | None = None
-    error: str = ""
-    error_code: int = 0
-    retryable: bool = False
-    epochs_done: int = 0
-    seconds: float = 0.0
+_POLL_S = 0.1  # how often a job's thread looks at its stop deadline while the worker is silent
 
 
 class JobListener(Protocol):
-    """Receives a job's epochs and its end, in order, from its worker thread. Must not block."""
+    """Receives a job's epochs and its end, in order, from the job's thread. Must not block.
+
+    A listener may also define ``on_phase(job, phase)`` (loading, compiling, training,
+    checkpointing); it is called when the listener has it.
+    """
 
     def on_epoch(self, job: Assignment, epoch: EpochResult) -> None: ...
 
     def on_end(self, job: Assignment, outcome: Outcome) -> None: ...
+
+
+def worker_env(devices: Sequence[object], slots: int) -> Callable[[int], dict[str, str | None]]:
+    """Each slot's worker sees one GPU (slot i the i-th, round robin); slots that share a
+    GPU share its memory instead of each preallocating most of it."""
+    gpus = sum(1 for d in devices if getattr(d, "kind", "") == "cuda")
+    if not gpus:
+        return lambda _slot: {}
+    per_gpu = -(-slots // gpus)
+
+    def env(slot: int) -> dict[str, str | None]:
+        values: dict[str, str | None] = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}
+        if per_gpu > 1:
+            values["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.75 / per_gpu:.3f}"
+        return values
+
+    return env
 
 
 class Busy(Exception):
@@ -80,19 +79,45 @@ class Conflict(Exception):
     """Another attempt of this job is running here (the node answers 409)."""
 
 
+class _Slot:
+    """One slot: its worker process, started on first use and after a crash or kill."""
+
+    def __init__(self, index: int, env: Mapping[str, str | None], cache_dir: str | None) -> None:
+        self.index = index
+        self.env = env
+        self.cache_dir = cache_dir
+        self.worker: WorkerProcess | None = None
+        self.busy = False
+
+    def ready_worker(self) -> WorkerProcess:
+        if self.worker is None or not self.worker.alive():
+            self.worker = WorkerProcess(f"cyxwiz-worker-{self.index}", self.env, self.cache_dir)
+        return self.worker
+
+    def discard_worker(self, *, kill: bool) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None and kill:
+            worker.kill()
+
+
 class _Running:
-    def __init__(self, job: Assignment) -> None:
+    def __init__(self, job: Assignment, slot: _Slot) -> None:
         self.job = job
+        self.slot = slot
         self.stop = threading.Event()
         self.stop_reason = CANCELLED  # or FAILED when the node itself is shutting down
+        self.stop_asked_at: float | None = None
+        self.forced: Outcome | None = None  # the listener failed: the job ends with this
         self.thread: threading.Thread | None = None
 
 
 class Executor:
-    """Runs up to ``slots`` jobs at once, each in its own thread.
+    """Runs up to ``slots`` jobs at once, each in its slot's worker process.
 
     ``fetch_dataset(name)`` reads ``nats://<name>`` data sets and ``fetch_object(uri)``
-    resume checkpoints; both block the calling worker thread only.
+    resume checkpoints; they block the job's thread in this process only.
+    ``worker_env(slot)`` gives environment variables for a slot's worker (a value of
+    None removes one), for example the GPU it may see.
     """
 
     def __init__(
@@ -104,15 +129,23 @@ class Executor:
         fetch_dataset: Callable[[str], bytes] | None = None,
         fetch_object: Callable[[str], bytes] | None = None,
         checkpoint_every: int = 1,
+        stop_grace_s: float = 3.0,
+        worker_env: Callable[[int], Mapping[str, str | None]] | None = None,
+        compilation_cache_dir: str | Path | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1 (got {slots})")
         self.slots = slots
         self.listener = listener
-        self.data_roots = tuple(data_roots)
         self.fetch_dataset = fetch_dataset
         self.fetch_object = fetch_object
-        self.checkpoint_every = checkpoint_every
+        self.stop_grace_s = stop_grace_s
+        self.settings = JobSettings(
+            data_roots=tuple(data_roots), checkpoint_every=checkpoint_every,
+            can_fetch_datasets=fetch_dataset is not None, can_fetch_objects=fetch_object is not None,
+        )
+        cache = None if compilation_cache_dir is None else str(compilation_cache_dir)
+        self._slots = [_Slot(i, dict(worker_env(i)) if worker_env else {}, cache) for i in range(slots)]
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
@@ -129,9 +162,11 @@ class Executor:
                 raise Conflict(
                     f"job {job.job_id!r}: attempt {current.job.attempt} is still running on this node"
                 )
-            if len(self._running) >= self.slots:
+            slot = next((s for s in self._slots if not s.busy), None)
+            if slot is None:
                 raise Busy(f"node busy: all {self.slots} slot(s) are running jobs; try another node or later")
-            running = _Running(job)
+            slot.busy = True
+            running = _Running(job, slot)
             running.thread = threading.Thread(
                 target=self._run, args=(running,), name=f"job-{job.job_id}", daemon=True
             )
@@ -140,12 +175,13 @@ class Executor:
         return True
 
     def cancel(self, job_id: str) -> bool:
-        """Ask ``job_id`` to stop at its next step boundary; False if it does not run here."""
+        """Ask ``job_id`` to stop at its next step boundary (killed after the grace period);
+        False if it does not run here."""
         with self._lock:
             running = self._running.get(job_id)
         if running is None:
             return False
-        running.stop.set()
+        self._ask_stop(running)
         return True
 
     def stop_all(self, reason: str = "node shutting down") -> None:
@@ -154,7 +190,7 @@ class Executor:
             jobs = list(self._running.values())
         for running in jobs:
             running.stop_reason = FAILED
-            running.stop.set()
+            self._ask_stop(running)
 
     def active_jobs(self) -> list[str]:
         with self._lock:
@@ -164,6 +200,10 @@ class Executor:
     def free_slots(self) -> int:
         with self._lock:
             return self.slots - len(self._running)
+
+    def worker_pids(self) -> list[int | None]:
+        """The process id of each slot's worker (None where none runs now)."""
+        return [s.worker.pid if s.worker is not None and s.worker.alive() else None for s in self._slots]
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running jobs to end; True if none is left."""
@@ -178,133 +218,120 @@ class Executor:
                 return False
             threads[0].join(remaining)
 
-    # --- the worker thread ---------------------------------------------------------
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every job, then end every worker process."""
+        self.stop_all()
+        self.join(timeout + self.stop_grace_s)
+        for slot in self._slots:
+            if slot.worker is not None:
+                slot.worker.close()
+                slot.worker = None
+
+    # --- one job's thread --------------------------------------------------------------
+
+    def _ask_stop(self, running: _Running) -> None:
+        if running.stop.is_set():
+            return
+        running.stop_asked_at = time.monotonic()
+        running.stop.set()
+        worker = running.slot.worker
+        if worker is not None:
+            worker.send("stop", running.job.job_id)
 
     def _run(self, running: _Running) -> None:
         job = running.job
         started = time.monotonic()
         try:
-            outcome = self._train(running)
-        except BaseException as exc:  # noqa: BLE001 - whatever happens, this job alone fails
-            outcome = _failure(job, exc)
-        outcome = _with_seconds(outcome, time.monotonic() - started)
+            outcome = self._supervise(running)
+        except BaseException as exc:  # noqa: BLE001 - a bug here must still end the job and free the slot
+            log.exception("job %s: supervising its worker failed", job.job_id)
+            running.slot.discard_worker(kill=True)
+            outcome = outcome_of(exc)
+        outcome = replace(self._final(running, outcome), seconds=time.monotonic() - started)
         if outcome.status == FAILED:
             log.warning("job %s failed: %s", job.job_id, outcome.error)
         with self._lock:
             self._running.pop(job.job_id, None)  # the slot is free before central hears of the end
+            running.slot.busy = False
         try:
             self.listener.on_end(job, outcome)
-        except Exception:  # a listener bug must not kill the worker silently
+        except Exception:  # a listener bug must not kill the thread silently
             log.exception("job %s: reporting its end failed", job.job_id)
 
-    def _train(self, running: _Running) -> Outcome:
-        job = running.job
-        hyper = dict(job.hyperparameters)
-        label_column = hyper.pop("label_column", None)
-        every = _int_hyperparameter(hyper.pop("checkpoint_every", None), self.checkpoint_every)
-        try:
-            config = TrainConfig.from_job(
-                hyper, epochs=job.epochs, batch_size=job.batch_size,
-                model_definition=job.model_definition, checkpoint_every=every,
-            )
-        except ValueError as exc:
-            return _bad_job(f"hyperparameters: {exc}" if "model_definition" not in str(exc) else str(exc))
-        dataset = load_dataset(
-            job.dataset_uri, data_roots=self.data_roots, fetch_object=self.fetch_dataset, label_column=label_column,
-        )
-        try:
-            trainer = Trainer(config, dataset)
-        except ValueError as exc:
-            return _bad_job(str(exc) if "model_definition" in str(exc) else f"model_definition: {exc}")
-        resume = self._resume_bytes(job)
-        if running.stop.is_set():
-            return self._stopped(running, epochs_done=job.resume_from_epoch)
-
-        def on_epoch(epoch: EpochResult) -> None:
-            self.listener.on_epoch(job, epoch)
-
-        result = trainer.run(on_epoch=on_epoch, should_stop=running.stop.is_set, resume=resume)
-        if result.stopped:
-            return self._stopped(running, epochs_done=result.epochs_done, result=result)
-        return Outcome(status=COMPLETED, result=result, epochs_done=result.epochs_done)
-
-    def _resume_bytes(self, job: Assignment) -> bytes | None:
-        if not job.resume_checkpoint_uri:
-            return None
-        if self.fetch_object is None:
-            raise _JobProblem("resume_checkpoint_uri: this node has no object store to read it from", 500, True)
-        try:
-            return self.fetch_object(job.resume_checkpoint_uri)
-        except ValueError as exc:  # a malformed URI
-            raise _JobProblem(f"resume_checkpoint_uri: {exc}", 400, False) from exc
-
-    @staticmethod
-    def _stopped(running: _Running, *, epochs_done: int, result: TrainResult | None = None) -> Outcome:
-        if running.stop_reason == FAILED:
+    def _final(self, running: _Running, outcome: Outcome) -> Outcome:
+        if running.forced is not None:
+            return running.forced
+        if outcome.status == CANCELLED and running.stop_reason == FAILED:
             return Outcome(
-                status=FAILED, result=result, error="the node shut down while the job ran",
-                error_code=503, retryable=True, epochs_done=epochs_done,
+                status=FAILED, result=outcome.result, error="the node shut down while the job ran",
+                error_code=503, retryable=True, epochs_done=outcome.epochs_done,
             )
-        return Outcome(status=CANCELLED, result=result, epochs_done=epochs_done)
+        return outcome
 
+    def _supervise(self, running: _Running) -> Outcome:
+        """Hand the job to the slot's worker and relay what it says until the job ends."""
+        job, slot = running.job, running.slot
+        worker = slot.ready_worker()
+        epochs_done = job.resume_from_epoch
+        if not worker.send("run", job.job_id, job, self.settings):
+            slot.discard_worker(kill=True)
+            worker = slot.ready_worker()
+            worker.send("run", job.job_id, job, self.settings)
+        if running.stop.is_set():  # asked before the worker existed
+            worker.send("stop", job.job_id)
+        while True:
+            message = worker.recv(_POLL_S)
+            if message is DEAD:
+                code = worker.exitcode()
+                slot.discard_worker(kill=True)
+                if running.stop.is_set():
+                    return Outcome(status=CANCELLED, epochs_done=epochs_done)
+                log.error("job %s: worker process %s died (exit code %s)", job.job_id, worker.pid, code)
+                return crashed(code, epochs_done)
+            if message is None:
+                asked = running.stop_asked_at
+                if asked is not None and time.monotonic() - asked > self.stop_grace_s:
+                    log.warning("job %s did not stop within %.1fs; killing its worker", job.job_id, self.stop_grace_s)
+                    slot.discard_worker(kill=True)
+                    return Outcome(status=CANCELLED, epochs_done=epochs_done)
+                continue
+            kind = message[0]
+            if kind == "end":
+                return message[2]
+            if kind == "fetch":
+                threading.Thread(target=self._answer_fetch, args=(worker, message[1], message[2]), daemon=True).start()
+            elif kind == "epoch":
+                epochs_done = message[2].epoch
+                self._tell(running, "on_epoch", message[2])
+            elif kind == "phase":
+                self._tell(running, "on_phase", message[2])
 
-class _JobProblem(Exception):
-    def __init__(self, message: str, code: int, retryable: bool) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
+    def _tell(self, running: _Running, method: str, item: object) -> None:
+        listen = getattr(self.listener, method, None)
+        if listen is None:
+            return
+        try:
+            listen(running.job, item)
+        except Exception as exc:  # noqa: BLE001 - a listener bug fails this job alone
+            if running.forced is None:
+                running.forced = outcome_of(exc)
+            self._ask_stop(running)
 
+    def _answer_fetch(self, worker: WorkerProcess, kind: str, arg: str) -> None:
+        """Fetch for the worker here (the object store lives in this process) and reply."""
+        try:
+            if kind == "dataset":
+                data = self.fetch_dataset(arg)  # type: ignore[misc]
+            else:
+                data = self._fetch_checkpoint(arg)
+        except BaseException as exc:  # noqa: BLE001 - the worker fails the job with this
+            failed = outcome_of(exc)
+            worker.send("reply", False, (failed.error, failed.error_code, failed.retryable))
+            return
+        worker.send("reply", True, bytes(data))
 
-def _bad_job(message: str) -> Outcome:
-    return Outcome(status=FAILED, error=message, error_code=400, retryable=False)
-
-
-def _int_hyperparameter(raw: str | None, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise _JobProblem(f"hyperparameters: checkpoint_every must be an integer >= 0 (got {raw!r})", 400, False) from None
-    if value < 0:
-        raise _JobProblem(f"hyperparameters: checkpoint_every must be an integer >= 0 (got {raw!r})", 400, False)
-    return value
-
-
-def _failure(job: Assignment, exc: BaseException) -> Outcome:
-    """The failed Outcome for an exception raised inside a job, with a one-line error."""
-    from bus import BusError, ObjectNotFound
-    from node.checkpoint import CheckpointError
-
-    if isinstance(exc, _JobProblem):
-        return Outcome(status=FAILED, error=str(exc), error_code=exc.code, retryable=exc.retryable)
-    if isinstance(exc, DatasetError):
-        return Outcome(status=FAILED, error=f"dataset_uri: {exc}", error_code=400, retryable=exc.retryable)
-    if isinstance(exc, TrainingError):
-        return Outcome(status=FAILED, error=str(exc), error_code=422, retryable=False, epochs_done=exc.epoch - 1)
-    if isinstance(exc, CheckpointError):
-        return Outcome(status=FAILED, error=f"resume_checkpoint_uri: {exc}", error_code=400, retryable=False)
-    if isinstance(exc, ObjectNotFound):
-        return Outcome(status=FAILED, error=f"resume_checkpoint_uri: {exc}", error_code=404, retryable=False)
-    if isinstance(exc, BusError):
-        return Outcome(status=FAILED, error=f"object store: {exc}", error_code=503, retryable=True)
-    if _out_of_memory(exc):
-        return Outcome(
-            status=FAILED, error=f"out of memory: {_first_line(exc)}; lower batch_size or the model size",
-            error_code=507, retryable=True,
-        )
-    log.error("job %s crashed", job.job_id, exc_info=exc)
-    return Outcome(status=FAILED, error=f"{type(exc).__name__}: {_first_line(exc)}", error_code=500, retryable=False)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc) or "Out of memory" in str(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _with_seconds(outcome: Outcome, seconds: float) -> Outcome:
-    return replace(outcome, seconds=seconds)
+    def _fetch_checkpoint(self, uri: str) -> bytes:
+        try:
+            return self.fetch_object(uri)  # type: ignore[misc]
+        except ValueError as exc:  # a malformed URI
+            raise JobProblem(f"resume_checkpoint_uri: {exc}", 400, False) from exc

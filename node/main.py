@@ -24,7 +24,7 @@ import grpc
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
 from node.config import ConfigError, NodeConfig, parse_config
-from node.executor import Executor
+from node.executor import Executor, worker_env
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
@@ -38,9 +38,12 @@ log = logging.getLogger("node")
 class Node:
     """One compute node. ``await start()``, ``await register()``, ... ``await stop()``."""
 
-    def __init__(self, config: NodeConfig, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, config: NodeConfig, *, backoff: Backoff | None = None, compilation_cache_dir: Path | None = None,
+    ) -> None:
         self.config = config
         self.backoff = backoff
+        self.compilation_cache_dir = compilation_cache_dir
         self.ports: dict[str, int] = {}
         self._servers: dict[str, grpc.aio.Server] = {}
         self._agent_task: asyncio.Task | None = None
@@ -70,6 +73,7 @@ class Node:
         self.executor = Executor(
             self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
+            worker_env=worker_env(self.devices, self.slots), compilation_cache_dir=self.compilation_cache_dir,
         )
         servicer = NodeServicer(
             executor=self.executor, metrics=self.metrics,
@@ -104,8 +108,7 @@ class Node:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
-        self.executor.stop_all()
-        await asyncio.to_thread(self.executor.join, grace)
+        await asyncio.to_thread(self.executor.close, grace)
         if not await self.reporter.drain(grace):
             log.warning("stopping with reports of %d job(s) undelivered", self.reporter.pending())
         if self._agent_task is not None:
@@ -153,13 +156,15 @@ def banner(node: Node) -> str:
 async def serve(config: NodeConfig) -> int:
     """Run a node until SIGINT/SIGTERM; the process's exit status."""
     from node.trainer import enable_compilation_cache
+    from node.worker import leave_device_memory_to_workers
 
+    leave_device_memory_to_workers()
     enable_compilation_cache(config.home / "jax-cache", min_compile_seconds=0.5)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(config)
+    node = Node(config, compilation_cache_dir=config.home / "jax-cache")
     await node.start()
     log.info("node services listening; registering with central at %s", config.central)
     registering = asyncio.create_task(node.register())

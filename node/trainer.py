@@ -35,8 +35,10 @@ import optax
 from jax import lax
 
 from node import checkpoint
+from node.datacache import device_cache
 from node.datasets import Dataset
 from node.models import Model, build_model
+from node.snapshots import EpochPipeline
 from node.train_config import TrainConfig
 
 __all__ = [
@@ -101,6 +103,7 @@ class EpochResult:
     samples_per_s: float
     step: int
     checkpoint: bytes | None = field(default=None, repr=False)
+    checkpoint_sha256: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,28 @@ def _never() -> bool:
     return False
 
 
+def _ignore(*_args: Any) -> None:
+    return None
+
+
+class _Phases:
+    """Calls ``on_phase`` when the phase changes (each at most once in a row)."""
+
+    def __init__(self, on_phase: Callable[[str], None] | None) -> None:
+        self.on_phase = on_phase
+        self.current = ""
+
+    def __call__(self, phase: str) -> None:
+        if phase != self.current and self.on_phase is not None:
+            self.current = phase
+            self.on_phase(phase)
+
+
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
 _COMPILED_MAX = 64
 _COMPILED_LOCK = threading.Lock()
+# Steps per chunk measured by the first run of a program, reused by later runs of it.
+_CHUNK_STEPS: dict[tuple, int] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +185,8 @@ class _Program:
             jitted = jax.jit(self.epoch_order)
         elif kind == "chunk":
             jitted = jax.jit(partial(self.run_chunk, length=length), donate_argnums=0)
+        elif kind == "snapshot":
+            jitted = jax.jit(_copy_tree)
         else:
             jitted = jax.jit(partial(self.eval_chunk, length=length))
         fn = jitted.lower(*args).compile()
@@ -270,7 +294,10 @@ class Trainer:
         self.val_steps = -(-n_val // val_batch) if n_val else 0
         root = jax.random.PRNGKey(config.seed)
         self._init_key, self._shuffle_key, self._dropout_key = (jax.random.fold_in(root, i) for i in range(3))
-        self._chunk_steps: int | None = config.steps_per_chunk
+        self._chunk_steps: int | None = (
+            config.steps_per_chunk if config.steps_per_chunk is not None
+            else _CHUNK_STEPS.get(self._program.signature)
+        )
         self._device_data: tuple[jax.Array, ...] | None = None
 
     @property
@@ -287,47 +314,73 @@ class Trainer:
         on_epoch: Callable[[EpochResult], None] | None = None,
         should_stop: Callable[[], bool] = _never,
         resume: bytes | None = None,
+        on_phase: Callable[[str], None] | None = None,
+        *,
+        lossless_checkpoints: bool = False,
     ) -> TrainResult:
         """Train until ``config.epochs`` (or ``should_stop()`` turns true between chunks).
 
-        ``resume``: checkpoint bytes from an ``EpochResult`` of a run with the same
-        config and data; training continues at the next epoch. Raises
+        ``on_epoch`` is called in epoch order from a background thread, an epoch with a
+        checkpoint once its bytes are written (see :mod:`node.snapshots`: a checkpoint
+        still waiting when a newer one is taken is dropped unless
+        ``lossless_checkpoints``); every call has returned when ``run`` returns.
+        ``on_phase`` hears "compiling", "training" and "checkpointing" (waiting for the
+        last checkpoint). ``resume``: checkpoint bytes from an ``EpochResult`` of a run
+        with the same config and data; training continues at the next epoch. Raises
         :class:`TrainingError` when the loss stops being finite and
         :class:`node.checkpoint.CheckpointError` for a checkpoint that does not fit.
         """
         started = time.perf_counter()
-        cfg = self.config
+        phase = _Phases(on_phase)
+        self._data()  # queues the host-to-device copies; the compilation below overlaps them
+        phase("compiling")
         state, done, last = self._start_state(resume)
+        pipeline = EpochPipeline(on_epoch or _ignore, lossless=lossless_checkpoints)
+        try:
+            state, done, last, history, stopped = self._epochs(state, done, last, should_stop, pipeline, phase)
+        except BaseException:
+            pipeline.close(raise_error=False)
+            raise
+        if pipeline.pending():
+            phase("checkpointing")
+        pipeline.close()
+        return self._result(state, done, last, history, started, stopped=stopped)
+
+    def _epochs(self, state, done, last, should_stop, pipeline: EpochPipeline, phase: _Phases):
+        cfg = self.config
         history: list[EpochResult] = []
         for epoch in range(done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            state, sums = self._train_epoch(state, epoch, should_stop)
+            state, sums = self._train_epoch(state, epoch, should_stop, phase)
             if sums is None:
-                return self._result(state, done, last, history, started, stopped=True)
+                return state, done, last, history, True
             train_seconds = time.perf_counter() - t0
             val = self._evaluate(state.params, should_stop, epoch)
             if val is False:
-                return self._result(state, done, last, history, started, stopped=True)
+                return state, done, last, history, True
             every = cfg.checkpoint_every
-            snapshot = None
+            write = None
             if every and (epoch % every == 0 or epoch == cfg.epochs):
-                snapshot = self._checkpoint(state, epoch, sums, val)
+                write = self._snapshot(state, epoch, sums, val)
             last = EpochResult(
                 epoch=epoch, total_epochs=cfg.epochs,
                 loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,
                 val_accuracy=val[1] if val else None, seconds=time.perf_counter() - t0,
                 samples_per_s=self._program.n_train / train_seconds, step=epoch * self.steps_per_epoch,
-                checkpoint=snapshot,
             )
             done = epoch
-            history.append(replace(last, checkpoint=None))
-            if on_epoch is not None:
-                on_epoch(last)
-        return self._result(state, done, last, history, started, stopped=False)
+            history.append(last)
+            pipeline.put(last, write)
+        return state, done, last, history, False
+
+    def _snapshot(self, state: TrainState, epoch: int, sums, val) -> Callable[[], bytes]:
+        """A copy of ``state`` on the device now; the function that writes it, later."""
+        copy = self._program.compiled("snapshot", 0, state)(state)
+        return lambda: self._checkpoint(copy, epoch, sums, val)
 
     # --- one epoch -------------------------------------------------------------
 
-    def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool]):
+    def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool], phase=_ignore):
         """Run the epoch's chunks; return (state, (loss, accuracy)) or (state, None) if stopped."""
         program = self._program
         x, y, _, _ = self._data()
@@ -345,6 +398,7 @@ class Trainer:
             fn = program.compiled("chunk", length, state, *args)
             if self._chunk_steps is None:  # a first, untimed run on a copy: warm-up is slow
                 jax.block_until_ready(fn(jax.device_put(jax.device_get(state)), *args))
+            phase("training")
             t0 = time.perf_counter()
             state, sums = fn(state, *args)
             if pending is not None:
@@ -354,6 +408,7 @@ class Trainer:
                 totals += self._fetch(pending, epoch)
                 pending = None
                 self._chunk_steps = self._size_chunks((time.perf_counter() - t0) / length)
+                _CHUNK_STEPS[program.signature] = self._chunk_steps
                 plan = plan[:1] + self._plan()[1:]
             i += 1
         if pending is not None:
@@ -415,15 +470,24 @@ class Trainer:
         return float(loss / count), (float(correct / count) if self._program.classification else None)
 
     def _data(self) -> tuple[jax.Array, ...]:
-        """Train and validation arrays on the device (validation padded to whole batches)."""
+        """Train and validation arrays on the device (validation padded to whole batches),
+        kept between runs on the same data set, split and dtype (``node.datacache``)."""
         if self._device_data is None:
-            d, p = self.dataset, self._program
-            xt, yt = jax.device_put(d.x[self._train_idx]), jax.device_put(d.y[self._train_idx])
-            pad = self.val_steps * p.val_batch - p.n_val
-            vidx = np.concatenate([self._val_idx, self._val_idx[:pad]])
-            xv, yv = jax.device_put(d.x[vidx]), jax.device_put(d.y[vidx])
-            self._device_data = (xt.astype(p.dtype), yt, xv.astype(p.dtype), yv)
+            p, c = self._program, self.config
+            key = (self.dataset, c.seed, c.validation_split, p.batch, p.val_batch, c.dtype)
+            self._device_data = device_cache.get_or_make(
+                key, self._put_data, lambda arrays: sum(int(a.nbytes) for a in arrays)
+            )
         return self._device_data
+
+    def _put_data(self) -> tuple[jax.Array, ...]:
+        """Copy the data set to the device once and split it there (asynchronously)."""
+        d, p = self.dataset, self._program
+        x, y = jax.device_put(d.x), jax.device_put(d.y)
+        pad = self.val_steps * p.val_batch - p.n_val
+        vidx = np.concatenate([self._val_idx, self._val_idx[:pad]])
+        train, val = jax.device_put(self._train_idx.astype(np.int32)), jax.device_put(vidx.astype(np.int32))
+        return (x[train].astype(p.dtype), y[train], x[val].astype(p.dtype), y[val])
 
     # --- checkpoints and results ----------------------------------------------------
 
@@ -486,6 +550,11 @@ class Trainer:
             val_loss=last.val_loss if last else None, val_accuracy=last.val_accuracy if last else None,
             compute_seconds=time.perf_counter() - started, model_bytes=model_bytes, history=tuple(history),
         )
+
+
+def _copy_tree(tree: Any) -> Any:
+    """A copy in new device buffers (the state itself is donated to the next chunk)."""
+    return jax.tree.map(jnp.copy, tree)
 
 
 def _zero_sums() -> _Sums:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 from waiting import wait_until
 
 from bus import BusUnavailable
+from node import checkpoint
 from node.executor import CANCELLED, COMPLETED, FAILED, Assignment, Busy, Executor, Outcome
 from node.trainer import EpochResult
 
@@ -58,8 +62,20 @@ def recorder() -> Recorder:
     return Recorder()
 
 
+_OPEN: list[Executor] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_executors():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def executor(recorder: Recorder, root: Path, **kwargs) -> Executor:
-    return Executor(kwargs.pop("slots", 2), recorder, data_roots=[root], **kwargs)
+    ex = Executor(kwargs.pop("slots", 2), recorder, data_roots=[root], **kwargs)
+    _OPEN.append(ex)
+    return ex
 
 
 def test_a_job_reports_each_epoch_with_a_checkpoint_then_completes(recorder, tmp_path):
@@ -68,7 +84,10 @@ def test_a_job_reports_each_epoch_with_a_checkpoint_then_completes(recorder, tmp
     outcome = recorder.end_of("ok")
     assert outcome.status == COMPLETED and outcome.result.model_bytes and outcome.epochs_done == 3
     assert recorder.epochs_of("ok") == [1, 2, 3]
-    assert all(e.checkpoint for j, e in recorder.epochs if j == "ok")
+    with_checkpoints = [e for j, e in recorder.epochs if j == "ok" and e.checkpoint]
+    assert with_checkpoints[-1].epoch == 3, "the last epoch always carries its checkpoint"
+    assert all(checkpoint.read_meta(e.checkpoint)["epoch"] == e.epoch for e in with_checkpoints)
+    assert all(e.checkpoint_sha256 == checkpoint.sha256_hex(e.checkpoint) for e in with_checkpoints)
     assert ex.active_jobs() == [] and ex.free_slots == 2
 
 
@@ -171,3 +190,90 @@ def test_stop_all_ends_jobs_as_retryable_failures(recorder, tmp_path):
     assert ex.join(5)
     outcome = recorder.end_of("a")
     assert (outcome.status, outcome.retryable, outcome.error_code) == (FAILED, True, 503)
+
+
+# --- worker processes: jobs the node can always end -------------------------------------
+
+
+class Phases(Recorder):
+    """A Recorder that also hears phases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phases: list[tuple[str, str]] = []
+
+    def on_phase(self, job: Assignment, phase: str) -> None:
+        with self._lock:
+            self.phases.append((job.job_id, phase))
+
+    def phases_of(self, job_id: str) -> list[str]:
+        with self._lock:
+            return [p for j, p in self.phases if j == job_id]
+
+
+def test_a_job_stuck_in_compilation_is_killed_after_the_grace_period_and_the_slot_serves_on(tmp_path):
+    rec = Phases()
+    ex = executor(rec, tmp_path, slots=1, stop_grace_s=0.5)
+    deep = json.dumps({"type": "mlp", "hidden": [8] * 3000})  # compiles for a long time
+    assert ex.submit(job("deep", model_definition=deep, epochs=1))
+    wait_until(lambda: "compiling" in rec.phases_of("deep"), timeout=60, message="compiling")
+    first_worker = ex.worker_pids()[0]
+    asked = time.monotonic()
+    assert ex.cancel("deep")
+    outcome = rec.end_of("deep", timeout=30)
+    assert rec.ended_at["deep"] - asked < 15, "killed after the grace period, not after compiling"
+    assert (outcome.status, outcome.epochs_done) == (CANCELLED, 0)
+    assert ex.free_slots == 1
+    assert ex.submit(job("after"))
+    assert rec.end_of("after").status == COMPLETED
+    assert ex.worker_pids()[0] not in (None, first_worker), "a fresh worker took the killed one's place"
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "retryable", "message"),
+    [
+        (signal.SIGSEGV, 500, False, "the job's worker process died of SIGSEGV; the node started a fresh one"),
+        (signal.SIGKILL, 507, True, "the job's worker process was killed (SIGKILL, most likely out of host memory)"),
+    ],
+)
+def test_a_crashing_worker_fails_its_job_alone_and_the_slot_comes_back(recorder, tmp_path, sig, code, retryable, message):
+    ex = executor(recorder, tmp_path, slots=1)
+    ex.submit(job("victim", epochs=100_000))
+    wait_until(lambda: recorder.epochs_of("victim"), timeout=60, message="first epoch")
+    os.kill(ex.worker_pids()[0], sig)
+    outcome = recorder.end_of("victim", timeout=30)
+    assert (outcome.status, outcome.error_code, outcome.retryable) == (FAILED, code, retryable), outcome.error
+    assert outcome.error.startswith(message), outcome.error
+    assert outcome.epochs_done >= 1
+    assert ex.submit(job("next"))
+    assert recorder.end_of("next").status == COMPLETED
+
+
+def test_one_worker_per_slot_serves_job_after_job_and_reports_phases(tmp_path):
+    rec = Phases()
+    ex = executor(rec, tmp_path, slots=1)
+    ex.submit(job("one"))
+    assert rec.end_of("one").status == COMPLETED
+    pid = ex.worker_pids()[0]
+    ex.submit(job("two"))
+    assert rec.end_of("two").status == COMPLETED
+    assert ex.worker_pids()[0] == pid, "the slot's worker (and its caches) outlives a job"
+    assert rec.phases_of("two")[:3] == ["loading", "compiling", "training"]
+
+
+def test_close_ends_the_workers(recorder, tmp_path):
+    ex = executor(recorder, tmp_path, slots=2)
+    ex.submit(job("a"))
+    assert recorder.end_of("a").status == COMPLETED
+    pid = ex.worker_pids()[0]
+    ex.close()
+    wait_until(lambda: not _alive(pid), timeout=10, message="worker gone")
+    assert ex.worker_pids() == [None, None]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

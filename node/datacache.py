@@ -1,0 +1,104 @@
+"""Data sets kept between jobs of one worker process: in host memory (parsed arrays) and
+on the device (the trainer's split, cast and padded arrays), each an LRU bounded in
+bytes, so a second job on the same data starts training without loading anything.
+
+Keys say what the data is, not just where: ``builtin://`` and ``synthetic://`` URIs
+determine their data; a ``file://`` CSV, NPZ or HDF5 file adds its size, modification
+time and inode (a rewritten file is a new entry). ``nats://`` objects and NPY pairs
+are not cached (their content is not known without reading it).
+
+Bounds: ``CYXWIZ_HOST_DATA_CACHE_BYTES`` (default 4 GiB) and
+``CYXWIZ_DEVICE_DATA_CACHE_BYTES`` (default 4 GiB); an entry larger than its bound is
+used once and not kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.datasets import Dataset, load_dataset
+
+__all__ = ["LRU", "cached_dataset", "dataset_key", "device_cache", "host_cache"]
+
+T = TypeVar("T")
+_CACHED_FILES = (".csv", ".npz", ".h5", ".hdf5")
+
+
+class LRU:
+    """Least recently used entries, at most ``max_bytes`` in all (thread-safe)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get_or_make(self, key: Hashable | None, make: Callable[[], T], size: Callable[[T], int]) -> T:
+        if key is None:
+            return make()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            self.misses += 1
+        value = make()
+        nbytes = size(value)
+        if nbytes <= self.max_bytes:
+            with self._lock:
+                self._entries[key] = (value, nbytes)
+                while sum(n for _, n in self._entries.values()) > self.max_bytes:
+                    self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _bound(name: str) -> int:
+    return int(os.environ.get(name, str(4 << 30)))
+
+
+host_cache = LRU(_bound("CYXWIZ_HOST_DATA_CACHE_BYTES"))
+device_cache = LRU(_bound("CYXWIZ_DEVICE_DATA_CACHE_BYTES"))
+
+
+def dataset_key(uri: str, data_roots: Sequence[Path], label_column: str | None) -> tuple | None:
+    """What identifies the data ``uri`` names now; None where it cannot be known cheaply."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("builtin", "synthetic"):
+        return (uri, label_column)
+    if parts.scheme != "file" or Path(parts.path).suffix.lower() not in _CACHED_FILES:
+        return None
+    try:
+        stat = Path(urllib.parse.unquote(parts.path)).stat()
+    except OSError:
+        return None  # load_dataset says what is wrong
+    roots = tuple(str(r) for r in data_roots)
+    return (uri, label_column, roots, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def cached_dataset(
+    uri: str,
+    *,
+    data_roots: Sequence[Path],
+    label_column: str | None = None,
+    fetch_object: Callable[[str], bytes] | None = None,
+) -> Dataset:
+    """``load_dataset``, or the same arrays from an earlier job of this process."""
+    return host_cache.get_or_make(
+        dataset_key(uri, data_roots, label_column),
+        lambda: load_dataset(uri, data_roots=data_roots, fetch_object=fetch_object, label_column=label_column),
+        lambda d: int(d.x.nbytes + d.y.nbytes),
+    )
