@@ -17,6 +17,7 @@ from events.catalog import (
     JobCompleted,
     JobEvent,
     JobFailed,
+    JobPhase,
     JobRejected,
     JobRequeued,
     JobSpec,

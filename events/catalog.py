@@ -179,6 +179,18 @@ class JobCancelled(JobEvent, frozen=True, kw_only=True):
     at_epoch: int = 0
 
 
+# --- job telemetry: subject telemetry.job.<job_id>, age-limited stream -----------------
+
+
+class JobPhase(JobEvent, frozen=True, kw_only=True):
+    """A job's node entered a phase: loading (data), compiling, training or
+    checkpointing (waiting for the last checkpoint). Telemetry, not state: best effort."""
+
+    node_id: str = ""
+    attempt: int = 1
+    phase: str
+
+
 Event = (
     NodeRegistered
     | NodeLost
@@ -194,6 +206,7 @@ Event = (
     | JobRequeued
     | JobCancelRequested
     | JobCancelled
+    | JobPhase
 )
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
@@ -202,5 +215,5 @@ EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
 # passed through the upcasters in events.codec before it is decoded.
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 
-TELEMETRY_TYPES = frozenset({"NodeHeartbeat"})
+TELEMETRY_TYPES = frozenset({"NodeHeartbeat", "JobPhase"})
 TERMINAL_JOB_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})

@@ -125,9 +125,11 @@ def aggregate_id(event: Event) -> str:
 
 
 def subject_for(event: Event) -> str:
-    """``events.job.<id>``, ``events.node.<id>``, or ``telemetry.node.<id>``."""
+    """``events.job.<id>``, ``events.node.<id>``, ``telemetry.job.<id>`` or ``telemetry.node.<id>``."""
     name = type(event).__name__
     if name in TELEMETRY_TYPES:
+        if isinstance(event, JobEvent):
+            return f"telemetry.job.{_token(event.job_id)}"
         return f"telemetry.node.{_token(event.node_id)}"
     if isinstance(event, JobEvent):
         return f"events.job.{_token(event.job_id)}"

@@ -8,7 +8,8 @@ resume on any node):
 - ``cyxwiz-datasets``: the name in ``nats://<name>`` data set URIs
 
 Objects are referred to by ``nats://<bucket>/<name>`` URIs, except data sets, whose
-URI names only the object. The connection is made on first use and again after a
+URI names only the object. Job telemetry (``JobPhase``) goes out on the same
+connection, on ``telemetry.job.<job_id>``. The connection is made on first use and again after a
 failure, so a node starts (and registers) while NATS is still coming up. Worker
 threads call the ``*_blocking`` methods; everything else runs on the node's loop.
 """
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
+from events import Event
 from node.datasets import DatasetError
 
 __all__ = [
@@ -80,6 +82,10 @@ class ArtifactStore:
 
     async def put_model(self, job_id: str, data: bytes) -> ObjectRef:
         return await self._call(lambda bus: bus.put_object(MODELS, job_id, data))
+
+    async def publish_telemetry(self, event: Event) -> None:
+        """Job telemetry (``JobPhase``) on ``telemetry.job.<job_id>``: best effort, one try."""
+        await self._call(lambda bus: bus.publish_telemetry(event))
 
     async def get_uri(self, uri: str) -> bytes:
         """The object a ``nats://<bucket>/<name>`` URI names (``ObjectNotFound`` if none)."""

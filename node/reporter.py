@@ -6,6 +6,8 @@ loop, each job has one outbox task that, in order:
 
 - for an epoch: waits for its checkpoint upload (uploads run one after another as soon
   as the epoch arrives, even while central is away), then sends ``ReportProgress``;
+- the job's phases (loading, compiling, training, checkpointing) go out at once as
+  ``JobPhase`` telemetry on ``telemetry.job.<job_id>``, outside the outbox;
 - at the end: uploads the final model to ``cyxwiz-models``, then sends
   ``ReportCompletion`` (completed, failed with error and retryable, or cancelled).
 
@@ -26,6 +28,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from bus import BusError, ObjectRef
+from events import JobPhase
 from node.agent import Backoff, CentralError
 from node.artifacts import ArtifactStore
 from node.executor import CANCELLED, COMPLETED, FAILED, Assignment, Outcome
@@ -132,6 +135,7 @@ class Reporter:
         self.upload_patience_s = upload_patience_s
         self.stats = ReporterStats()
         self._outboxes: dict[tuple[str, int], _Outbox] = {}
+        self._telemetry: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -143,6 +147,25 @@ class Reporter:
 
     def on_end(self, job: Assignment, outcome: Outcome) -> None:
         self._hand_over(job, "end", outcome)
+
+    def on_phase(self, job: Assignment, phase: str) -> None:
+        """Publish the job's phase as ``JobPhase`` telemetry (best effort, not in order
+        with the reports: it is for watching where the time goes)."""
+        if self._loop is None or self.store is None:
+            return
+        event = JobPhase(job_id=job.job_id, node_id=self.link.node_id, attempt=job.attempt, phase=phase)
+        self._loop.call_soon_threadsafe(self._publish, event)
+
+    def _publish(self, event: JobPhase) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish_quietly(event))
+        self._telemetry.add(task)
+        task.add_done_callback(self._telemetry.discard)
+
+    async def _publish_quietly(self, event: JobPhase) -> None:
+        try:
+            await self.store.publish_telemetry(event)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - telemetry is best effort
+            log.debug("phase of job %s not published: %s", event.job_id, exc)
 
     def _hand_over(self, job: Assignment, kind: str, item: object) -> None:
         if self._loop is None:

@@ -12,6 +12,7 @@ from events import (
     InvalidEvent,
     JobSpec,
     JobSubmitted,
+    JobPhase,
     NodeHeartbeat,
     build,
     decode,
@@ -40,7 +41,7 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
     assert set(EVENT_TYPES) == {
         "NodeRegistered", "NodeLost", "NodeDeregistered", "NodeHeartbeat", "JobSubmitted",
         "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
-        "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
+        "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled", "JobPhase",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 
@@ -48,6 +49,7 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
 def test_subjects():
     assert subject_for(JobSubmitted(job_id="j1", spec=JobSpec())) == "events.job.j1"
     assert subject_for(NodeHeartbeat(node_id="n1")) == "telemetry.node.n1"
+    assert subject_for(JobPhase(job_id="j1", node_id="n1", phase="compiling")) == "telemetry.job.j1"
     with pytest.raises(InvalidEvent, match="contains '.'"):
         subject_for(JobSubmitted(job_id="a.b", spec=JobSpec()))
 
