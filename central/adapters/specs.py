@@ -12,7 +12,8 @@ import math
 import re
 from datetime import datetime, timezone
 
-from central.lifecycle.deciders import JobState, NodeState, Refused
+from central.lifecycle.deciders import JobState, Refused
+from central.lifecycle.nodes import NodeState
 from events import Device, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2
 
