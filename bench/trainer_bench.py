@@ -7,7 +7,8 @@ runs its epochs over data already on the device:
   batch, chunked scans, loss/accuracy metrics, one host sync per chunk);
 - ``bare``: one ``jit`` + ``lax.scan`` over the whole epoch of pre-sliced batches, the
   same model function, donated state, one host sync per epoch, nothing else;
-- ``bare_nobias`` (MLP only): the same without bias terms, the leanest MLP there is;
+- ``bare_nobias`` (MLP only): the same without bias terms, the leanest MLP there is,
+  against ``ours_nobias``: ours with ``"bias": false`` in the model definition;
 - ``bare_perm``: ``bare`` plus the per-step gather by a permutation (what ours does to
   shuffle), to show what shuffling costs;
 - ``torch``: PyTorch eager, fused Adam (``fused=True`` on CUDA), bf16 autocast,
@@ -55,7 +56,7 @@ from node.trainer import EpochResult, TrainConfig, Trainer  # noqa: E402
 
 CNN = {"type": "cnn", "conv": [{"features": 64, "kernel": 3, "pool": 2}, {"features": 128, "kernel": 3, "pool": 2}],
        "dense": [256]}
-LOOPS = ("ours", "bare", "bare_nobias", "bare_perm", "torch", "torch_compile")
+LOOPS = ("ours", "ours_nobias", "bare", "bare_nobias", "bare_perm", "torch", "torch_compile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +85,10 @@ def make_data(args) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, args.classes, n).astype(np.int32)
 
 
-def definition(args) -> dict:
-    return CNN if args.model == "cnn" else {"type": "mlp", "hidden": args.hidden_list}
+def definition(args, *, bias: bool = True) -> dict:
+    if args.model == "cnn":
+        return CNN
+    return {"type": "mlp", "hidden": args.hidden_list} | ({} if bias else {"bias": False})
 
 
 def flops_per_sample(args) -> float:
@@ -101,9 +104,9 @@ def flops_per_sample(args) -> float:
 # --- the loops: each returns samples/s (median of the timed epochs) ---------------------------
 
 
-def bench_ours(args, x, y) -> float:
+def bench_ours(args, x, y, *, bias: bool = True) -> float:
     cfg = TrainConfig(
-        model_definition=definition(args), epochs=args.epochs + 1, batch_size=args.batch, dtype=args.dtype,
+        model_definition=definition(args, bias=bias), epochs=args.epochs + 1, batch_size=args.batch, dtype=args.dtype,
         validation_split=0.0, optimizer="adam", learning_rate=1e-3, steps_per_chunk=args.chunk,
     )
     epochs: list[EpochResult] = []
@@ -248,7 +251,7 @@ def stop_latency(args, x, y) -> float:
 
 
 RUNS = {
-    "ours": bench_ours, "bare": bench_bare, "bare_nobias": bench_bare_nobias,
+    "ours": bench_ours, "ours_nobias": partial(bench_ours, bias=False), "bare": bench_bare, "bare_nobias": bench_bare_nobias,
     "bare_perm": partial(bench_bare, gather=True), "torch": bench_torch,
     "torch_compile": partial(bench_torch, compiled=True),
 }
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     shape = "cnn 32x32x3 conv64-conv128-256" if args.model == "cnn" else \
         f"mlp {args.features}-{'-'.join(map(str, args.hidden_list))}-{args.classes}"
     print(f"{shape}, batch {args.batch}, {args.dtype}, {args.steps} steps/epoch, {args.epochs} timed epochs")
-    names = [n for n in args.only.split(",") if n and not (n == "bare_nobias" and args.model == "cnn")]
+    names = [n for n in args.only.split(",") if n and not (n.endswith("_nobias") and args.model == "cnn")]
     try:
         import torch
 
@@ -287,8 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch_best = max((best[n] for n in ("torch", "torch_compile") if n in best), default=None)
     ratios = {}
     if "ours" in best:
-        for other in names[1:] if names[0] == "ours" else [n for n in names if n != "ours"]:
+        for other in [n for n in names if not n.startswith("ours")]:
             ratios[f"ours/{other}"] = best["ours"] / best[other]
+        if "ours_nobias" in best and "bare_nobias" in best:
+            ratios["ours_nobias/bare_nobias"] = best["ours_nobias"] / best["bare_nobias"]
         if bare_best:
             ratios["ours/best_bare"] = best["ours"] / bare_best
         if torch_best:

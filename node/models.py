@@ -3,7 +3,8 @@
 A definition is a JSON object with a ``type`` and that type's fields:
 
 - ``{"type": "linear"}``: one dense layer (linear or logistic/softmax regression).
-- ``{"type": "mlp", "hidden": [128, 64], "activation": "relu", "dropout": 0.0}``
+- ``{"type": "mlp", "hidden": [128, 64], "activation": "relu", "dropout": 0.0}``; ``"bias": false``
+  leaves out the bias terms (fewer memory passes per step on a GPU)
 - ``{"type": "cnn", "conv": [{"features": 16, "kernel": 3, "stride": 1, "pool": 1}, ...],
   "dense": [64], "activation": "relu", "dropout": 0.0, "input_shape": [8, 8, 1]}``:
   "same"-padded NHWC convolutions, each optionally followed by a max pool of
@@ -46,7 +47,7 @@ _INIT_GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "leaky_relu": 2
 
 _FIELDS = {
     "linear": {"type"},
-    "mlp": {"type", "hidden", "activation", "dropout"},
+    "mlp": {"type", "hidden", "activation", "dropout", "bias"},
     "cnn": {"type", "conv", "dense", "activation", "dropout", "input_shape"},
 }
 MODEL_TYPES = tuple(_FIELDS)
@@ -105,6 +106,7 @@ def build_model(
     activation = ACTIVATIONS[spec.get("activation", "relu")]
     dropout = float(spec.get("dropout", 0.0))
     flat_in = math.prod(layers[-1]["out_shape"]) if layers else features
+    use_bias = spec.get("bias", True)
 
     def init(key: jax.Array) -> Params:
         params: Params = {}
@@ -119,6 +121,8 @@ def build_model(
             params[f"dense_{i}"] = _dense_init(k, (fan_in, width), fan_in, gain)
             fan_in = width
         params["out"] = _dense_init(jax.random.fold_in(key, 2000), (fan_in, output_dim), fan_in, 1.0)
+        if not use_bias:
+            params = {name: {"w": layer["w"]} for name, layer in params.items()}
         return params
 
     def apply(params: Params, x: jax.Array, key: jax.Array | None = None, dtype: Any = jnp.float32) -> jax.Array:
@@ -135,13 +139,18 @@ def build_model(
                 h = lax.reduce_window(h, -jnp.inf, lax.max, window, window, "VALID")
         h = h.reshape((h.shape[0], -1))
         for i in range(len(widths)):
-            h = activation(h @ p[f"dense_{i}"]["w"] + p[f"dense_{i}"]["b"])
+            h = activation(_dense(h, p[f"dense_{i}"]))
             if key is not None and dropout > 0.0:
                 keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - dropout, h.shape)
                 h = jnp.where(keep, h / (1.0 - dropout), 0).astype(dtype)
-        return (h @ p["out"]["w"] + p["out"]["b"]).astype(jnp.float32)
+        return _dense(h, p["out"]).astype(jnp.float32)
 
     return Model(dict(spec), sample_shape, int(output_dim), init, apply)
+
+
+def _dense(h: jax.Array, layer: dict[str, jax.Array]) -> jax.Array:
+    out = h @ layer["w"]
+    return out + layer["b"] if "b" in layer else out
 
 
 def load_model(model_bytes: bytes) -> tuple[Model, Params]:
@@ -191,6 +200,11 @@ def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"model_definition.dropout must be a number in [0, 1) (got {dropout!r})")
     out["dropout"] = float(dropout)
+    if "bias" in spec:
+        if not isinstance(spec["bias"], bool):
+            raise ValueError(f"model_definition.bias must be true or false (got {spec['bias']!r})")
+        if not spec["bias"]:
+            out["bias"] = False  # the default (true) is left out, so definitions without it stay as they were
     widths_field = "hidden" if kind == "mlp" else "dense"
     out[widths_field] = _positive_ints(spec.get(widths_field, [128, 64] if kind == "mlp" else [64]), widths_field)
     if kind == "cnn":

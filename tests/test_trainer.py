@@ -257,7 +257,7 @@ def test_compilation_cache_writes_entries(tmp_path: Path, small: Dataset) -> Non
         ({"type": "mlp", "hidden": [64, 0]},
          "model_definition.hidden must be a list of positive integers (got [64, 0])"),
         ({"type": "mlp", "hiden": [64]},
-         "model_definition has unknown field 'hiden' for type mlp: known are activation, dropout, hidden, type"),
+         "model_definition has unknown field 'hiden' for type mlp: known are activation, bias, dropout, hidden, type"),
         ({"type": "mlp", "dropout": 1.0}, "model_definition.dropout must be a number in [0, 1) (got 1.0)"),
         ({"type": "cnn", "input_shape": [2, 6], "conv": [{"features": 4, "pool": 4}]},
          "model_definition.conv[0].pool 4 is larger than the 2x6 feature map it pools: "
@@ -375,3 +375,11 @@ def test_checkpoint_bytes_round_trip_and_are_deterministic() -> None:
         checkpoint.from_bytes(b"PK\x03\x04" + data, tree)
     with pytest.raises(checkpoint.CheckpointError, match="truncated"):
         checkpoint.from_bytes(data[:-1], tree)
+
+
+def test_an_mlp_without_biases_has_no_bias_arrays_and_learns(small: Dataset) -> None:
+    result = Trainer(config(model_definition=MLP | {"bias": False}, epochs=5), small).run()
+    assert sorted(params_of(result.model_bytes)) == ["['dense_0']['w']", "['out']['w']"]
+    assert result.val_accuracy >= 0.7 and result.loss < result.history[0].loss
+    with pytest.raises(ValueError, match="model_definition.bias must be true or false"):
+        Trainer(config(model_definition=MLP | {"bias": "no"}), small)
