@@ -3,7 +3,9 @@
 Through the system: nats-server, central and a node (its worker process), a real job
 submitted with the Python client and followed on its update stream; the samples/s are
 wall-clock between the client seeing epoch 1 and the last epoch, so checkpoints,
-reports and everything else the platform does count. The trainer alone: the same
+reports and everything else the platform does count. "checkpoints on" is the node's
+default (a checkpoint per epoch, at most one per 5 s of training, and the last);
+"every epoch" sets the job's ``checkpoint_interval_s`` to 0. The trainer alone: the same
 training in this process (``Trainer.run``, no checkpoints), timed the same way from its
 epoch callbacks. The bare loop: ``bench/trainer_bench.py``'s plain jit + ``lax.scan``
 loop over the same number of samples. Also submit -> first epoch (the client sees epoch 1)
@@ -53,10 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def job_fields(args, *, epochs: int, checkpoint_every: int | None = None, samples: int | None = None) -> dict:
+def job_fields(args, *, epochs: int, checkpoint_every: int | None = None, samples: int | None = None,
+               interval: float | None = None) -> dict:
     hyper = {"optimizer": "adam", "learning_rate": "0.001", "seed": "0", "dtype": args.dtype, "validation_split": "0"}
     if checkpoint_every is not None:
         hyper["checkpoint_every"] = str(checkpoint_every)
+    if interval is not None:
+        hyper["checkpoint_interval_s"] = str(interval)
     return dict(
         dataset_uri=f"synthetic://classification?n={samples or args.samples}&features={args.features}&classes={args.classes}&seed=0",
         model={"type": "mlp", "hidden": [int(h) for h in args.hidden.split(",")]},
@@ -141,14 +146,18 @@ def main(argv=None) -> dict:
             _, on, _ = through_system(client, args, epochs=args.epochs)
             _, off, _ = through_system(client, args, epochs=args.epochs, checkpoint_every=0)
             _, on_again, _ = through_system(client, args, epochs=args.epochs)
+            _, every_epoch, _ = through_system(client, args, epochs=args.epochs, interval=0)
+            latency_every_epoch, _, _ = through_system(client, args, epochs=2, samples=small, interval=0)
     samples = args.samples
     system_on = max(rate(on, samples), rate(on_again, samples))
     report.update({
         "submit_to_first_epoch_s": {
             "samples": small, "first_job": round(first, 3), "second_identical_job": round(second, 3),
             "second_job_epoch_itself": round(second_epoch, 3), "first_job_epoch_itself": round(first_epoch, 3),
+            "identical_job_checkpointing_epoch_1": round(latency_every_epoch, 3),
         },
-        "system_samples_per_s": {"checkpoints_on": system_on, "checkpoints_off": rate(off, samples)},
+        "system_samples_per_s": {"checkpoints_on": system_on, "checkpoints_off": rate(off, samples),
+                                 "checkpoint_every_epoch_no_interval": rate(every_epoch, samples)},
     })
     bare_s, alone = report["bare_loop_samples_per_s"], report["trainer_alone_samples_per_s"]
     report["ratios"] = {
@@ -156,6 +165,7 @@ def main(argv=None) -> dict:
         "system/bare_loop": system_on / bare_s,
         "trainer_alone/bare_loop": alone / bare_s,
         "checkpoints_on/off": system_on / rate(off, samples),
+        "checkpoint_every_epoch/off": rate(every_epoch, samples) / rate(off, samples),
     }
     print(json.dumps(report, indent=2))
     if args.json:

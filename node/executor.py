@@ -129,6 +129,7 @@ class Executor:
         fetch_dataset: Callable[[str], bytes] | None = None,
         fetch_object: Callable[[str], bytes] | None = None,
         checkpoint_every: int = 1,
+        checkpoint_interval_s: float = 0.0,
         stop_grace_s: float = 3.0,
         worker_env: Callable[[int], Mapping[str, str | None]] | None = None,
         compilation_cache_dir: str | Path | None = None,
@@ -142,6 +143,7 @@ class Executor:
         self.stop_grace_s = stop_grace_s
         self.settings = JobSettings(
             data_roots=tuple(data_roots), checkpoint_every=checkpoint_every,
+            checkpoint_interval_s=checkpoint_interval_s,
             can_fetch_datasets=fetch_dataset is not None, can_fetch_objects=fetch_object is not None,
         )
         cache = None if compilation_cache_dir is None else str(compilation_cache_dir)

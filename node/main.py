@@ -33,6 +33,11 @@ from protos import node_pb2_grpc
 __all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
 
 log = logging.getLogger("node")
+# At most one checkpoint per this many seconds of training (and always the last epoch's):
+# a job loses at most one epoch or this much work, and fast epochs of a big model do not
+# write a store-sized checkpoint every few milliseconds. A job's hyperparameter
+# checkpoint_interval_s overrides it.
+CHECKPOINT_INTERVAL_S = 5.0
 
 
 class Node:
@@ -73,6 +78,7 @@ class Node:
         self.executor = Executor(
             self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
+            checkpoint_interval_s=CHECKPOINT_INTERVAL_S,
             worker_env=worker_env(self.devices, self.slots), compilation_cache_dir=self.compilation_cache_dir,
         )
         servicer = NodeServicer(

@@ -5,7 +5,9 @@ The executor's worker thread hands each epoch and the job's end to the reporter
 loop, each job has one outbox task that, in order:
 
 - for an epoch: waits for its checkpoint upload (uploads run one after another as soon
-  as the epoch arrives, even while central is away), then sends ``ReportProgress``;
+  as the epoch arrives, even while central is away; one still waiting when a newer
+  checkpoint arrives is skipped, its epoch reported without one), then sends
+  ``ReportProgress``;
 - the job's phases (loading, compiling, training, checkpointing) go out at once as
   ``JobPhase`` telemetry on ``telemetry.job.<job_id>``, outside the outbox;
 - at the end: uploads the final model to ``cyxwiz-models``, then sends
@@ -114,6 +116,7 @@ class ReporterStats:
     retries: int = 0
     dropped: int = 0
     checkpoints_stored: int = 0
+    checkpoints_superseded: int = 0
 
 
 class Reporter:
@@ -235,18 +238,32 @@ class _Outbox:
         self.job = job
         self.queue: asyncio.Queue[tuple[str, object, asyncio.Task | None]] = asyncio.Queue()
         self.last_upload: asyncio.Task | None = None
+        self.last_claim: list[bool] | None = None  # [superseded] of the newest upload, until it starts
         self.task = asyncio.get_running_loop().create_task(self._pump(), name=f"reports-{job.job_id}")
 
     def put(self, kind: str, item: object) -> None:
         upload = None
         if kind == "epoch" and item.checkpoint is not None and self.reporter.store is not None:  # type: ignore[attr-defined]
-            upload = asyncio.get_running_loop().create_task(self._upload_checkpoint(self.last_upload, item))
+            if self.last_claim is not None:
+                self.last_claim[0] = True  # still waiting: this newer checkpoint supersedes it
+            claim = [False]
+            idle = self.last_upload is None or self.last_upload.done()
+            self.last_claim = None if idle else claim  # with nothing before it, it starts at once
+            upload = asyncio.get_running_loop().create_task(self._upload_checkpoint(self.last_upload, item, claim))
             self.last_upload = upload
         self.queue.put_nowait((kind, item, upload))
 
-    async def _upload_checkpoint(self, previous: asyncio.Task | None, epoch: EpochResult) -> str:
+    async def _upload_checkpoint(self, previous: asyncio.Task | None, epoch: EpochResult, claim: list[bool]) -> str:
+        """Upload after the one before (one at a time, in epoch order); an upload that a
+        newer checkpoint superseded while it waited uploads nothing (its epoch is reported
+        without a checkpoint), so reports never fall behind training."""
         if previous is not None:
-            await asyncio.wait([previous])  # one upload at a time, in epoch order
+            await asyncio.wait([previous])
+        if claim[0]:
+            self.reporter.stats.checkpoints_superseded += 1
+            return ""
+        if self.last_claim is claim:
+            self.last_claim = None  # started: no longer supersedable
         job, store = self.job, self.reporter.store
         ref = await self.reporter.store_object(
             f"checkpoint of job {job.job_id} epoch {epoch.epoch}",

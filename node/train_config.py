@@ -26,7 +26,9 @@ class TrainConfig:
     ``learning_rate`` None means the optimizer's default (adam/adamw 1e-3, sgd 1e-2);
     ``weight_decay`` None means 1e-4 for adamw and 0 otherwise (L2 added to the
     gradient for adam and sgd, decoupled for adamw). ``steps_per_chunk`` None sizes
-    chunks to about ``chunk_seconds``. ``checkpoint_every`` > 0 attaches a checkpoint
+    chunks to about ``chunk_seconds``. ``checkpoint_interval_s`` skips a due checkpoint
+    until that many seconds of training have passed since the last one (the last epoch
+    always has its checkpoint). ``checkpoint_every`` > 0 attaches a checkpoint
     to every that-many-th epoch (and the last).
     """
 
@@ -43,6 +45,7 @@ class TrainConfig:
     steps_per_chunk: int | None = None
     chunk_seconds: float = 0.1
     checkpoint_every: int = 0
+    checkpoint_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -67,6 +70,9 @@ class TrainConfig:
         if not (_is_real(self.chunk_seconds) and self.chunk_seconds > 0):
             raise ValueError(f"chunk_seconds must be a number > 0 (got {self.chunk_seconds!r})")
         _check_int("checkpoint_every", self.checkpoint_every, 0)
+        if not (_is_real(self.checkpoint_interval_s) and 0 <= self.checkpoint_interval_s < math.inf):
+            raise ValueError(f"checkpoint_interval_s must be a number >= 0 (got {self.checkpoint_interval_s!r})")
+        object.__setattr__(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
         object.__setattr__(self, "learning_rate", float(lr))
         object.__setattr__(self, "weight_decay", float(wd))
         object.__setattr__(self, "momentum", float(self.momentum))

@@ -349,6 +349,7 @@ class Trainer:
     def _epochs(self, state, done, last, should_stop, pipeline: EpochPipeline, phase: _Phases):
         cfg = self.config
         history: list[EpochResult] = []
+        last_checkpoint = time.perf_counter()  # the interval counts from the start of training
         for epoch in range(done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             state, sums = self._train_epoch(state, epoch, should_stop, phase)
@@ -358,10 +359,11 @@ class Trainer:
             val = self._evaluate(state.params, should_stop, epoch)
             if val is False:
                 return state, done, last, history, True
-            every = cfg.checkpoint_every
+            every, now = cfg.checkpoint_every, time.perf_counter()
             write = None
-            if every and (epoch % every == 0 or epoch == cfg.epochs):
-                write = self._snapshot(state, epoch, sums, val)
+            due = epoch % every == 0 and now - last_checkpoint >= cfg.checkpoint_interval_s if every else False
+            if every and (due or epoch == cfg.epochs):
+                write, last_checkpoint = self._snapshot(state, epoch, sums, val), now
             last = EpochResult(
                 epoch=epoch, total_epochs=cfg.epochs,
                 loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,

@@ -49,6 +49,7 @@ class JobSettings:
 
     data_roots: tuple[Path, ...] = ()
     checkpoint_every: int = 1
+    checkpoint_interval_s: float = 0.0
     can_fetch_datasets: bool = False
     can_fetch_objects: bool = False
 
@@ -78,10 +79,11 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
     hyper = dict(job.hyperparameters)
     label_column = hyper.pop("label_column", None)
     every = _int_hyperparameter(hyper.pop("checkpoint_every", None), settings.checkpoint_every)
+    interval = _seconds_hyperparameter(hyper.pop("checkpoint_interval_s", None), settings.checkpoint_interval_s)
     try:
         config = TrainConfig.from_job(
             hyper, epochs=job.epochs, batch_size=job.batch_size,
-            model_definition=job.model_definition, checkpoint_every=every,
+            model_definition=job.model_definition, checkpoint_every=every, checkpoint_interval_s=interval,
         )
     except ValueError as exc:
         return bad_job(f"hyperparameters: {exc}" if "model_definition" not in str(exc) else str(exc))
@@ -116,6 +118,19 @@ def _int_hyperparameter(raw: str | None, default: int) -> int:
     except ValueError:
         raise JobProblem(problem, 400, False) from None
     if value < 0:
+        raise JobProblem(problem, 400, False)
+    return value
+
+
+def _seconds_hyperparameter(raw: str | None, default: float) -> float:
+    problem = f"hyperparameters: checkpoint_interval_s must be a number of seconds >= 0 (got {raw!r})"
+    if raw is None:
+        return default
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise JobProblem(problem, 400, False) from None
+    if not 0 <= value < float("inf"):
         raise JobProblem(problem, 400, False)
     return value
 

@@ -109,17 +109,22 @@ async def test_nats_dataset_comes_from_the_dataset_bucket(central, nats_server, 
 
 
 async def test_job_resumed_from_a_checkpoint_ends_with_the_same_model(central, nats_server, tmp_path):
+    hyper = {"learning_rate": "0.003", "seed": "0", "steps_per_chunk": "13", "checkpoint_interval_s": "0"}
     async with running_node(central, nats_server.url, tmp_path) as node:
         rec = central.record
-        assert (await assign(node, rec, job_config("j-resume", epochs=3))).accepted
+        assert (await assign(node, rec, job_config("j-resume", epochs=4, hyperparameters=hyper))).accepted
         first = await eventually(lambda: rec.completion_of("j-resume", 1), timeout=60)
+        # the earliest checkpoint reported (one still waiting when a newer one came was dropped)
+        stored = [p for p in rec.progress_of("j-resume", 1) if p.checkpoint_uri and p.status.current_epoch < 4]
+        assert stored, "with checkpoint_interval_s 0, some epoch before the last has its checkpoint"
+        epoch = stored[0].status.current_epoch
         requeued = job_config(
-            "j-resume", epochs=3, attempt=2, resume_from_epoch=1,
-            resume_checkpoint_uri="nats://cyxwiz-checkpoints/j-resume/attempt-1/epoch-1",
+            "j-resume", epochs=4, attempt=2, resume_from_epoch=epoch, hyperparameters=hyper,
+            resume_checkpoint_uri=f"nats://cyxwiz-checkpoints/j-resume/attempt-1/epoch-{epoch}",
         )
         assert (await assign(node, rec, requeued)).accepted
         second = await eventually(lambda: rec.completion_of("j-resume", 2), timeout=60)
-        assert [p.status.current_epoch for p in rec.progress_of("j-resume", 2)] == [2, 3]
+        assert [p.status.current_epoch for p in rec.progress_of("j-resume", 2)] == list(range(epoch + 1, 5))
         assert second.result.status == common_pb2.STATUS_COMPLETED
         assert second.result.model_weights_hash == first.result.model_weights_hash
 
