@@ -101,6 +101,9 @@ def bare_loop(args) -> float:
     return trainer_bench.bench_bare(bench_args, x, y)
 
 
+TRAINED: list[float] = []  # per throughput job: samples/s from the node's own epoch seconds
+
+
 def through_system(client: Client, args, *, epochs: int, **fields) -> tuple[float, list[float], float]:
     """(seconds from submit to the client seeing epoch 1, the times each epoch was seen,
     the first epoch's own training seconds as the node measured them)."""
@@ -109,7 +112,10 @@ def through_system(client: Client, args, *, epochs: int, **fields) -> tuple[floa
     seen: dict[int, float] = {}
     last = None
     epoch_seconds = 0.0
+    walls: dict[int, float] = {}
     for last in client.follow(job_id):
+        if last.epoch >= 1 and "epoch_seconds" in last.metrics:
+            walls.setdefault(last.epoch, float(last.metrics["epoch_seconds"]))
         if last.epoch >= 1 and last.epoch not in seen:
             seen[last.epoch] = time.perf_counter()
             if last.epoch == 1:
@@ -119,6 +125,8 @@ def through_system(client: Client, args, *, epochs: int, **fields) -> tuple[floa
     if last is None or last.state != "completed":
         raise RuntimeError(f"job {job_id} ended {last and last.state}: {last and last.error}")
     times = [seen[e] for e in sorted(seen)]
+    later = [walls[e] for e in sorted(walls) if e > 1]  # epoch 1 includes the warm-up
+    TRAINED.append(len(later) * (fields.get("samples") or args.samples) / sum(later) if later else 0.0)
     return seen[1] - started, times, epoch_seconds
 
 
@@ -143,13 +151,16 @@ def main(argv=None) -> dict:
             second, _, second_epoch = through_system(client, args, epochs=2, samples=small)
             print(f"submit -> first epoch: first job {first:.3f} s, second identical job {second:.3f} s "
                   f"(of which the epoch itself {second_epoch:.3f} s)", flush=True)
+            TRAINED.clear()
             _, on, _ = through_system(client, args, epochs=args.epochs)
             _, off, _ = through_system(client, args, epochs=args.epochs, checkpoint_every=0)
             _, on_again, _ = through_system(client, args, epochs=args.epochs)
             _, every_epoch, _ = through_system(client, args, epochs=args.epochs, interval=0)
+            trained = dict(zip(("checkpoints_on", "checkpoints_off", "checkpoints_on_again", "every_epoch"), TRAINED))
             latency_every_epoch, _, _ = through_system(client, args, epochs=2, samples=small, interval=0)
     samples = args.samples
     system_on = max(rate(on, samples), rate(on_again, samples))
+    report["node_trained_samples_per_s"] = trained  # sum of the node's epoch seconds: stalls in training count
     report.update({
         "submit_to_first_epoch_s": {
             "samples": small, "first_job": round(first, 3), "second_identical_job": round(second, 3),

@@ -33,10 +33,10 @@ from protos import node_pb2_grpc
 __all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
 
 log = logging.getLogger("node")
-# At most one checkpoint per this many seconds of training (and always the last epoch's):
-# a job loses at most one epoch or this much work, and fast epochs of a big model do not
-# write a store-sized checkpoint every few milliseconds. A job's hyperparameter
-# checkpoint_interval_s overrides it.
+# At most one checkpoint per this many seconds of training: a job loses at most one epoch
+# or this much work, and fast epochs of a big model do not write a store-sized checkpoint
+# every few milliseconds (a job shorter than this has none; its model is stored). A job's
+# hyperparameter checkpoint_interval_s overrides it.
 CHECKPOINT_INTERVAL_S = 5.0
 
 

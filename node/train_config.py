@@ -27,8 +27,9 @@ class TrainConfig:
     ``weight_decay`` None means 1e-4 for adamw and 0 otherwise (L2 added to the
     gradient for adam and sgd, decoupled for adamw). ``steps_per_chunk`` None sizes
     chunks to about ``chunk_seconds``. ``checkpoint_interval_s`` skips a due checkpoint
-    until that many seconds of training have passed since the last one (the last epoch
-    always has its checkpoint). ``checkpoint_every`` > 0 attaches a checkpoint
+    until that many seconds of training have passed since the last one (or the start):
+    a short job may end with none, its final model being stored anyway.
+    ``checkpoint_every`` > 0 attaches a checkpoint
     to every that-many-th epoch (and the last).
     """
 

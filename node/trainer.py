@@ -361,8 +361,8 @@ class Trainer:
                 return state, done, last, history, True
             every, now = cfg.checkpoint_every, time.perf_counter()
             write = None
-            due = epoch % every == 0 and now - last_checkpoint >= cfg.checkpoint_interval_s if every else False
-            if every and (due or epoch == cfg.epochs):
+            due = every and (epoch % every == 0 or epoch == cfg.epochs)
+            if due and now - last_checkpoint >= cfg.checkpoint_interval_s:
                 write, last_checkpoint = self._snapshot(state, epoch, sums, val), now
             last = EpochResult(
                 epoch=epoch, total_epochs=cfg.epochs,

@@ -58,7 +58,8 @@ async def test_digits_job_reports_every_epoch_and_a_model_whose_hash_matches(cen
     await watcher.nc.subscribe("telemetry.job.j-digits", cb=on_phase)
     async with running_node(central, nats_server.url, tmp_path) as node:
         rec = central.record
-        answer = await assign(node, rec, job_config("j-digits", epochs=3))
+        hyper = {"learning_rate": "0.003", "seed": "0", "steps_per_chunk": "13", "checkpoint_interval_s": "0"}
+        answer = await assign(node, rec, job_config("j-digits", epochs=3, hyperparameters=hyper))
         assert answer.accepted and answer.status == common_pb2.STATUS_SUCCESS
         done = await eventually(lambda: rec.completion_of("j-digits"), timeout=60, message="completion")
         progress = rec.progress_of("j-digits")
