@@ -1,7 +1,9 @@
 """The node's training core: a job's config and data set in, epochs and a model out.
 
-No networking here: the executor calls :meth:`Trainer.run` in a worker thread, passes
-``on_epoch`` to report progress and store checkpoints, and ``should_stop`` to cancel.
+No networking here: the node's worker process (``node.worker``) calls :meth:`Trainer.run`,
+passes ``on_epoch`` to report progress and checkpoints, ``on_phase`` for telemetry and
+``should_stop`` to cancel. Checkpoints are snapshots on the device, written to bytes
+by a background thread (``node.snapshots``) while training goes on.
 
 How an epoch runs: the training split lives on the device; each epoch draws a
 permutation from ``fold_in(shuffle_key, epoch)`` and runs the steps as a few *chunks*,

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -196,10 +197,12 @@ def _serve(conn: Connection, env: Mapping[str, str | None], cache_dir: str | Non
             os.environ[name] = value
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the node, which ends its workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s worker: %(message)s")
-    if cache_dir:
-        from node.trainer import enable_compilation_cache
+    from node.trainer import enable_compilation_cache
 
+    if cache_dir:
         enable_compilation_cache(cache_dir, min_compile_seconds=0.5)
+    else:  # every worker of this machine shares one cache: a fresh worker loads, not compiles
+        enable_compilation_cache(Path(tempfile.gettempdir()) / f"cyxwiz-jax-cache-{os.getuid()}")
     _Serving(conn).serve()
 
 
