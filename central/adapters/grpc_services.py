@@ -56,7 +56,7 @@ from central.adapters.specs import (
     spec_from_config,
 )
 from central.adapters.auth import token_sha256
-from events import NodeHeartbeat, Requirements
+from events import CyxwizError, NodeHeartbeat, Requirements
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, grpc_status, status_error
 
@@ -79,7 +79,8 @@ def _error_response(response_cls, code: int, message: str):
 
 
 def unary(response_cls):
-    """Translate ``Refused`` and bus errors into the Error answer plus gRPC status."""
+    """Translate our errors into the Error answer plus the gRPC status of their code
+    (``events.errors.CODES``); the bus's say the event store is away, retry."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -90,7 +91,10 @@ def unary(response_cls):
                 await _abort(context, response_cls, exc.code, exc.message,
                              grpc.StatusCode.ALREADY_EXISTS if exc.reason == "exists" else None)
             except BusError as exc:
-                await _abort(context, response_cls, 503, f"event store unavailable, retry: {exc}")
+                await _abort(context, response_cls, 409 if exc.code == 409 else 503,
+                             f"event store unavailable, retry: {exc}" if exc.code != 409 else str(exc))
+            except CyxwizError as exc:
+                await _abort(context, response_cls, exc.code, str(exc))
 
         return handler
 
