@@ -86,6 +86,7 @@ class JobRow(msgspec.Struct, kw_only=True):
     size_bytes: int | None = None
     compute_seconds: float | None = None
     error: str | None = None
+    error_code: int | None = None
     updated_seq: int = 0
 
 
