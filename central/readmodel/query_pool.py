@@ -8,12 +8,14 @@ At most ``workers`` queries run at once (each thread runs one query on a cursor 
 own, opened for that query); ``waiting`` more may wait for a thread. Beyond that a query
 is refused at once with ``SqlBusy`` instead of piling up, so a burst of long queries
 cannot take the threads the rest of central reads with (the REST reads of the
-projection have their own pool) nor grow without bound.
+projection have their own pool) nor grow without bound. The workers run at a lower CPU
+priority (nice 10), so a long query takes what central's loop leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
@@ -21,6 +23,8 @@ from typing import Callable
 from central.readmodel.sql import QueryResult
 
 __all__ = ["QueryPool", "SqlBusy"]
+
+_NICE = 10
 
 
 class SqlBusy(Exception):
@@ -35,7 +39,8 @@ class QueryPool:
     def __init__(self, run: Callable[..., QueryResult], *, workers: int = 4, waiting: int = 4,
                  retry_after_s: int = 5) -> None:
         self._run = run
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cyxwiz-sql")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cyxwiz-sql",
+                                            initializer=_lower_priority)
         self.workers = workers
         self.capacity = workers + waiting
         self.retry_after_s = retry_after_s
@@ -69,3 +74,12 @@ class QueryPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at a lower CPU priority (Linux threads have their own nice
+    value), so users' queries yield the CPU to central's loop and the API's own reads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
+        pass

@@ -36,7 +36,8 @@ MAX_ROWS = 10_000
 TIMEOUT_S = 30.0
 MAX_VALUE_BYTES = 1 << 20
 MAX_RESULT_BYTES = 16 << 20
-_CHUNK_ROWS = 256
+_CHUNK_ROWS = 2048  # at most, per fetch
+_FIRST_CHUNK_ROWS = 16
 _TOO_BIG = "cyxwiz-value-too-large:"  # the marker of the length check's error(), then the column name
 _VARIABLE = ("VARCHAR", "BLOB", "BIT", "JSON")
 _NESTED = re.compile(r"\[|\b(STRUCT|MAP|UNION)\(")
@@ -182,11 +183,12 @@ def _wrapped(text: str, names: list[str], types: list[str], checked: list[int], 
 
 def _fetch(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: int, fired: threading.Event):
     """Up to ``max_rows`` rows (and whether there were more), chunk by chunk, stopping
-    as soon as their JSON passes ``max_bytes``."""
+    as soon as their JSON passes ``max_bytes``. Chunks start small and are sized from the
+    bytes per row seen so far, so wide rows never come out many at a time."""
     rows: list[list[Any]] = []
-    size = 0
+    size, want = 0, _FIRST_CHUNK_ROWS
     while len(rows) <= max_rows and not fired.is_set():
-        chunk = cursor.fetchmany(min(_CHUNK_ROWS, max_rows + 1 - len(rows)))
+        chunk = cursor.fetchmany(min(want, max_rows + 1 - len(rows)))
         if not chunk:
             break
         size += len(_measure.encode(chunk))
@@ -195,6 +197,8 @@ def _fetch(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: int, fir
                 f"the answer is over {_size(max_bytes)} after {len(rows) + len(chunk):,} rows, the limit per query: "
                 "select fewer columns, add a LIMIT, or aggregate")
         rows.extend(list(r) for r in chunk)
+        per_row = size / len(rows)
+        want = int(max(1, min(_CHUNK_ROWS, (max_bytes - size) / per_row / 2 + 1)))
     return rows[:max_rows], len(rows) > max_rows
 
 
