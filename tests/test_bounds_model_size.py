@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from central.adapters.job_limits import (
     MAX_LAYERS, MAX_PARAMETERS, MAX_WIDTH, NO_NODE_MEMORY, check_model_size, check_spec, largest_node_memory,
 )
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from events import Device, JobSpec
 from events.model_size import estimate
 from node.models import build_model

@@ -65,7 +65,7 @@ def test_state_queue_is_in_scheduling_order_and_skips_stale_entries():
         event = JobSubmitted(job_id=job_id, spec=JobSpec(priority=priority))
         state.apply(StoredMessage(seq, f"events.job.{job_id}", encode(event)))
     assert [j.job_id for j in state.queued()] == ["high", "n1", "n2", "low"]
-    assert state.jobs["n1"].version == 2
+    assert state.job_version("n1") == 2
     first = state.pop_queued()
     assert first.job_id == "high"
     state.push_queued(first)

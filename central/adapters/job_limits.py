@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from events import JobSpec
 from events.model_size import ModelSize, estimate
 

@@ -30,7 +30,7 @@ from bus.loop import run as run_loop
 from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
 from central.adapters.job_limits import check_spec
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.readmodel.sql import QueryResult, SqlError, SqlRefused, SqlTooLarge
 from events import EVENT_TYPES, InvalidEvent, JobSubmitted, build, subject_for
 

@@ -22,11 +22,11 @@ from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import Assign, Cancel, JobState, Refused, decide
+from central.lifecycle.deciders import Assign, Cancel, JobState, Refused
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking
 from central.lifecycle.state import CentralState
-from events import JobAssigned, Requirements, utc_now
+from events import JobAssigned, Requirements
 
 log = logging.getLogger("cyxwiz.central.scheduler")
 
@@ -130,7 +130,7 @@ class Scheduler:
             if job.cancel_requested:
                 self._spawn(self._cancel(job.job_id))
                 continue
-            node_id = free.take(job.spec.requirements if job.spec else ANY)
+            node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node)
             if node_id is None:
                 skipped.append(job)
                 continue
@@ -152,22 +152,18 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _assign_batch(self, batch: list[tuple[JobState, str]]) -> None:
-        """Append the pass's JobAssigned events pipelined, each at its job's expected version."""
-        now = utc_now()
-        events = [decide(job, Assign(node_id), now)[0] for job, node_id in batch]
-        try:
-            results = await self.bus.append_each(events, [job.version for job, _ in batch])
-        except BusError as exc:
-            results = [exc] * len(events)
+        """Decide and append the pass's assignments pipelined through the command shell,
+        each at its job's expected version; only the appends that won are dispatched."""
+        results = await self.commands.decide_each([(job.job_id, Assign(node_id)) for job, node_id in batch])
         conflicted = retry = False
-        for (job, _), event, result in zip(batch, events, results):
+        for (job, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
                 self._spawn(self.dispatcher.dispatch(event, result))
                 continue
             self._unpend(job.job_id)
             self.state.push_queued(job)  # dropped there if the job moved on
-            if isinstance(result, ConcurrencyConflict):
+            if isinstance(result, (ConcurrencyConflict, Refused)):
                 self.conflicts += 1
                 conflicted = True
             else:

@@ -70,7 +70,8 @@ def choose(requirements: Requirements, nodes: Iterable[Candidate]) -> str | None
 class Ranking:
     """The nodes of one scheduling pass, best first.
 
-    ``take(requirements)`` answers what ``choose`` would over the nodes as they are now,
+    ``take(requirements)`` answers what ``choose`` would over the nodes as they are now
+    (``take(requirements, avoid)`` passes over ``avoid`` while another node fits),
     and counts the slot it takes, so a pass placing k jobs on n nodes costs about
     O(n + k log n) instead of O(k n). Requirements that found no node stay unplaceable
     for the rest of the pass (nodes only fill up during it).
@@ -85,22 +86,31 @@ class Ranking:
     def __bool__(self) -> bool:
         return bool(self._nodes)
 
-    def take(self, requirements: Requirements) -> str | None:
+    def take(self, requirements: Requirements, avoid: str | None = None) -> str | None:
+        """The best node that fits; ``avoid`` (a requeued job's excluded node) only when
+        no other fits."""
         if requirements in self._unplaceable:
             return None
         passed_over = []
-        found = None
+        found = fallback = None
         while self._heap:
             entry = heapq.heappop(self._heap)
             node = self._nodes.get(entry[1])
             if node is None or node.running != entry[2]:
                 continue  # an entry from before the node took a slot
-            if fits(requirements, node.devices, node.ram_bytes):
-                found = node
-                break
             passed_over.append(entry)
+            if fits(requirements, node.devices, node.ram_bytes):
+                if node.node_id != avoid:
+                    found = node
+                    passed_over.pop()
+                    break
+                fallback = node
         for entry in passed_over:
             heapq.heappush(self._heap, entry)
+        if found is None and fallback is not None:
+            found = fallback
+            self._heap = [e for e in self._heap if e[1] != found.node_id]
+            heapq.heapify(self._heap)
         if found is None:
             self._unplaceable.add(requirements)
             return None
