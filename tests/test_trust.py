@@ -233,3 +233,19 @@ async def test_node_metrics_need_the_session_token(central):  # noqa: F811
             assert not answer.HasField("error")
     finally:
         await server.stop(0)
+
+
+async def test_a_job_no_node_can_run_says_why_it_waits(central, jobs):  # noqa: F811
+    node = await FakeNode(central.grpc_address, node_id="cpu-only").start()
+    node.start_heartbeats(0.2)
+    try:
+        gpu_job = config(job_id="needs-gpu", required_device=common_pb2.DEVICE_CUDA)
+        await jobs.SubmitJob(job_pb2.SubmitJobRequest(config=gpu_job))
+        await eventually(lambda: _waiting(jobs, "needs-gpu"), message="a reason")
+        assert (await state_of(jobs, "needs-gpu")).waiting_reason == "no online node has a cuda device"
+    finally:
+        await node.stop()
+
+
+async def _waiting(jobs, job_id: str) -> str:
+    return (await state_of(jobs, job_id)).waiting_reason

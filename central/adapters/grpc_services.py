@@ -56,7 +56,7 @@ from central.adapters.specs import (
     spec_from_config,
 )
 from central.adapters.auth import token_sha256
-from events import NodeHeartbeat, Requirements
+from events import CyxwizError, NodeHeartbeat, Requirements
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, grpc_status, status_error
 
@@ -79,7 +79,8 @@ def _error_response(response_cls, code: int, message: str):
 
 
 def unary(response_cls):
-    """Translate ``Refused`` and bus errors into the Error answer plus gRPC status."""
+    """Translate our errors into the Error answer plus the gRPC status of their code
+    (``events.errors.CODES``); the bus's say the event store is away, retry."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -90,7 +91,10 @@ def unary(response_cls):
                 await _abort(context, response_cls, exc.code, exc.message,
                              grpc.StatusCode.ALREADY_EXISTS if exc.reason == "exists" else None)
             except BusError as exc:
-                await _abort(context, response_cls, 503, f"event store unavailable, retry: {exc}")
+                await _abort(context, response_cls, 409 if exc.code == 409 else 503,
+                             f"event store unavailable, retry: {exc}" if exc.code != 409 else str(exc))
+            except CyxwizError as exc:
+                await _abort(context, response_cls, exc.code, str(exc))
 
         return handler
 
@@ -120,7 +124,8 @@ def _text(what: str, value: str, limit: int = MAX_TEXT) -> str:
 class Services:
     """What the servicers share: central's state, commands, auth, liveness, dispatcher."""
 
-    def __init__(self, state, bus, commands, auth, liveness, dispatcher) -> None:
+    def __init__(self, state, bus, commands, auth, liveness, dispatcher, scheduler=None) -> None:
+        self.scheduler = scheduler
         self.state = state
         self.bus = bus
         self.commands = commands
@@ -143,6 +148,9 @@ class Services:
             raise Refused(404, f"unknown node {node_id!r}: register first")
         self.auth.check_node(context.invocation_metadata(), node)
         return node
+
+    def job_status(self, job) -> job_pb2.JobStatus:
+        return job_status(job, self.scheduler.waiting.get(job.job_id, "") if self.scheduler else "")
 
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),
@@ -173,7 +181,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     @unary(job_pb2.GetJobStatusResponse)
     async def GetJobStatus(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        return job_pb2.GetJobStatusResponse(status=job_status(self.s.job(request.job_id)))
+        return job_pb2.GetJobStatusResponse(status=self.s.job_status(self.s.job(request.job_id)))
 
     @unary(job_pb2.CancelJobResponse)
     async def CancelJob(self, request, context):
@@ -203,7 +211,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         jobs = [j for j in reversed(self.s.state.jobs.values()) if _listed(j, request)]
         page = jobs[offset:offset + size]
         more = offset + size < len(jobs)
-        return job_pb2.ListJobsResponse(jobs=[job_status(j) for j in page], total_count=len(jobs),
+        return job_pb2.ListJobsResponse(jobs=[self.s.job_status(j) for j in page], total_count=len(jobs),
                                         next_page_token=str(offset + size) if more else "")
 
     async def StreamJobUpdates(self, request, context):

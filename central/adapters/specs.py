@@ -131,7 +131,7 @@ def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, res
 # --------------------------------------------------------------------------- jobs out
 
 
-def job_status(job: JobState) -> job_pb2.JobStatus:
+def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
     status = job_pb2.JobStatus(
         job_id=job.job_id,
         status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
@@ -148,6 +148,7 @@ def job_status(job: JobState) -> job_pb2.JobStatus:
         checkpoint_uri=job.checkpoint_uri or "",
         total_epochs=job.epochs,
         name=job.name,
+        waiting_reason=waiting_reason if job.status == "queued" else "",
     )
     if job.error:
         status.error.CopyFrom(common_pb2.Error(code=500 if job.status == "failed" else 0, message=job.error))

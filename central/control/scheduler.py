@@ -24,7 +24,7 @@ from bus import BusError, ConcurrencyConflict, EventBus
 from central.control.commands import Commands
 from central.lifecycle.deciders import Assign, Cancel, JobState, Refused
 from central.control.dispatcher import Dispatcher
-from central.lifecycle.policy import Candidate, Ranking
+from central.lifecycle.policy import Candidate, Ranking, why_waiting
 from central.lifecycle.state import CentralState
 from events import JobAssigned, Requirements
 
@@ -51,6 +51,7 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.pending: dict[str, str] = {}  # job id -> node id, until the JobAssigned is folded
+        self.waiting: dict[str, str] = {}  # queued job id -> why the last pass placed it nowhere
         self._pending_by_node: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -119,6 +120,9 @@ class Scheduler:
         if not self.state.has_queued():
             return 0  # most wakes (a job started, an epoch ended) leave nothing to place
         free = Ranking(self.candidates().values())
+        if not free:
+            self._explain(self.state.queued(limit=100))  # every slot busy, or no node: the head of the queue says why
+            return 0
         skipped: list[JobState] = []
         batch: list[tuple[JobState, str]] = []
         while free:
@@ -136,11 +140,26 @@ class Scheduler:
                 continue
             self._reserve(node_id, job.job_id)
             batch.append((job, node_id))
+        self._explain(skipped)
         for job in skipped:
             self.state.push_queued(job)
         if batch:
             self._spawn(self._assign_batch(batch))
         return len(batch)
+
+    def _explain(self, skipped: list[JobState]) -> None:
+        """Say why each job the pass could not place waits (``jobs show``, the queue)."""
+        for job_id in [j for j in self.waiting if self.state.jobs.get(j) is None or self.state.jobs[j].status != "queued"]:
+            del self.waiting[job_id]
+        if not skipped:
+            return
+        online = [Candidate(n.node_id, n.devices, n.ram_bytes, n.slots) for n in self.state.online_nodes()]
+        reasons: dict = {}
+        for job in skipped:
+            need = job.spec.requirements if job.spec else ANY
+            if need not in reasons:
+                reasons[need] = why_waiting(need, online)
+            self.waiting[job.job_id] = reasons[need]
 
     def _reserve(self, node_id: str, job_id: str) -> None:
         self.pending[job_id] = node_id

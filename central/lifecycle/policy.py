@@ -47,6 +47,29 @@ def fits(requirements: Requirements, devices: Iterable[Device], ram_bytes: int) 
     return any(d.type.lower() == wanted and need <= d.memory_bytes for d in devices)
 
 
+def why_waiting(requirements: Requirements, online: Iterable[Candidate]) -> str:
+    """Why a queued job that found no free slot waits: no node could ever run it (the
+    words say what is missing), or the nodes that could are busy."""
+    online = list(online)
+    if not online:
+        return "no node is online"
+    if any(fits(requirements, n.devices, n.ram_bytes) for n in online):
+        return "all slots of the nodes that fit it are busy"
+    wanted = (requirements.device or "").lower()
+    if wanted not in ("", "cpu", "any", "unknown") and not any(d.type.lower() == wanted for n in online for d in n.devices):
+        return f"no online node has a {wanted} device"
+    largest = max(max([n.ram_bytes] + [d.memory_bytes for d in n.devices]) for n in online)
+    return (f"needs {_size(requirements.min_memory_bytes)} of memory; the largest online node has {_size(largest)}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def score(node: Candidate) -> float:
     """Higher is better: load dominates, then completed jobs, then uptime."""
     load = node.running / max(1, node.slots)

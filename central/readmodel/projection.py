@@ -33,7 +33,7 @@ from bus import StoredMessage
 from central.readmodel import schema as q
 from central.readmodel.fold import REFUSED, Batch, Index
 from central.readmodel.sql import MAX_ROWS, QueryResult, SqlLimits, run_read_query
-from events import Device
+from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
 TELEMETRY_STREAM = q.TELEMETRY_STREAM
@@ -42,12 +42,16 @@ _CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
-class ProjectionError(Exception):
+class ProjectionError(CyxwizError):
     """The projection file cannot be used."""
+
+    code = 503
 
 
 class ProjectionBusy(ProjectionError):
     """Another process (a running central) holds the DuckDB file."""
+
+    code = 409
 
 
 # --- rows as the REST API returns them (also its OpenAPI schemas) -----------------------

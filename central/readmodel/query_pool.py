@@ -21,14 +21,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from central.readmodel.sql import QueryResult
+from events.errors import CyxwizError
 
 __all__ = ["QueryPool", "SqlBusy"]
 
 _NICE = 10
 
 
-class SqlBusy(Exception):
+class SqlBusy(CyxwizError):
     """Every worker is busy and the waiting line is full; retry after ``retry_after_s``."""
+
+    code = 429
+    retryable = True
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)

@@ -27,6 +27,8 @@ from typing import Any
 import duckdb
 import msgspec
 
+from events.errors import CyxwizError
+
 __all__ = [
     "MAX_ROWS", "QueryResult", "SqlError", "SqlLimits", "SqlRefused", "SqlTimeout", "SqlTooLarge",
     "check_read_only", "run_read_query",
@@ -55,12 +57,16 @@ _FILE_FUNCTION = re.compile(
 _FILE_AS_TABLE = re.compile(r"\b(FROM|JOIN)\s+'([^']*)'", re.IGNORECASE)
 
 
-class SqlRefused(ValueError):
+class SqlRefused(CyxwizError, ValueError):
     """The query is not allowed here (a write, a setting, or file access)."""
 
+    code = 400
 
-class SqlError(ValueError):
+
+class SqlError(CyxwizError, ValueError):
     """DuckDB rejected the query (syntax, unknown table or column...)."""
+
+    code = 400
 
 
 class SqlTimeout(SqlError):
@@ -69,6 +75,8 @@ class SqlTimeout(SqlError):
 
 class SqlTooLarge(SqlError):
     """A value, or the whole answer, is over its size limit."""
+
+    code = 413
 
 
 class SqlLimits(msgspec.Struct, frozen=True, kw_only=True):
