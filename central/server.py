@@ -31,6 +31,7 @@ from central.adapters.grpc_services import Services, add_services
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
+from protos.decode_guard import DecodeGuard
 
 log = logging.getLogger("cyxwiz.central")
 
@@ -160,7 +161,7 @@ class CentralServer:
             await self.dispatcher.worker.start()
         await self._replay()
         services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
-        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")

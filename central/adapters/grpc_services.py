@@ -175,7 +175,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             raise Refused(400, "initial_data is not supported: upload the data set and name it in config.dataset_uri")
         config = request.config
         job_id = check_id("config.job_id", config.job_id) if config.job_id else uuid.uuid4().hex
-        spec = spec_from_config(config)
+        spec = spec_from_config(config, nodes=self.s.state.online_nodes())
         await self.s.commands.job(job_id, Submit(job_id, spec))
         return job_pb2.SubmitJobResponse(job_id=job_id, status=common_pb2.STATUS_SUCCESS)
 

@@ -32,7 +32,7 @@ import msgspec
 from bus import StoredMessage
 from central.readmodel import schema as q
 from central.readmodel.fold import REFUSED, Batch, Index
-from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
+from central.readmodel.sql import MAX_ROWS, QueryResult, SqlLimits, run_read_query
 from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
@@ -263,9 +263,14 @@ class Projection:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def query(self, sql: str, *, max_rows: int = MAX_ROWS) -> QueryResult:
-        """Run a user's read-only SQL; raises ``SqlRefused`` or ``SqlError``."""
-        return run_read_query(self.cursor(), sql, max_rows=max_rows)
+    def query(self, sql: str, *, max_rows: int = MAX_ROWS, limits: SqlLimits = SqlLimits()) -> QueryResult:
+        """Run a user's read-only SQL within ``limits`` on a cursor of its own; raises
+        ``SqlRefused`` or ``SqlError`` (``SqlTimeout``, ``SqlTooLarge``)."""
+        cursor = self.cursor()
+        try:
+            return run_read_query(cursor, sql, max_rows=max_rows, limits=limits)
+        finally:
+            cursor.close()
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobRow]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
