@@ -27,7 +27,8 @@ from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
-from central.adapters.grpc_services import Services, add_services
+from central.adapters.grpc_base import Services
+from central.adapters.grpc_services import add_services
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState

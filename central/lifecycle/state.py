@@ -15,7 +15,6 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict, deque
-from dataclasses import replace
 from typing import Callable, Iterator
 
 from bus import StoredMessage
