@@ -28,6 +28,7 @@ from node.executor import Executor
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
+from node.serving import Serving
 from protos import node_pb2_grpc
 
 __all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
@@ -76,9 +77,16 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        add_idle_services(self._servers["deploy"], self._servers["terminal"])
+        self.serving = Serving(
+            fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
+            session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
+            public_host=cfg.public_host,
+        )
+        self.serving.add_to(self._servers["deploy"])
+        add_idle_services(None, self._servers["terminal"])
         for server in self._servers.values():
             await server.start()
+        self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
 
     async def register(self) -> None:
         """Register (retrying while central is away), then heartbeat in the background."""
@@ -98,11 +106,13 @@ class Node:
     def ready_info(self) -> dict[str, object]:
         return {
             "node_id": self.node_id, "node_service": self.endpoint("node"), "deploy": self.endpoint("deploy"),
-            "terminal": self.endpoint("terminal"), "pid": os.getpid(),
+            "terminal": self.endpoint("terminal"), "infer_http": f"http://{self.endpoint('infer_http')}",
+            "pid": os.getpid(),
         }
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
+        await self.serving.stop()  # answers the inference requests already accepted
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
         self.executor.stop_all()
         await asyncio.to_thread(self.executor.join, grace)
@@ -142,6 +152,7 @@ def banner(node: Node) -> str:
         f"CyxWiz node {node.node_id} is ready",
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
+        f"  inference:     http://{node.endpoint('infer_http')}",
         f"  terminal:      {node.endpoint('terminal')}",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",
