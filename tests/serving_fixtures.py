@@ -67,3 +67,19 @@ def stubs(endpoint: str):
 
 def accuracy(predicted, y) -> float:
     return float((np.asarray(predicted) == np.asarray(y)).mean())
+
+
+def quick_model(path: Path, epochs: int = 3) -> Path:
+    """A small digits model trained in this process, written where a node can load it."""
+    import json as _json
+
+    from node.datasets import Dataset
+    from node.trainer import TrainConfig, Trainer
+
+    x, y, _, _ = digits_split()
+    data = Dataset("builtin://digits", x.reshape(len(x), -1), y, "classification", 10)
+    cfg = TrainConfig.from_job({"learning_rate": "0.003", "seed": "0"}, epochs=epochs, batch_size=64,
+                               model_definition=_json.dumps({"type": "mlp", "hidden": [32]}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(Trainer(cfg, data).run().model_bytes)
+    return path
