@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
 from node.config import ConfigError, NodeConfig, parse_config
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = parse_config(argv)
-        return asyncio.run(serve(config))
+        return run_loop(serve(config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
