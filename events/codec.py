@@ -16,6 +16,7 @@ from events.catalog import (
     SCHEMA_VERSIONS,
     TELEMETRY_TYPES,
     Event,
+    DeploymentEvent,
     JobEvent,
     NodeEvent,
 )
@@ -121,12 +122,17 @@ def aggregate_id(event: Event) -> str:
         return event.job_id
     if isinstance(event, NodeEvent):
         return event.node_id
+    if isinstance(event, DeploymentEvent):
+        return event.deployment_id
     raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
 
 def subject_for(event: Event) -> str:
     """``events.job.<id>``, ``events.node.<id>``, or ``telemetry.node.<id>``."""
     name = type(event).__name__
+    if isinstance(event, DeploymentEvent):
+        kind = "telemetry" if name in TELEMETRY_TYPES else "events"
+        return f"{kind}.deployment.{_token(event.deployment_id)}"
     if name in TELEMETRY_TYPES:
         return f"telemetry.node.{_token(event.node_id)}"
     if isinstance(event, JobEvent):

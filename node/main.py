@@ -84,6 +84,8 @@ class Node:
             public_host=cfg.public_host,
         )
         self.serving.add_to(self._servers["deploy"])
+        self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
+        self.serving.grpc_port = self.ports["deploy"]
         add_idle_services(None, self._servers["terminal"])
         for server in self._servers.values():
             await server.start()

@@ -28,6 +28,7 @@ def digits_split(seed: int = 0, held_out: int = 300):
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, x=x.reshape(len(x), -1), y=y)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())
     return path
 

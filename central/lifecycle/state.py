@@ -19,7 +19,8 @@ from bus import StoredMessage
 from bus.loop import wait_for_future
 from central.lifecycle.deciders import ACTIVE, JobState, NodeState, anomaly, evolve, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
-from events import Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent
+from central.lifecycle.deployments import DeploymentState, fold_deployment
+from events import DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -32,6 +33,7 @@ class CentralState:
     def __init__(self) -> None:
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[str, NodeState] = {}
+        self.deployments: dict[str, DeploymentState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
         self.last_seq = 0
@@ -66,6 +68,10 @@ class CentralState:
             self._apply_job(event, seq)
         elif isinstance(event, NodeEvent):
             self._apply_node(event, seq)
+        elif isinstance(event, DeploymentEvent) and not isinstance(event, DeploymentStats):
+            reason = fold_deployment(self.deployments, event, seq)
+            if reason is not None:
+                self._anomaly(seq, type(event).__name__, reason)
 
     def _apply_job(self, event: JobEvent, seq: int) -> None:
         old = self.jobs.get(event.job_id)

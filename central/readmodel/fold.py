@@ -18,6 +18,8 @@ from central.readmodel.schema import TELEMETRY_STREAM
 from events import InvalidEvent, subject_for
 from events.codec import decode_json
 from events.catalog import TELEMETRY_TYPES, JobEvent
+from central.readmodel.deployments import DeploymentBatch
+from events import DeploymentEvent
 
 _REFUSED = (duckdb.Error, pa.ArrowException, OverflowError)
 
@@ -128,6 +130,7 @@ class _Batch:
         self.node_deltas: dict[str, dict[str, Any]] = {}
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
+        self.deployments = DeploymentBatch()  # central.readmodel.deployments
 
     def bad(self, m: StoredMessage, reason: str, raw: str | None = None) -> None:
         if raw is None:
@@ -137,6 +140,8 @@ class _Batch:
     def add(self, m: StoredMessage) -> None:
         try:
             event, raw = decode_json(m.data)
+            if isinstance(event, DeploymentEvent):
+                return self.deployments.add(self, m, event, raw)
             if not _on_its_subject(event, m.subject):
                 expected = subject_for(event)  # the slow, exact check; raises for a bad id
                 if expected != m.subject:

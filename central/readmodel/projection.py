@@ -31,6 +31,7 @@ import msgspec
 
 from bus import StoredMessage
 from central.readmodel import schema as q
+from central.readmodel.deployments import DEPLOYMENT_SCHEMA, DEPLOYMENT_STATEMENTS
 from central.readmodel.fold import _REFUSED, _Batch, _Index
 from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
 from events import Device
@@ -162,6 +163,7 @@ class Projection:
             raise ProjectionError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from exc
         if not read_only:
             self.con.execute(q.SCHEMA)
+            self.con.execute(DEPLOYMENT_SCHEMA)
         self.con.execute("SET TimeZone = 'UTC'; SET lock_configuration = true")
         self._write_lock = threading.Lock()
         self._last = {s: self._stored_checkpoint(s) for s in (EVENTS_STREAM, TELEMETRY_STREAM)}
@@ -217,11 +219,11 @@ class Projection:
                 batch.add(message)
         else:
             batch.bad(messages[0], force_bad)
-        tables = batch.tables()
+        tables = batch.deployments.tables(self.con, batch) | batch.tables()
         con = self.con
         con.begin()
         try:
-            for name, statement in q.BATCH_STATEMENTS:
+            for name, statement in (*q.BATCH_STATEMENTS, *DEPLOYMENT_STATEMENTS):
                 table = tables.get(name)
                 if table is not None:
                     con.register(name, table)

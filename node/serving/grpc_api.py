@@ -99,7 +99,7 @@ def spec_from_config(config: deployment_pb2.DeploymentConfig) -> DeploymentSpec:
     )
 
 
-def deployment_to_proto(d: Deployment, node_id: str, endpoint_url: str) -> deployment_pb2.Deployment:
+def deployment_to_proto(d: Deployment, node_id: str, endpoint_url: str, grpc_port: int = 0) -> deployment_pb2.Deployment:
     spec, p = d.spec, d.spec.params
     metadata = dict(spec.metadata)
     if d.loaded is not None:
@@ -113,6 +113,7 @@ def deployment_to_proto(d: Deployment, node_id: str, endpoint_url: str) -> deplo
             local_path=spec.local_path, size_bytes=d.loaded.size if d.loaded else 0, metadata=metadata,
             format=deployment_pb2.MODEL_FORMAT_UNKNOWN,
         ),
+        port=grpc_port,  # where InferenceService and the OIP answer (the node's deploy port)
         runtime_params={
             "max_batch_size": str(p.max_batch), "batch_delay_ms": f"{p.max_delay_s * 1000:g}",
             "queue_size": str(p.queue_size), "batching": "on" if p.batching else "off",
@@ -143,14 +144,15 @@ def page(page_size: int, page_token: str) -> tuple[int, int]:
 
 class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     def __init__(self, deployments: Deployments, access: Access, *, node_id: Callable[[], str],
-                 endpoint_url: Callable[[], str]) -> None:
+                 endpoint_url: Callable[[], str], grpc_port: Callable[[], int] = lambda: 0) -> None:
         self.deployments = deployments
         self.access = access
         self.node_id = node_id
         self.endpoint_url = endpoint_url
+        self.grpc_port = grpc_port
 
     def _proto(self, d: Deployment) -> deployment_pb2.Deployment:
-        return deployment_to_proto(d, self.node_id(), self.endpoint_url())
+        return deployment_to_proto(d, self.node_id(), self.endpoint_url(), self.grpc_port())
 
     @guarded(deployment_pb2.CreateDeploymentResponse)
     async def CreateDeployment(self, request, context):

@@ -35,6 +35,7 @@ class Serving:
         self.node_id = node_id
         self.public_host = public_host
         self.http_port = 0
+        self.grpc_port = 0  # the deploy port, once bound (named in deployments' config.port)
         self._runner = None
         self._roller: asyncio.Task | None = None
 
@@ -45,7 +46,8 @@ class Serving:
     def add_to(self, server: grpc.aio.Server) -> None:
         """DeploymentService, InferenceService and the OIP's GRPCInferenceService on ``server``."""
         deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
-            DeploymentServicer(self.deployments, self.access, node_id=self.node_id, endpoint_url=self.endpoint_url),
+            DeploymentServicer(self.deployments, self.access, node_id=self.node_id, endpoint_url=self.endpoint_url,
+                               grpc_port=lambda: self.grpc_port),
             server,
         )
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(self.deployments, self.access), server)

@@ -1,0 +1,91 @@
+"""Central as control plane and gateway, end to end (central and a node as processes):
+a job trained on held-out-split digits is deployed through central's DeploymentService,
+predicts through central's /v1/predict and /v2 (forwarded to the node), shows in SQL,
+and is marked lost when its node is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from serving_fixtures import MLP, accuracy, digits_split, write_npz
+from waiting import wait_until
+
+from central.cli.run import rest_sql
+from central.client import Client
+from central.cli.stack import Stack, StackConfig
+from protos import deployment_pb2 as dp
+from protos import deployment_pb2_grpc as dpg
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def post(url: str, doc: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
+    x_train, y_train, x_test, y_test = digits_split()
+    config = StackConfig(home=tmp_path / "home", grpc_port=0, rest_port=0, nodes=1, node_port=0, deploy_port=0,
+                         terminal_port=0, fresh_nats=True, heartbeat_s=0.5, node_timeout_s=3.0)
+    with Stack(config) as stack:
+        data = write_npz(tmp_path / "home" / "node-0" / "data" / "digits-train.npz", x_train, y_train)
+        with Client(stack.grpc) as client:
+            job_id = client.submit(dataset_uri=f"file://{data}", model=json.loads(MLP), epochs=12,
+                                   hyperparameters={"learning_rate": 0.003, "seed": 0})
+            assert client.wait(job_id).state == "completed"
+        with grpc.insecure_channel(stack.grpc) as channel:
+            stub = dpg.DeploymentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.CreateDeployment(dp.CreateDeploymentRequest(config=dp.DeploymentConfig(
+                    model=dp.ModelInfo(model_id="no-such-job"))))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            created = stub.CreateDeployment(dp.CreateDeploymentRequest(config=dp.DeploymentConfig(
+                deployment_id="dep-c", model=dp.ModelInfo(model_id=job_id))))
+            assert created.deployment.status == dp.DEPLOYMENT_STATUS_LOADING
+            running = wait_until(lambda: (d := stub.GetDeployment(dp.GetDeploymentRequest(deployment_id="dep-c"))
+                                          .deployment).status == dp.DEPLOYMENT_STATUS_RUNNING and d, timeout=60)
+            assert running.endpoint_url.startswith("http://") and running.assigned_node.node_id
+            listed = stub.ListDeployments(dp.ListDeploymentsRequest())
+            assert listed.total_count == 1 and listed.deployments[0].deployment_id == "dep-c"
+
+            status, body = post(stack.rest + "/v1/predict", {"deployment_id": "dep-c", "input": x_test.tolist()})
+            assert status == 200, body
+            assert accuracy(np.asarray(body["output"]).reshape(-1, 10).argmax(1), y_test) >= 0.9
+            status, one = post(stack.rest + "/v1/predict", {"deployment_id": "dep-c", "input": x_test[0].ravel().tolist()})
+            assert status == 200 and one["shape"] == [1, 10]
+            flat = x_test.reshape(len(x_test), -1)
+            status, v2 = post(stack.rest + "/v2/models/dep-c/infer", {"inputs": [
+                {"name": "input", "datatype": "FP32", "shape": list(flat.shape), "data": flat.ravel().tolist()}]})
+            assert status == 200 and accuracy(np.asarray(v2["outputs"][0]["data"]).reshape(-1, 10).argmax(1), y_test) >= 0.9
+            status, bad = post(stack.rest + "/v1/predict", {"deployment_id": "dep-c", "input": [1, 2]})
+            assert status == 400 and "one sample of this model has 64 values" in bad["error"]["message"]
+            status, missing = post(stack.rest + "/v1/predict", {"deployment_id": "nope", "input": [1]})
+            assert status == 404
+            with urllib.request.urlopen(stack.rest + "/v1/deployments", timeout=10) as r:
+                assert json.loads(r.read())["deployments"][0]["status"] == "running"
+            rows = wait_until(lambda: rest_sql(stack.rest, "SELECT status, model_id FROM deployments")["rows"], timeout=20)
+            assert rows == [["running", job_id]]
+
+            os.kill(stack.node_parts[0].process.pid, signal.SIGKILL)
+            lost = wait_until(lambda: (d := stub.GetDeployment(dp.GetDeploymentRequest(deployment_id="dep-c"))
+                                       .deployment).status == dp.DEPLOYMENT_STATUS_FAILED and d, timeout=60)
+            assert lost.status_message.startswith("lost: node")
+            status, gone = post(stack.rest + "/v1/predict", {"deployment_id": "dep-c", "input": [0] * 64})
+            assert status == 409 and "lost" in gone["error"]["message"]
+            stub.StopDeployment(dp.StopDeploymentRequest(deployment_id="dep-c"))
+            stub.DeleteDeployment(dp.DeleteDeploymentRequest(deployment_id="dep-c"))
+            assert stub.ListDeployments(dp.ListDeploymentsRequest()).total_count == 0
+            wait_until(lambda: rest_sql(stack.rest, "SELECT status FROM deployments")["rows"] == [["deleted"]],
+                       timeout=20)
