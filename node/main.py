@@ -30,6 +30,7 @@ from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
 from node.serving import Serving
+from node.serving.telemetry import StatsPublisher
 from protos import node_pb2_grpc
 
 __all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
@@ -78,10 +79,11 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
+        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id)
         self.serving = Serving(
             fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
             session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
-            public_host=cfg.public_host,
+            public_host=cfg.public_host, on_window=self.serving_stats,
         )
         self.serving.add_to(self._servers["deploy"])
         self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
@@ -116,6 +118,7 @@ class Node:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
         await self.serving.stop()  # answers the inference requests already accepted
+        await self.serving_stats.close()
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
         self.executor.stop_all()
         await asyncio.to_thread(self.executor.join, grace)

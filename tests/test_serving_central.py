@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -78,6 +80,20 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
             rows = wait_until(lambda: rest_sql(stack.rest, "SELECT status, model_id FROM deployments")["rows"], timeout=20)
             assert rows == [["running", job_id]]
 
+            with Client(stack.grpc) as client:  # the Python client and the CLI
+                info = client.deploy(job_id, deployment_id="dep-py", max_batch=32)
+                assert info.status == "running" and info.grpc_endpoint
+                assert accuracy(client.predict("dep-py", x_test).argmax(1), y_test) >= 0.9
+                assert {d.deployment_id for d in client.deployments()} == {"dep-c", "dep-py"}
+            np.save(tmp_path / "x.npy", x_test[:5].reshape(5, -1))
+            cli = subprocess.run([sys.executable, "-m", "central", "predict", "dep-py", "--input", str(tmp_path / "x.npy"),
+                                  "--central", stack.grpc, "--json"], capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0, cli.stderr
+            assert json.loads(cli.stdout)["argmax"] == client_argmax(x_test[:5], stack.grpc)
+            cli = subprocess.run([sys.executable, "-m", "central", "deployments", "show", "nope", "--central", stack.grpc],
+                                 capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 4 and "no deployment 'nope'" in cli.stderr
+
             os.kill(stack.node_parts[0].process.pid, signal.SIGKILL)
             lost = wait_until(lambda: (d := stub.GetDeployment(dp.GetDeploymentRequest(deployment_id="dep-c"))
                                        .deployment).status == dp.DEPLOYMENT_STATUS_FAILED and d, timeout=60)
@@ -86,6 +102,11 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
             assert status == 409 and "lost" in gone["error"]["message"]
             stub.StopDeployment(dp.StopDeploymentRequest(deployment_id="dep-c"))
             stub.DeleteDeployment(dp.DeleteDeploymentRequest(deployment_id="dep-c"))
-            assert stub.ListDeployments(dp.ListDeploymentsRequest()).total_count == 0
-            wait_until(lambda: rest_sql(stack.rest, "SELECT status FROM deployments")["rows"] == [["deleted"]],
-                       timeout=20)
+            assert [d.deployment_id for d in stub.ListDeployments(dp.ListDeploymentsRequest()).deployments] == ["dep-py"]
+            wait_until(lambda: rest_sql(stack.rest, "SELECT deployment_id, status FROM deployments ORDER BY 1")["rows"]
+                       == [["dep-c", "deleted"], ["dep-py", "lost"]], timeout=20)
+
+
+def client_argmax(x, target) -> list[int]:
+    with Client(target) as client:
+        return client.predict("dep-py", x.reshape(len(x), -1)).argmax(1).tolist()
