@@ -113,8 +113,10 @@ async def serve(models: Path, port_file: Path) -> None:
     http_port = await serving.start_http("127.0.0.1", 0)
 
     path = models / "digits.cyx"
-    loaded = source.load(path.read_bytes(), source.ModelSource("m", "file://" + str(path), None))
-    predictor = Predictor(loaded, max_batch=1)
+    predictor = None
+    if path.exists():
+        loaded = source.load(path.read_bytes(), source.ModelSource("m", "file://" + str(path), None))
+        predictor = Predictor(loaded, max_batch=1)
 
     async def plain(request: web.Request) -> web.Response:  # what a user writes by hand
         body = await request.json()
@@ -207,8 +209,8 @@ def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     models = tmp / "models"
     models.mkdir()
-    x, batch = make_model("digits", models / "digits.cyx")
     big_x, big_batch = make_model("mlp4096", models / "mlp4096.cyx")
+    x, batch = make_model("digits", models / "digits.cyx") if args.model == "digits" else (big_x, big_batch)
     report: dict = {"model": args.model, "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
     if args.model == "digits":
         report["in_process"] = in_process(models / "digits.cyx", x, batch, 2000)
@@ -218,7 +220,8 @@ def run(args) -> dict:
         report["in_process"] = in_process(models / "mlp4096.cyx", x, batch, 300)
     port_file = tmp / "ports.json"
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(models), str(port_file)],
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)})
     try:
         deadline = time.monotonic() + 120
         while not port_file.exists():

@@ -58,7 +58,7 @@ class Node:
         self.store = ArtifactStore(cfg.nats_url)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            server = grpc.aio.server()
+            server = grpc.aio.server(options=_MESSAGE_LIMITS)
             self.ports[name] = _bind(server, cfg.bind_host, port, name)
             self._servers[name] = server
         self.agent = Agent(
@@ -130,6 +130,10 @@ class Node:
         await self.reporter.close()
         await self.agent.close()
         await self.store.close()
+
+
+# inference requests carry batches (a 256 x 4096 float32 batch is 4 MiB, gRPC's default limit)
+_MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:
