@@ -164,7 +164,7 @@ class CentralServer:
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         add_services(self._grpc, services)
         self.deployments = DeploymentControl(self.state, commands, auth)
@@ -229,7 +229,7 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:

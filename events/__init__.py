@@ -50,6 +50,7 @@ from events.codec import (
     from_dict,
     headers_for,
     job_subject,
+    misplaced,
     node_subject,
     register_upcaster,
     subject_for,

@@ -140,6 +140,36 @@ def subject_for(event: Event) -> str:
     return f"events.node.{_token(event.node_id)}"
 
 
+def misplaced(event: Event, subject: str) -> str | None:
+    """Why ``event`` does not belong on ``subject`` (None when it does). An event whose
+    payload names another aggregate than its subject is an anomaly for every consumer:
+    folding it would change one aggregate while versioning another."""
+    if _on_its_subject(event, subject):
+        return None
+    try:
+        expected = subject_for(event)  # the exact check; raises for an id no subject can hold
+    except InvalidEvent as exc:
+        return str(exc)
+    if expected == subject:
+        return None
+    return f"{type(event).__name__} belongs on subject {expected}, not {subject}"
+
+
+def _on_its_subject(event: Event, subject: str) -> bool:
+    """The common case of ``subject_for(event) == subject``, cheaply (a subject from NATS
+    holds no whitespace, so only the characters a token forbids need a look)."""
+    if isinstance(event, JobEvent):
+        aggregate, prefix = event.job_id, "events.job."
+    elif isinstance(event, DeploymentEvent):
+        aggregate = event.deployment_id
+        prefix = "telemetry.deployment." if type(event).__name__ in TELEMETRY_TYPES else "events.deployment."
+    else:
+        aggregate = event.node_id
+        prefix = "telemetry.node." if type(event).__name__ in TELEMETRY_TYPES else "events.node."
+    return (subject.startswith(prefix) and subject[len(prefix):] == aggregate and aggregate != ""
+            and "." not in aggregate and "*" not in aggregate and ">" not in aggregate)
+
+
 def job_subject(job_id: str) -> str:
     return f"events.job.{_token(job_id)}"
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from central.adapters.grpc_services import _page, unary
 from central.adapters.specs import check_id
 from central.control.deployments import DeploymentControl, DeploymentRequest
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.lifecycle.deployments import DeploymentState
 from protos import common_pb2, deployment_pb2 as dp, deployment_pb2_grpc as dpg, node_pb2
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from central.lifecycle.deciders import NodeState, Refused
+from bus import ConcurrencyConflict
+from central.lifecycle.errors import Refused
+from central.lifecycle.nodes import NodeState
 from central.lifecycle.deployments import ACTIVE, DeploymentState
 from events import (
     DeploymentDeleted,
@@ -28,6 +30,7 @@ from events import (
     DeploymentRunning,
     DeploymentStopped,
     NodeLost,
+    subject_for,
 )
 from protos import deployment_pb2 as dp
 from protos import deployment_pb2_grpc as dpg
@@ -58,6 +61,19 @@ class DeploymentControl:
         self.auth = auth
         self._tasks: set[asyncio.Task] = set()
         state.listen(self._on_event)
+
+    async def _append(self, events: list) -> bool:
+        """Append a chain to one deployment at its current version; False on a conflict."""
+        bus = self.commands.bus
+        seq = self.state.versions.get(subject_for(events[0]), 0)
+        try:
+            for event in events:
+                seq = await bus.append(event, expected_version=seq)
+        except ConcurrencyConflict:
+            await self.commands.catch_up()
+            return False
+        await self.state.wait_for_seq(seq)
+        return True
 
     # --- reads -------------------------------------------------------------------------
 
@@ -98,7 +114,7 @@ class DeploymentControl:
                 name=req.name, node_id=req.node, max_batch=max_batch, runtime_params=dict(req.runtime_params),
                 user_id=req.user_id))
         events.append(DeploymentPlaced(deployment_id=req.deployment_id, node_id=node.node_id, endpoint=node.endpoint))
-        if not await self.commands.append(events, existing.version if existing else 0):
+        if not await self._append(events):
             raise Refused(409, f"deployment {req.deployment_id!r} changed while placing it; try again")
         self._spawn(self._follow(req.deployment_id))
         return self.state.deployments[req.deployment_id]
@@ -153,7 +169,7 @@ class DeploymentControl:
                                       http_endpoint=http_endpoint, load_seconds=seconds)
         else:
             event = DeploymentFailed(deployment_id=deployment_id, node_id=node.node_id, error=answer[1])
-        await self.commands.append([event], current.version)
+        await self._append([event])
 
     async def _run_on_node(self, d: DeploymentState, node: NodeState):
         metadata = self.metadata(node)
@@ -188,8 +204,7 @@ class DeploymentControl:
             if node is not None and node.status == "online":
                 await self._on_node(node, "StopDeployment", dp.StopDeploymentRequest(deployment_id=deployment_id))
         if d.status in ACTIVE | {"lost", "failed"}:
-            if not await self.commands.append([DeploymentStopped(deployment_id=deployment_id, reason="stopped")],
-                                              d.version):
+            if not await self._append([DeploymentStopped(deployment_id=deployment_id, reason="stopped")]):
                 raise Refused(409, f"deployment {deployment_id!r} changed while stopping it; try again")
         return self.state.deployments[deployment_id]
 
@@ -200,7 +215,7 @@ class DeploymentControl:
         node = self.state.nodes.get(d.node_id)
         if node is not None and node.status == "online":
             await self._on_node(node, "DeleteDeployment", dp.DeleteDeploymentRequest(deployment_id=deployment_id))
-        if not await self.commands.append([DeploymentDeleted(deployment_id=deployment_id)], d.version):
+        if not await self._append([DeploymentDeleted(deployment_id=deployment_id)]):
             raise Refused(409, f"deployment {deployment_id!r} changed while deleting it; try again")
 
     async def _on_node(self, node: NodeState, method: str, request):
@@ -217,10 +232,9 @@ class DeploymentControl:
         if isinstance(event, NodeLost):
             lost = [d for d in self.state.deployments.values() if d.node_id == event.node_id and d.status in ACTIVE]
             for d in lost:
-                self._spawn(self.commands.append([DeploymentFailed(
+                self._spawn(self._append([DeploymentFailed(
                     deployment_id=d.deployment_id, node_id=event.node_id, lost=True,
-                    error=f"node {event.node_id} was lost; create the deployment again to place it elsewhere")],
-                    d.version))
+                    error=f"node {event.node_id} was lost; create the deployment again to place it elsewhere")]))
 
     async def close(self) -> None:
         for task in list(self._tasks):

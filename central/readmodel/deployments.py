@@ -18,7 +18,9 @@ import pyarrow as pa
 from central.lifecycle.deployments import DeploymentState, fold_deployment
 from events import DeploymentStats, subject_for
 
-__all__ = ["DEPLOYMENT_SCHEMA", "DEPLOYMENT_STATEMENTS", "DeploymentBatch"]
+__all__ = ["DEPLOYMENT_SCHEMA", "DEPLOYMENT_STATEMENTS", "DEPLOYMENT_TABLES", "DeploymentBatch"]
+
+DEPLOYMENT_TABLES = ("deployments", "deployment_metrics")
 
 DEPLOYMENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
