@@ -79,6 +79,10 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
                 assert json.loads(r.read())["deployments"][0]["status"] == "running"
             rows = wait_until(lambda: rest_sql(stack.rest, "SELECT status, model_id FROM deployments")["rows"], timeout=20)
             assert rows == [["running", job_id]]
+            # the node's 5 s serving windows arrive as telemetry (telemetry.deployment.<id>)
+            windows = wait_until(lambda: rest_sql(stack.rest, "SELECT sum(requests), max(p99_ms) FROM deployment_metrics "
+                                                  "WHERE deployment_id = 'dep-c'")["rows"][0][0], timeout=30)
+            assert windows >= 4
 
             with Client(stack.grpc) as client:  # the Python client and the CLI
                 info = client.deploy(job_id, deployment_id="dep-py", max_batch=32)

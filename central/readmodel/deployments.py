@@ -94,6 +94,8 @@ class DeploymentBatch:
         rows = [(d.deployment_id, d.name, d.status, d.model_id, d.model_uri, d.sha256, d.node_id, d.grpc_endpoint,
                  d.http_endpoint, d.error, _micros(d.requested_at), _micros(d.running_at), _micros(d.stopped_at),
                  d.version, json.dumps(dataclasses.asdict(d))) for d in known.values()]
+        if not rows:  # only anomalies about deployments never requested
+            return out
         out["b_deployments"] = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(zip(*rows), _ROWS)],
                                                     schema=_ROWS)
         return out
