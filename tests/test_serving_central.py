@@ -80,9 +80,26 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
             rows = wait_until(lambda: rest_sql(stack.rest, "SELECT status, model_id FROM deployments")["rows"], timeout=20)
             assert rows == [["running", job_id]]
             # the node's 5 s serving windows arrive as telemetry (telemetry.deployment.<id>)
-            windows = wait_until(lambda: rest_sql(stack.rest, "SELECT sum(requests), max(p99_ms) FROM deployment_metrics "
-                                                  "WHERE deployment_id = 'dep-c'")["rows"][0][0], timeout=30)
-            assert windows >= 4
+            # three answered (a batch, one sample, one OIP call) and one refused (400)
+            wait_until(lambda: rest_sql(stack.rest, "SELECT sum(requests), sum(errors) FROM deployment_metrics "
+                                        "WHERE deployment_id = 'dep-c'")["rows"][0] == [3, 1], timeout=30)
+
+            for request, code, text in (
+                (dp.CreateDeploymentRequest(config=dp.DeploymentConfig(deployment_id="a b", model=dp.ModelInfo(
+                    model_id=job_id))), grpc.StatusCode.INVALID_ARGUMENT, "not a valid id"),
+                (dp.CreateDeploymentRequest(config=dp.DeploymentConfig(model=dp.ModelInfo(model_id=job_id), node_id="nope")),
+                 grpc.StatusCode.FAILED_PRECONDITION, "node 'nope' is not online"),
+                (dp.CreateDeploymentRequest(), grpc.StatusCode.INVALID_ARGUMENT, "model_id is required"),
+            ):
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.CreateDeployment(request)
+                assert caught.value.code() == code and text in caught.value.details(), caught.value.details()
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.DeleteDeployment(dp.DeleteDeploymentRequest(deployment_id="dep-c"))
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "stop it first" in caught.value.details()
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.StopDeployment(dp.StopDeploymentRequest(deployment_id="nope"))
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
             with Client(stack.grpc) as client:  # the Python client and the CLI
                 info = client.deploy(job_id, deployment_id="dep-py", max_batch=32)
