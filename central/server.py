@@ -168,6 +168,7 @@ class CentralServer:
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         add_services(self._grpc, services)
         self.deployments = DeploymentControl(self.state, commands, auth)
+        self.deployments.resume()
         add_deployment_service(self._grpc, self.deployments, auth)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")

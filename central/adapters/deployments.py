@@ -72,9 +72,12 @@ class CentralDeploymentService(dpg.DeploymentServiceServicer):
             raise Refused(400, "config.model.model_id is required: the id of a completed job")
         deployment_id = check_id("config.deployment_id", c.deployment_id or f"dep-{uuid.uuid4().hex[:12]}")
         check_id("config.model.model_id", model_id)
+        params = dict(c.runtime_params)
+        if c.enable_terminal:
+            params["enable_terminal"] = "true"
         d = await self.control.create(DeploymentRequest(
             deployment_id=deployment_id, model_id=model_id, name=c.model.name, node=c.node_id or None,
-            runtime_params=dict(c.runtime_params), user_id=c.user_id))
+            runtime_params=params, user_id=c.user_id))
         return dp.CreateDeploymentResponse(status=common_pb2.STATUS_SUCCESS, deployment=to_proto(d))
 
     @unary(dp.GetDeploymentResponse)

@@ -54,6 +54,15 @@ class DeploymentRequest:
     user_id: str = ""
 
 
+def _check(req: DeploymentRequest) -> None:
+    for what, value, limit in (("config.model.name", req.name, 200), ("config.user_id", req.user_id, 128),
+                               ("config.node_id", req.node or "", 128)):
+        if len(value) > limit or not value.isprintable():
+            raise Refused(400, f"{what} must be at most {limit} printable characters")
+    if len(req.runtime_params) > 16 or any(len(k) > 64 or len(v) > 256 for k, v in req.runtime_params.items()):
+        raise Refused(400, "config.runtime_params: at most 16 entries, keys of 64 and values of 256 characters")
+
+
 class DeploymentControl:
     def __init__(self, state, commands, auth) -> None:
         self.state = state
@@ -75,7 +84,20 @@ class DeploymentControl:
         await self.state.wait_for_seq(seq)
         return True
 
+    def resume(self) -> None:
+        """After a restart: follow again every deployment placed but not yet running."""
+        for d in self.state.deployments.values():
+            if d.status == "placed":
+                self._spawn(self._follow(d.deployment_id))
+
     # --- reads -------------------------------------------------------------------------
+
+    def terminal_target(self, deployment_id: str) -> tuple[str, bool] | None:
+        """(node id, terminal allowed) of an active deployment, for TerminalService.CreateSession."""
+        d = self.state.deployments.get(deployment_id)
+        if d is None or d.status not in ACTIVE or not d.node_id:
+            return None
+        return d.node_id, d.runtime_params.get("enable_terminal") == "true"
 
     def get(self, deployment_id: str) -> DeploymentState:
         d = self.state.deployments.get(deployment_id)
@@ -98,6 +120,7 @@ class DeploymentControl:
     # --- create ------------------------------------------------------------------------
 
     async def create(self, req: DeploymentRequest) -> DeploymentState:
+        _check(req)
         existing = self.state.deployments.get(req.deployment_id)
         if existing is not None and existing.status not in ("deleted", "lost"):
             if existing.model_id == req.model_id:
