@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import grpc
 
 from central.lifecycle.deciders import TERMINAL
+from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_metadata, dict_to_job_config
 from central.client_deployments import DeploymentCalls, DeploymentInfo  # noqa: F401  (re-exported)
@@ -29,7 +30,7 @@ from central.client_deployments import DeploymentCalls, DeploymentInfo  # noqa: 
 TERMINAL_STATES = frozenset(str(s) for s in TERMINAL)
 
 
-class ClientError(Exception):
+class ClientError(CyxwizError):
     code = 500
 
     def __init__(self, message: str, code: int | None = None):
@@ -56,6 +57,7 @@ class Conflict(ClientError):
 
 class CentralUnavailable(ClientError):
     code = 503
+    retryable = True
 
 
 _BY_STATUS = {

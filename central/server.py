@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
+from events import ConfigError
 from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
@@ -36,10 +37,6 @@ from central.lifecycle.state import CentralState
 log = logging.getLogger("cyxwiz.central")
 
 REPLAY_TIMEOUT_S = 600.0
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and what to do."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from events.catalog import (
     new_event_id,
     utc_now,
 )
+from events.errors import CODES, ConfigError, CyxwizError, answer_for
 from events.codec import (
     InvalidEvent,
     aggregate_id,

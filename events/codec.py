@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import msgspec
 
+from events.errors import CyxwizError
+
 from events.catalog import (
     EVENT_TYPES,
     SCHEMA_VERSIONS,
@@ -26,8 +28,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_SEQ_HEADER = "Nats-Expected-Last-Subject-Sequence"
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(CyxwizError, ValueError):
     """Bytes or data that do not form a valid event of the catalog."""
+
+    code = 400
 
 
 _encoder = msgspec.json.Encoder()

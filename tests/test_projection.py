@@ -311,3 +311,29 @@ async def test_a_fed_projector_loses_nothing_to_a_late_start_a_dropped_backlog_o
     projection.close()
     await rebuild(tmp_path / "clean.duckdb", bus)
     assert snapshot(tmp_path / "fed.duckdb") == snapshot(tmp_path / "clean.duckdb")
+
+
+async def test_a_rebuilt_file_keeps_last_seen_from_telemetry(bus, tmp_path):
+    """Telemetry is applied once the events stream has caught up, so a heartbeat moves
+    the last_seen of a node whose row a fresh file has only just written."""
+    from datetime import datetime, timedelta, timezone
+
+    registered = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    await bus.append(NodeRegistered(node_id="n1", endpoint="h:1", occurred_at=registered))
+    beat = registered + timedelta(hours=1)
+    await bus.publish_telemetry(NodeHeartbeat(node_id="n1", occurred_at=beat))
+    await eventually(lambda: _telemetry_stored(bus), message="the heartbeat is in its stream")
+    projection = Projection(tmp_path / "fresh.duckdb")
+    task = asyncio.create_task(Projector(projection, bus, telemetry_linger_s=0).run())
+    try:
+        await eventually(lambda: projection.checkpoint("CYXWIZ_TELEMETRY") >= 1, message="telemetry applied")
+        [[seen]] = projection.query("SELECT last_seen FROM nodes WHERE node_id = 'n1'").rows
+        assert seen.replace(tzinfo=timezone.utc) == beat
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        projection.close()
+
+
+async def _telemetry_stored(bus) -> bool:
+    return await bus.last_sequence("CYXWIZ_TELEMETRY") >= 1

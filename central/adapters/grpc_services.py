@@ -56,7 +56,7 @@ from central.adapters.specs import (
     spec_from_config,
 )
 from central.adapters.auth import token_sha256
-from events import NodeHeartbeat, Requirements
+from events import CyxwizError, NodeHeartbeat, Requirements
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, grpc_status, status_error
 
@@ -79,7 +79,8 @@ def _error_response(response_cls, code: int, message: str):
 
 
 def unary(response_cls):
-    """Translate ``Refused`` and bus errors into the Error answer plus gRPC status."""
+    """Translate our errors into the Error answer plus the gRPC status of their code
+    (``events.errors.CODES``); the bus's say the event store is away, retry."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -90,7 +91,10 @@ def unary(response_cls):
                 await _abort(context, response_cls, exc.code, exc.message,
                              grpc.StatusCode.ALREADY_EXISTS if exc.reason == "exists" else None)
             except BusError as exc:
-                await _abort(context, response_cls, 503, f"event store unavailable, retry: {exc}")
+                await _abort(context, response_cls, 409 if exc.code == 409 else 503,
+                             f"event store unavailable, retry: {exc}" if exc.code != 409 else str(exc))
+            except CyxwizError as exc:
+                await _abort(context, response_cls, exc.code, str(exc))
 
         return handler
 
@@ -151,7 +155,8 @@ class Services:
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),
                          completed=self.state.completed_by_node.get(node.node_id, 0),
-                         running=self.state.running_on(node.node_id))
+                         running=self.state.running_on(node.node_id), reputation=self.state.reputation(node.node_id),
+                         reported=self.liveness.reported.get(node.node_id))
 
 
 # --------------------------------------------------------------------------- JobService
@@ -303,6 +308,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             check_finite(f"metrics.{field}", getattr(point, field), minimum=0.0)
         self.s.liveness.beat(node.node_id)
         self.s.liveness.record_metrics(node.node_id, point)
+        if request.HasField("current_status"):
+            self.s.liveness.reported[node.node_id] = request.current_status
         await self._publish(node.node_id, request, point)
         return node_pb2.HeartbeatResponse(status=common_pb2.STATUS_SUCCESS, keep_alive=True,
                                           jobs_to_cancel=jobs_to_cancel(
@@ -310,8 +317,15 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                                               request.active_jobs, self.s.state.jobs))
 
     async def _publish(self, node_id: str, request, point) -> None:
-        beat = NodeHeartbeat(node_id=node_id, active_jobs=list(request.active_jobs)[:1000],
-                             cpu_percent=point.cpu_usage * 100.0, gpu_percent=point.gpu_usage * 100.0)
+        info = request.current_status
+        gpus = [d for d in info.devices if d.device_type != common_pb2.DEVICE_CPU]
+        gpu_total = sum(d.memory_total for d in gpus)
+        beat = NodeHeartbeat(
+            node_id=node_id, active_jobs=list(request.active_jobs)[:1000],
+            cpu_percent=point.cpu_usage * 100.0, gpu_percent=point.gpu_usage * 100.0,
+            ram_total_bytes=max(0, info.ram_total), ram_used_bytes=max(0, info.ram_total - info.ram_available),
+            gpu_memory_total_bytes=gpu_total if gpus else None,
+            gpu_memory_used_bytes=sum(max(0, d.memory_total - d.memory_available) for d in gpus) if gpus else None)
         try:
             await self.s.bus.publish_telemetry(beat)
         except Exception as exc:  # telemetry is best effort; the beat itself counted
@@ -358,8 +372,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             artifact_uri=_text("result.model_weights_uri", r.model_weights_uri, 4096) or None,
             sha256=_text("result.model_weights_hash", r.model_weights_hash, 128) or None,
             size_bytes=_non_negative("result.model_size", r.model_size),
-            compute_seconds=float(_non_negative("result.total_compute_time", r.total_compute_time)),
+            compute_seconds=_compute_seconds(r),
             error=_text("error.message", request.error.message, 4096),
+            error_code=_error_code(request.error.code),
             retryable=request.retryable,
         )
         await self.s.commands.job(job.job_id, command)
@@ -377,6 +392,19 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         points = [p for p in self.s.liveness.metrics.get(request.node_id, ())
                   if p.timestamp >= request.start_time and (not request.end_time or p.timestamp <= request.end_time)]
         return node_pb2.GetNodeMetricsResponse(metrics=points)
+
+
+def _compute_seconds(result) -> float:
+    """``compute_seconds`` (ours, exact) where the node sent it, else the protocol's whole seconds."""
+    whole = float(_non_negative("result.total_compute_time", result.total_compute_time))
+    exact = check_finite("result.compute_seconds", result.compute_seconds, minimum=0.0)
+    return exact or whole
+
+
+def _error_code(code: int) -> int:
+    if code and not 400 <= code <= 599:
+        raise Refused(400, f"error.code must be an HTTP-style code 400..599, or 0 (got {code})")
+    return code
 
 
 def _attempt(value: int) -> int:
@@ -426,13 +454,15 @@ class NodeDiscoveryService(node_pb2_grpc.NodeDiscoveryServiceServicer):
             raise Refused(400, f"required_device {request.required_device} is unknown; use a DeviceType")
         if request.min_memory < 0:
             raise Refused(400, f"min_memory must be >= 0 bytes (got {request.min_memory})")
-        check_finite("min_reputation", request.min_reputation)
-        _text("preferred_region", request.preferred_region, 256)
+        min_reputation = check_finite("min_reputation", request.min_reputation)
+        region = _text("preferred_region", request.preferred_region, 256)
         if not 0 <= request.max_results <= MAX_PAGE:
             raise Refused(400, f"max_results must be 0..{MAX_PAGE} (got {request.max_results}); 0 means {DEFAULT_PAGE}")
         need = Requirements(device=DEVICE_NAMES.get(request.required_device), min_memory_bytes=request.min_memory)
-        found = [n for n in self.s.state.online_nodes() if fits(need, n.devices, n.ram_bytes)]
-        found.sort(key=lambda n: (self.s.state.running_on(n.node_id) / n.slots, n.node_id))
+        found = [n for n in self.s.state.online_nodes() if fits(need, n.devices, n.ram_bytes)
+                 and self.s.state.reputation(n.node_id) >= min_reputation]
+        found.sort(key=lambda n: (bool(region) and n.region != region,  # the preferred region first
+                                  self.s.state.running_on(n.node_id) / n.slots, n.node_id))
         limit = request.max_results or DEFAULT_PAGE
         return node_pb2.FindNodesResponse(nodes=[self.s.node_info(n) for n in found[:limit]])
 

@@ -174,7 +174,8 @@ def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
         waiting_reason=waiting_reason if job.status == "queued" else "",
     )
     if job.error:
-        status.error.CopyFrom(common_pb2.Error(code=500 if job.status == "failed" else 0, message=job.error))
+        code = (job.error_code or 500) if job.status == "failed" else 0  # what the node said, else a failure
+        status.error.CopyFrom(common_pb2.Error(code=code, message=job.error))
     if job.artifact:
         status.model_weights_uri, status.model_weights_hash, status.model_size = job.artifact
     return status
@@ -213,11 +214,16 @@ def registration_from_info(info: node_pb2.NodeInfo) -> dict:
                               memory_bytes=max(d.memory_total, d.vram_total)))
     v = info.version
     version = f"{v.major}.{v.minor}.{v.patch}" + (f"+{v.build[:64]}" if v.build else "")
+    if len(info.region) > 64:
+        raise Refused(400, f"info.region is too long ({len(info.region)} characters, at most 64)")
     return dict(name=info.name, endpoint=endpoint, devices=devices, cpu_cores=info.cpu_cores,
-                ram_bytes=info.ram_total, slots=max(1, info.slots), version=version)
+                ram_bytes=info.ram_total, slots=max(1, info.slots), version=version, region=info.region)
 
 
-def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running: int) -> node_pb2.NodeInfo:
+def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running: int, reputation: float = 1.0,
+              reported: node_pb2.NodeInfo | None = None) -> node_pb2.NodeInfo:
+    """The node as central knows it; what changes between registrations (available
+    memory) comes from ``reported``, the NodeInfo of its latest heartbeat (0 when none)."""
     host, _, port = node.endpoint.rpartition(":")
     info = node_pb2.NodeInfo(
         node_id=node.node_id,
@@ -230,13 +236,18 @@ def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running
         is_online=node.status == "online",
         last_heartbeat=int(last_seen_unix),
         slots=node.slots,
+        region=node.region,
+        reputation_score=reputation,
+        ram_available=reported.ram_available if reported is not None else 0,
     )
     major, minor, patch = (_version_parts(node.version_text) + [0, 0, 0])[:3]
     info.version.CopyFrom(common_pb2.Version(major=major, minor=minor, patch=patch))
-    for d in node.devices:
+    beat = list(reported.devices) if reported is not None else []
+    for i, d in enumerate(node.devices):
+        available = beat[i].memory_available if i < len(beat) else 0
         info.devices.append(common_pb2.DeviceCapabilities(
             device_type=DEVICE_TYPES.get(d.type, common_pb2.DEVICE_UNKNOWN), device_name=d.name,
-            memory_total=d.memory_bytes, memory_available=d.memory_bytes))
+            memory_total=d.memory_bytes, memory_available=available))
     return info
 
 

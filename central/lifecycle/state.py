@@ -24,8 +24,8 @@ from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evo
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
 from central.lifecycle.deployments import DeploymentState, fold_deployment
-from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent, job_subject,
-                    misplaced, node_subject)
+from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent,
+                    job_subject, misplaced, node_subject)
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -41,6 +41,7 @@ class CentralState:
         self.deployments: dict[str, DeploymentState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
+        self.failed_by_node: defaultdict[str, int] = defaultdict(int)
         self.last_seq = 0
         self.versions: dict[str, int] = {}  # subject -> stream sequence of its last message
         self.anomalies: deque[tuple[int, str, str]] = deque(maxlen=1000)  # (seq, event type, reason)
@@ -102,6 +103,8 @@ class CentralState:
         self._index(old, new)
         if isinstance(event, JobCompleted) and new.node_id:
             self.completed_by_node[new.node_id] += 1
+        elif isinstance(event, JobFailed) and event.node_id:
+            self.failed_by_node[event.node_id] += 1
         self._notify(event, old, new)
 
     def _index(self, old: JobState | None, new: JobState) -> None:
@@ -174,6 +177,11 @@ class CentralState:
 
     def online_nodes(self) -> Iterator[NodeState]:
         return (n for n in self.nodes.values() if n.status == "online")
+
+    def reputation(self, node_id: str) -> float:
+        """The share of the node's finished runs that completed (1.0 before any ended)."""
+        done, failed = self.completed_by_node.get(node_id, 0), self.failed_by_node.get(node_id, 0)
+        return done / (done + failed) if done + failed else 1.0
 
     def running_on(self, node_id: str) -> int:
         held = self.node_jobs.get(node_id)

@@ -34,7 +34,7 @@ from central.readmodel import schema as q
 from central.readmodel.deployments import DEPLOYMENT_SCHEMA, DEPLOYMENT_STATEMENTS, DEPLOYMENT_TABLES
 from central.readmodel.fold import REFUSED, Batch, Index
 from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
-from events import Device
+from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
 TELEMETRY_STREAM = q.TELEMETRY_STREAM
@@ -43,12 +43,16 @@ _CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
-class ProjectionError(Exception):
+class ProjectionError(CyxwizError):
     """The projection file cannot be used."""
+
+    code = 503
 
 
 class ProjectionBusy(ProjectionError):
     """Another process (a running central) holds the DuckDB file."""
+
+    code = 409
 
 
 # --- rows as the REST API returns them (also its OpenAPI schemas) -----------------------
@@ -83,6 +87,7 @@ class JobRow(msgspec.Struct, kw_only=True):
     size_bytes: int | None = None
     compute_seconds: float | None = None
     error: str | None = None
+    error_code: int | None = None
     updated_seq: int = 0
 
 
