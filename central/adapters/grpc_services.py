@@ -45,7 +45,7 @@ from central.lifecycle.deciders import Cancel, Finish, Progress, Refused, Submit
 from central.lifecycle.nodes import NodeState, Register, registration_id
 from central.lifecycle.policy import fits
 from central.adapters.specs import (
-    _VALUES,
+    ENUM_VALUES,
     DEVICE_NAMES,
     check_finite,
     check_id,
@@ -204,9 +204,9 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     async def ListJobs(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
         size, offset = _page(request.page_size, request.page_token)
-        if request.filter_type not in _VALUES["JobType"]:
+        if request.filter_type not in ENUM_VALUES["JobType"]:
             raise Refused(400, f"filter_type {request.filter_type} is unknown; use a JobType")
-        if request.filter_status not in _VALUES["StatusCode"]:
+        if request.filter_status not in ENUM_VALUES["StatusCode"]:
             raise Refused(400, f"filter_status {request.filter_status} is unknown; use a StatusCode")
         _text("user_id", request.user_id, 256)
         jobs = [j for j in reversed(self.s.state.jobs.values()) if _listed(j, request)]
@@ -450,7 +450,7 @@ class NodeDiscoveryService(node_pb2_grpc.NodeDiscoveryServiceServicer):
     @unary(node_pb2.FindNodesResponse)
     async def FindNodes(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        if request.required_device not in _VALUES["DeviceType"]:
+        if request.required_device not in ENUM_VALUES["DeviceType"]:
             raise Refused(400, f"required_device {request.required_device} is unknown; use a DeviceType")
         if request.min_memory < 0:
             raise Refused(400, f"min_memory must be >= 0 bytes (got {request.min_memory})")

@@ -34,7 +34,7 @@ DEVICE_NAMES = {
 DEVICE_TYPES = {name: number for number, name in DEVICE_NAMES.items()}
 
 # the numbers each protocol enum defines (``EnumTypeWrapper.values()`` builds a list per call)
-_VALUES = {
+ENUM_VALUES = {
     "JobType": frozenset(job_pb2.JobType.values()),
     "JobPriority": frozenset(job_pb2.JobPriority.values()),
     "DeviceType": frozenset(common_pb2.DeviceType.values()),
@@ -82,15 +82,15 @@ def check_metrics(what: str, metrics) -> dict[str, float]:
 def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "") -> JobSpec:
     """A JobSpec from a submitted JobConfig; raises ``Refused(400)`` naming the bad field."""
     if config.job_type != job_pb2.JOB_TYPE_TRAINING:
-        got = job_pb2.JobType.Name(config.job_type) if config.job_type in _VALUES["JobType"] else config.job_type
+        got = job_pb2.JobType.Name(config.job_type) if config.job_type in ENUM_VALUES["JobType"] else config.job_type
         raise Refused(400, f"config.job_type {got} is not supported: central runs JOB_TYPE_TRAINING jobs")
     if not 0 < config.epochs <= MAX_EPOCHS:
         raise Refused(400, f"config.epochs must be 1..{MAX_EPOCHS} (got {config.epochs})")
     if not 0 < config.batch_size <= MAX_BATCH:
         raise Refused(400, f"config.batch_size must be 1..{MAX_BATCH} (got {config.batch_size})")
-    if config.priority not in _VALUES["JobPriority"]:
+    if config.priority not in ENUM_VALUES["JobPriority"]:
         raise Refused(400, f"config.priority {config.priority} is unknown; use PRIORITY_LOW..PRIORITY_CRITICAL (0-3)")
-    if config.required_device not in _VALUES["DeviceType"]:
+    if config.required_device not in ENUM_VALUES["DeviceType"]:
         raise Refused(400, f"config.required_device {config.required_device} is unknown; use a DeviceType")
     if config.estimated_memory < 0:
         raise Refused(400, f"config.estimated_memory must be >= 0 bytes (got {config.estimated_memory})")
@@ -206,7 +206,7 @@ def registration_from_info(info: node_pb2.NodeInfo) -> dict:
         raise Refused(400, f"info.devices lists {len(info.devices)} devices, at most 256")
     devices = []
     for i, d in enumerate(info.devices):
-        if d.device_type not in _VALUES["DeviceType"]:
+        if d.device_type not in ENUM_VALUES["DeviceType"]:
             raise Refused(400, f"info.devices[{i}].device_type {d.device_type} is unknown")
         if min(d.memory_total, d.vram_total, d.memory_available, d.vram_available) < 0:
             raise Refused(400, f"info.devices[{i}] memory must be >= 0 bytes")

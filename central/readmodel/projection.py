@@ -38,7 +38,7 @@ from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
 TELEMETRY_STREAM = q.TELEMETRY_STREAM
-_CONFIG = {
+DUCKDB_CONFIG = {
     "enable_external_access": False,  # user SQL runs on this database: no files
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -159,7 +159,7 @@ class Projection:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(_CONFIG))
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(DUCKDB_CONFIG))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise ProjectionBusy(
