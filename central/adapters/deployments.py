@@ -18,7 +18,7 @@ import grpc
 import msgspec
 from aiohttp import web
 
-from central.adapters.grpc_services import _page, unary
+from central.adapters.grpc_services import unary
 from central.adapters.specs import check_id
 from central.control.deployments import DeploymentControl, DeploymentRequest
 from central.lifecycle.errors import Refused
@@ -36,6 +36,15 @@ TO_PROTO = {
 }
 V1_STATUS = {"requested": "pending", "placed": "loading", "running": "running", "stopped": "stopped",
              "failed": "failed", "lost": "failed"}
+
+
+def page(page_size: int, page_token: str) -> tuple[int, int]:
+    """Page size and offset of a list call (the tokens are offsets this server gave out)."""
+    if not 0 <= page_size <= 1000:
+        raise Refused(400, f"page_size must be 0..1000 (got {page_size}); 0 means 100")
+    if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) < 10):
+        raise Refused(400, f"page_token {page_token[:40]!r} is not one this server gave out; start with ''")
+    return page_size or 100, int(page_token or 0)
 
 
 def to_proto(d: DeploymentState) -> dp.Deployment:
@@ -88,7 +97,7 @@ class CentralDeploymentService(dpg.DeploymentServiceServicer):
     @unary(dp.ListDeploymentsResponse)
     async def ListDeployments(self, request, context):
         self.auth.check_client(context.invocation_metadata())
-        size, offset = _page(request.page_size, request.page_token)
+        size, offset = page(request.page_size, request.page_token)
         found = [d for d in self.control.visible()
                  if (not request.status_filter or TO_PROTO[d.status] == request.status_filter)
                  and (not request.user_id or d.user_id == request.user_id)]
@@ -116,7 +125,7 @@ class CentralDeploymentService(dpg.DeploymentServiceServicer):
         if d.status != "running":
             return dp.GetDeploymentMetricsResponse()
         node = self.control.node_of(d)
-        answer = await self.control._on_node(node, "GetDeploymentMetrics", request)
+        answer = await self.control.on_node(node, "GetDeploymentMetrics", request)
         return answer if answer is not None else dp.GetDeploymentMetricsResponse()
 
 

@@ -225,7 +225,7 @@ class DeploymentControl:
         if d.status in ACTIVE and d.node_id:
             node = self.state.nodes.get(d.node_id)
             if node is not None and node.status == "online":
-                await self._on_node(node, "StopDeployment", dp.StopDeploymentRequest(deployment_id=deployment_id))
+                await self.on_node(node, "StopDeployment", dp.StopDeploymentRequest(deployment_id=deployment_id))
         if d.status in ACTIVE | {"lost", "failed"}:
             if not await self._append([DeploymentStopped(deployment_id=deployment_id, reason="stopped")]):
                 raise Refused(409, f"deployment {deployment_id!r} changed while stopping it; try again")
@@ -237,11 +237,11 @@ class DeploymentControl:
             raise Refused(409, f"deployment {deployment_id!r} is {d.status}: stop it first")
         node = self.state.nodes.get(d.node_id)
         if node is not None and node.status == "online":
-            await self._on_node(node, "DeleteDeployment", dp.DeleteDeploymentRequest(deployment_id=deployment_id))
+            await self.on_node(node, "DeleteDeployment", dp.DeleteDeploymentRequest(deployment_id=deployment_id))
         if not await self._append([DeploymentDeleted(deployment_id=deployment_id)]):
             raise Refused(409, f"deployment {deployment_id!r} changed while deleting it; try again")
 
-    async def _on_node(self, node: NodeState, method: str, request):
+    async def on_node(self, node: NodeState, method: str, request):
         """Call ``method`` on the node; a node that is away or forgot the deployment is no error here."""
         try:
             async with grpc.aio.insecure_channel(node.endpoint) as channel:
