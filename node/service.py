@@ -175,11 +175,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.GetNodeMetricsResponse(metrics=points)
 
 
-def add_idle_services(deploy_server: grpc.aio.Server, terminal_server: grpc.aio.Server) -> None:
-    """Deployment and terminal services: every method answers UNIMPLEMENTED for now."""
-    deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
-        deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
-    )
+def add_idle_services(deploy_server: grpc.aio.Server | None, terminal_server: grpc.aio.Server) -> None:
+    """Deployment and terminal services: every method answers UNIMPLEMENTED for now
+    (``deploy_server`` None: node.serving serves the deployment port)."""
+    if deploy_server is not None:
+        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
+            deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
+        )
     deployment_pb2_grpc.add_TerminalServiceServicer_to_server(
         deployment_pb2_grpc.TerminalServiceServicer(), terminal_server
     )

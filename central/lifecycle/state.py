@@ -22,7 +22,9 @@ from bus.loop import wait_for_future
 from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
-from events import Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent, job_subject, misplaced, node_subject
+from central.lifecycle.deployments import DeploymentState, fold_deployment
+from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent,
+                    job_subject, misplaced, node_subject)
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -35,6 +37,7 @@ class CentralState:
     def __init__(self) -> None:
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[str, NodeState] = {}
+        self.deployments: dict[str, DeploymentState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
         self.failed_by_node: defaultdict[str, int] = defaultdict(int)
@@ -76,6 +79,10 @@ class CentralState:
             self._apply_job(event, seq)
         elif isinstance(event, NodeEvent):
             self._apply_node(event, seq)
+        elif isinstance(event, DeploymentEvent) and not isinstance(event, DeploymentStats):
+            reason = fold_deployment(self.deployments, event, seq)
+            if reason is not None:
+                self._anomaly(seq, type(event).__name__, reason)
 
     def job_version(self, job_id: str) -> int:
         """The expected version of an append to the job (0: nothing on its subject yet)."""
