@@ -4,9 +4,18 @@
 """
 
 from events.catalog import (
+    DEPLOYMENT_TYPES,
     EVENT_TYPES,
     SCHEMA_VERSIONS,
     TERMINAL_JOB_TYPES,
+    DeploymentDeleted,
+    DeploymentEvent,
+    DeploymentFailed,
+    DeploymentPlaced,
+    DeploymentRequested,
+    DeploymentRunning,
+    DeploymentStats,
+    DeploymentStopped,
     Device,
     EpochCompleted,
     Event,
@@ -32,6 +41,7 @@ from events.catalog import (
     new_event_id,
     utc_now,
 )
+from events.errors import CODES, ConfigError, CyxwizError, answer_for
 from events.codec import (
     InvalidEvent,
     aggregate_id,

@@ -11,11 +11,14 @@ from typing import Any, Callable
 
 import msgspec
 
+from events.errors import CyxwizError
+
 from events.catalog import (
     EVENT_TYPES,
     SCHEMA_VERSIONS,
     TELEMETRY_TYPES,
     Event,
+    DeploymentEvent,
     JobEvent,
     NodeEvent,
 )
@@ -25,8 +28,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_SEQ_HEADER = "Nats-Expected-Last-Subject-Sequence"
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(CyxwizError, ValueError):
     """Bytes or data that do not form a valid event of the catalog."""
+
+    code = 400
 
 
 _encoder = msgspec.json.Encoder()
@@ -121,12 +126,17 @@ def aggregate_id(event: Event) -> str:
         return event.job_id
     if isinstance(event, NodeEvent):
         return event.node_id
+    if isinstance(event, DeploymentEvent):
+        return event.deployment_id
     raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
 
 def subject_for(event: Event) -> str:
     """``events.job.<id>``, ``events.node.<id>``, ``telemetry.job.<id>`` or ``telemetry.node.<id>``."""
     name = type(event).__name__
+    if isinstance(event, DeploymentEvent):
+        kind = "telemetry" if name in TELEMETRY_TYPES else "events"
+        return f"{kind}.deployment.{_token(event.deployment_id)}"
     if name in TELEMETRY_TYPES:
         if isinstance(event, JobEvent):
             return f"telemetry.job.{_token(event.job_id)}"
@@ -156,6 +166,9 @@ def _on_its_subject(event: Event, subject: str) -> bool:
     holds no whitespace, so only the characters a token forbids need a look)."""
     if isinstance(event, JobEvent):
         aggregate, prefix = event.job_id, "events.job."
+    elif isinstance(event, DeploymentEvent):
+        aggregate = event.deployment_id
+        prefix = "telemetry.deployment." if type(event).__name__ in TELEMETRY_TYPES else "events.deployment."
     else:
         aggregate = event.node_id
         prefix = "telemetry.node." if type(event).__name__ in TELEMETRY_TYPES else "events.node."

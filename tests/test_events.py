@@ -41,7 +41,9 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
     assert set(EVENT_TYPES) == {
         "NodeRegistered", "NodeLost", "NodeDeregistered", "NodeHeartbeat", "JobSubmitted",
         "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
-        "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled", "JobPhase",
+        "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
+        "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
+        "DeploymentDeleted", "DeploymentStats", "JobPhase",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 
@@ -50,6 +52,9 @@ def test_subjects():
     assert subject_for(JobSubmitted(job_id="j1", spec=JobSpec())) == "events.job.j1"
     assert subject_for(NodeHeartbeat(node_id="n1")) == "telemetry.node.n1"
     assert subject_for(JobPhase(job_id="j1", node_id="n1", phase="compiling")) == "telemetry.job.j1"
+    from events import DeploymentRunning, DeploymentStats
+    assert subject_for(DeploymentRunning(deployment_id="d1", node_id="n1")) == "events.deployment.d1"
+    assert subject_for(DeploymentStats(deployment_id="d1", window_start=catalog.utc_now())) == "telemetry.deployment.d1"
     with pytest.raises(InvalidEvent, match="contains '.'"):
         subject_for(JobSubmitted(job_id="a.b", spec=JobSpec()))
 
@@ -90,3 +95,13 @@ def test_an_upcaster_rewrites_an_old_schema_version(monkeypatch):
     old = b'{"type":"JobCancelRequested","job_id":"j","schema_version":1,"why":"user asked"}'
     event = decode(old)
     assert event.reason == "user asked" and event.schema_version == 2
+
+
+def test_the_readme_prints_the_one_error_table():
+    from pathlib import Path
+
+    from events.errors import CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for code, answer in CODES.items():
+        assert f"| {code} | {answer.grpc} | {answer.exit} | {answer.meaning} |" in readme, f"README's row for {code}"

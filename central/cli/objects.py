@@ -28,7 +28,9 @@ from bus.loop import run as run_loop
 from events import JobCompleted
 from events.codec import InvalidEvent, job_subject
 
-EXIT_CORRUPT, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_NOT_COMPLETED = 1, 2, 3, 4, 5
+from central.cli.exits import EXIT_FAILED as EXIT_CORRUPT  # noqa: E402
+from central.cli.exits import EXIT_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE  # noqa: E402
+from central.cli.exits import EXIT_REFUSED as EXIT_NOT_COMPLETED  # noqa: E402
 DATASETS_BUCKET = "cyxwiz-datasets"
 CONNECT_TIMEOUT_S = 3.0
 DATASET_SUFFIXES = (".csv", ".npz", ".npy", ".h5", ".hdf5")
@@ -163,6 +165,7 @@ def register(app: typer.Typer) -> None:
     def models_get(
         job_id: str = typer.Argument(..., help="the job whose trained model to download"),
         output: Path = typer.Option(..., "--output", "-o", help="file to write the model to"),
+        fmt: str = typer.Option("cyxwiz", "--format", help="cyxwiz (the artifact as stored) or safetensors"),
         nats: Optional[str] = NatsOpt,
         home: Path = HomeOpt,
     ) -> None:
@@ -170,7 +173,16 @@ def register(app: typer.Typer) -> None:
         try:
             if output.is_dir():
                 raise CommandError(f"-o {str(output)!r} is a directory; name a file", EXIT_INPUT)
+            if fmt not in ("cyxwiz", "safetensors"):
+                raise CommandError(f"--format {fmt!r}: choose cyxwiz or safetensors", EXIT_INPUT)
             data, event = run_loop(_with_bus(nats, home, lambda bus: fetch_model(bus, job_id)))
+            if fmt == "safetensors":  # central.cli.model_export
+                from central.cli.model_export import ArtifactError, to_safetensors
+
+                try:
+                    data = to_safetensors(data)
+                except ArtifactError as exc:
+                    raise CommandError(f"job {job_id!r}: {exc}", EXIT_CORRUPT) from exc
             try:
                 write_atomically(output, data)
             except OSError as exc:

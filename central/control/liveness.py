@@ -27,7 +27,8 @@ import nats.errors
 
 from bus import BusError, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import Refused, Requeue
+from central.lifecycle.deciders import Requeue
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import MarkLost
 from central.lifecycle.state import CentralState
 from events import NodeRegistered
@@ -60,6 +61,7 @@ class Liveness:
         self._stalled_at_seen: dict[str, float] = {}  # stalled_s when each node was last seen
         self._last_tick: float | None = None
         self.metrics: dict[str, deque] = {}
+        self.reported: dict = {}  # node id -> the NodeInfo of its latest heartbeat (available memory)
         self.lost_total = 0
         self.requeued_total = 0
         self._sub = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from events.errors import CyxwizError
+
 __all__ = ["Refused"]
 
 
-class Refused(Exception):
+class Refused(CyxwizError):
     """A command that does not fit the state.
 
     ``code`` is HTTP-style (400 invalid, 401 not authenticated, 403 not allowed, 404
@@ -14,7 +16,6 @@ class Refused(Exception):
     on a job it does not hold)."""
 
     def __init__(self, code: int, message: str, *, reason: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code, retryable=code == 429)
         self.message = message
         self.reason = reason
