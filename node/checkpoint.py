@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["CheckpointError", "from_bytes", "read_arrays", "read_meta", "sha256_hex", "to_bytes"]
+__all__ = ["CheckpointError", "from_bytes", "read_arrays", "read_meta", "sha256_hex", "to_buffer", "to_bytes"]
 
 MAGIC = b"CYXTREE1"
 _LEN = struct.Struct("<Q")
@@ -42,26 +42,39 @@ def sha256_hex(data: bytes) -> str:
 
 def to_bytes(tree: Any, meta: dict[str, Any] | None = None) -> bytes:
     """Serialise a pytree of arrays (jax or numpy) and a JSON-able ``meta`` dict."""
+    return bytes(to_buffer(tree, meta))
+
+
+def to_buffer(tree: Any, meta: dict[str, Any] | None = None) -> bytearray:
+    """:func:`to_bytes` into a mutable buffer: the leaves are copied in by NumPy, which
+    lets go of the GIL for large copies, so a background writer does not stall the
+    thread that trains."""
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     host = jax.device_get([leaf for _, leaf in leaves_with_paths])
-    entries, chunks, offset = [], [], 0
+    entries, arrays, offset = [], [], 0
     for (path, _), leaf in zip(leaves_with_paths, host):
         array = np.asarray(leaf)
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        raw = np.ascontiguousarray(array).tobytes()
+        array = np.asarray(array.astype(array.dtype.newbyteorder("<"), copy=False), order="C")  # keeps 0-d
         entries.append({
             "path": jax.tree_util.keystr(path),
             "dtype": array.dtype.name,
             "shape": list(array.shape),
             "offset": offset,
-            "nbytes": len(raw),
+            "nbytes": array.nbytes,
         })
-        chunks.append(raw)
-        offset += len(raw)
+        arrays.append(array)
+        offset += array.nbytes
     header = json.dumps(
         {"meta": meta or {}, "leaves": entries}, sort_keys=True, separators=(",", ":"), allow_nan=False
     ).encode()
-    return b"".join([MAGIC, _LEN.pack(len(header)), header, *chunks])
+    start = len(MAGIC) + _LEN.size + len(header)
+    buffer = bytearray(start + offset)
+    buffer[:start] = MAGIC + _LEN.pack(len(header)) + header
+    view = np.frombuffer(buffer, dtype=np.uint8)
+    for entry, array in zip(entries, arrays):
+        begin = start + entry["offset"]
+        view[begin : begin + entry["nbytes"]] = array.reshape(-1).view(np.uint8)
+    return buffer
 
 
 def read_meta(data: bytes) -> dict[str, Any]:

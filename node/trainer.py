@@ -513,7 +513,7 @@ class Trainer:
             "metrics": {"loss": sums[0], "accuracy": sums[1], "val_loss": val[0] if val else None,
                         "val_accuracy": val[1] if val else None},
         }
-        return checkpoint.to_bytes(state, meta)
+        return checkpoint.to_buffer(state, meta)  # bytes-like; written without holding the GIL long
 
     def _start_state(self, resume: bytes | None) -> tuple[TrainState, int, EpochResult | None]:
         if resume is None:

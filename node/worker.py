@@ -10,7 +10,8 @@ The pipe between them carries pickled tuples:
 
 - node → worker: ``("run", job_id, Assignment, JobSettings)``, ``("stop", job_id)``,
   ``("reply", ok, value)`` (the answer to a fetch), ``("exit",)``;
-- worker → node: ``("phase", job_id, phase)``, ``("epoch", job_id, EpochResult)``,
+- worker → node: ``("phase", job_id, phase)``, ``("epoch", job_id, EpochResult, has_checkpoint)``
+  (then, if it has one, the checkpoint as one raw message),
   ``("fetch", kind, arg)`` (kind ``dataset`` or ``object``), ``("end", job_id, Outcome)``.
 
 A stop is cooperative (the trainer looks at it between chunks of steps); a worker
@@ -30,7 +31,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,13 @@ class _Serving:
         with self.send_lock:
             self.conn.send(message)
 
+    def send_epoch(self, job_id: str, epoch: EpochResult) -> None:
+        """An epoch; its checkpoint goes as raw bytes after it (no pickling of a copy)."""
+        with self.send_lock:
+            self.conn.send(("epoch", job_id, replace(epoch, checkpoint=None), epoch.checkpoint is not None))
+            if epoch.checkpoint is not None:
+                self.conn.send_bytes(epoch.checkpoint)
+
     def read(self) -> None:
         while True:
             try:
@@ -181,7 +189,7 @@ class _Serving:
             job, settings, stop = item
             outcome = run_job(
                 job, settings, fetch=self.fetch, should_stop=stop.is_set,
-                on_epoch=lambda e, j=job.job_id: self.send("epoch", j, e),
+                on_epoch=lambda e, j=job.job_id: self.send_epoch(j, e),
                 on_phase=lambda p, j=job.job_id: self.send("phase", j, p),
             )
             self.stops.pop(job.job_id, None)
@@ -267,7 +275,10 @@ class WorkerProcess:
         try:
             if not self.conn.poll(timeout):
                 return None if self.process.is_alive() else DEAD
-            return self.conn.recv()
+            message = self.conn.recv()
+            if message[0] == "epoch" and message[3]:  # its checkpoint follows as raw bytes
+                message = ("epoch", message[1], replace(message[2], checkpoint=self.conn.recv_bytes()))
+            return message
         except (EOFError, OSError, ValueError):
             return DEAD
 
