@@ -53,6 +53,10 @@ class NodeConfig:
     node_id: str | None = None
     checkpoint_every: int = 1
     ready_file: Path | None = None
+    terminal: bool = False
+    terminal_user: str | None = None
+    terminal_idle_timeout_s: float = 900.0
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
@@ -65,6 +69,9 @@ class NodeConfig:
             raise ConfigError(f"--slots: must be >= 1 (got {self.slots})")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every: must be >= 0 (got {self.checkpoint_every})")
+        if not 0 < self.terminal_idle_timeout_s <= 24 * 3600:
+            raise ConfigError("--terminal-idle-timeout / CYXWIZ_TERMINAL_IDLE_TIMEOUT_S: must be > 0 and at most "
+                              f"86400 seconds; an idle terminal is never kept forever (got {self.terminal_idle_timeout_s})")
         central_host(self.central)  # raises ConfigError when malformed
 
     @property
@@ -125,6 +132,10 @@ _ENV = {
     "home": "CYXWIZ_HOME",
     "name": "CYXWIZ_NODE_NAME",
     "advertise_host": "CYXWIZ_ADVERTISE_HOST",
+    "terminal": "CYXWIZ_TERMINAL",
+    "terminal_user": "CYXWIZ_TERMINAL_USER",
+    "terminal_idle_timeout_s": "CYXWIZ_TERMINAL_IDLE_TIMEOUT_S",
+    "api_key": "CYXWIZ_API_KEY",
 }
 
 
@@ -150,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", help="node id to ask for (default: a new one per process)")
     p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
     p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
+    p.add_argument("--terminal", action="store_true", default=None,
+                   help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)")
+    p.add_argument("--terminal-user", help="run terminal shells as this unprivileged user (CYXWIZ_TERMINAL_USER)")
+    p.add_argument("--terminal-idle-timeout", dest="terminal_idle_timeout_s",
+                   help="end a terminal idle this many seconds (CYXWIZ_TERMINAL_IDLE_TIMEOUT_S; default 900)")
+    p.add_argument("--api-key", help="the cluster API key; terminal callers may present it (CYXWIZ_API_KEY)")
     return p
 
 
@@ -189,8 +206,26 @@ def _convert(key: str, value: object) -> object:
             return float(str(value))
         except ValueError:
             raise ConfigError(f"--heartbeat: expected a number of seconds (got {value!r})") from None
+    if key == "terminal":
+        return _flag("--terminal / CYXWIZ_TERMINAL", value)
+    if key == "terminal_idle_timeout_s":
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"--terminal-idle-timeout: expected a number of seconds (got {value!r})") from None
     if key == "data_roots":
         return tuple(Path(str(v)).expanduser().resolve() for v in value)  # type: ignore[union-attr]
     if key in ("ready_file",):
         return Path(str(value))
     return value
+
+
+def _flag(what: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{what}: expected 1 or 0 (got {value!r})")

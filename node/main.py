@@ -28,9 +28,10 @@ from node.executor import Executor
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
-from protos import node_pb2_grpc
+from node.terminal import AuditLog, TerminalServicer, TerminalSettings
+from protos import deployment_pb2_grpc, node_pb2_grpc
 
-__all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
+__all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 
 log = logging.getLogger("node")
 
@@ -56,7 +57,7 @@ class Node:
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
             server = grpc.aio.server()
-            self.ports[name] = _bind(server, cfg.bind_host, port, name)
+            self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
         self.agent = Agent(
             cfg, node_port=self.ports["node"], devices=self.devices, slots=self.slots, metrics=self.metrics,
@@ -76,13 +77,38 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        add_idle_services(self._servers["deploy"], self._servers["terminal"])
+        add_idle_services(self._servers["deploy"])
+        self._start_terminal()
         for server in self._servers.values():
             await server.start()
+
+    def _bind_host(self, name: str) -> str:
+        """With no API key, the terminal listens on loopback only (ARCHITECTURE.md, trust)."""
+        if name == "terminal" and self.config.terminal and not self.config.api_key:
+            return "::1" if ":" in self.config.bind_host else "127.0.0.1"
+        return self.config.bind_host
+
+    def _start_terminal(self) -> None:
+        cfg = self.config
+        self.terminal_settings = TerminalSettings(
+            enabled=cfg.terminal, api_key=cfg.api_key, user=cfg.terminal_user, home=cfg.home,
+            idle_timeout_s=cfg.terminal_idle_timeout_s)
+        self.terminal_audit = AuditLog(
+            cfg.central, self._terminal_credentials, terminal_port=self.ports["terminal"] if cfg.terminal else 0)
+        self.terminal = TerminalServicer(
+            self.terminal_settings, node_id=lambda: self.agent.node_id,
+            session_token=lambda: self.agent.session_token, audit=self.terminal_audit)
+        deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._servers["terminal"])
+        self.terminal_audit.start()
+
+    def _terminal_credentials(self) -> tuple[str, str] | None:
+        agent = self.agent
+        return (agent.node_id, agent.session_token) if agent.registered and agent.session_token else None
 
     async def register(self) -> None:
         """Register (retrying while central is away), then heartbeat in the background."""
         await self.agent.register()
+        self.terminal_audit.wake()
         self._agent_task = asyncio.create_task(self.agent.run(), name="node-agent")
         if self.config.ready_file:
             write_ready_file(self.config.ready_file, self.ready_info())
@@ -104,6 +130,7 @@ class Node:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
+        await self.terminal.close()
         self.executor.stop_all()
         await asyncio.to_thread(self.executor.join, grace)
         if not await self.reporter.drain(grace):
@@ -112,6 +139,7 @@ class Node:
             self._agent_task.cancel()
             await asyncio.gather(self._agent_task, return_exceptions=True)
         await self.reporter.close()
+        await self.terminal_audit.close()
         await self.agent.close()
         await self.store.close()
 
@@ -142,12 +170,22 @@ def banner(node: Node) -> str:
         f"CyxWiz node {node.node_id} is ready",
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
-        f"  terminal:      {node.endpoint('terminal')}",
+        f"  terminal:      {node.endpoint('terminal')} ({terminal_mode(node.config)})",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",
         f"  devices:       {devices}; slots: {node.slots}",
         "Press Ctrl+C to stop.",
     ])
+
+
+def terminal_mode(config: NodeConfig) -> str:
+    if not config.terminal:
+        return "off; --terminal turns it on"
+    who = config.terminal_user or "the node's own user"
+    if not config.api_key:
+        return (f"ON, loopback only: no API key configured, so any local user may open a shell as {who}; "
+                "set --api-key / CYXWIZ_API_KEY to serve it beyond this machine")
+    return f"on: API key or a grant from central; shells run as {who}"
 
 
 async def serve(config: NodeConfig) -> int:
@@ -161,6 +199,7 @@ async def serve(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
     await node.start()
+    log.info("terminal: %s", terminal_mode(config))
     log.info("node services listening; registering with central at %s", config.central)
     registering = asyncio.create_task(node.register())
     stopping = asyncio.create_task(stop.wait())

@@ -1,5 +1,6 @@
 """The node's gRPC servers: NodeService (AssignJob, GetNodeMetrics) on 50054, and the
-deployment (50052) and terminal (50053) services, which answer UNIMPLEMENTED for now.
+deployment service (50052), which answers UNIMPLEMENTED for now. The terminal (50053)
+is ``node.terminal``.
 
 AssignJob answers as the seed's node did: ``STATUS_FAILED`` with Error 400 for an
 invalid job (the message names the field), 429 when no slot is free, 409 when another
@@ -162,11 +163,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.GetNodeMetricsResponse(metrics=points)
 
 
-def add_idle_services(deploy_server: grpc.aio.Server, terminal_server: grpc.aio.Server) -> None:
-    """Deployment and terminal services: every method answers UNIMPLEMENTED for now."""
+def add_idle_services(deploy_server: grpc.aio.Server) -> None:
+    """The deployment service: every method answers UNIMPLEMENTED for now (the terminal
+    service is node.terminal's)."""
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
         deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
-    )
-    deployment_pb2_grpc.add_TerminalServiceServicer_to_server(
-        deployment_pb2_grpc.TerminalServiceServicer(), terminal_server
     )

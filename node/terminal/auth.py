@@ -1,0 +1,110 @@
+"""Who is calling the terminal: the cluster API key, a grant from central, or (with no
+credential configured at all) a caller on loopback. Pure apart from the clock passed in.
+
+A principal's ``identity`` is what a session is bound to: every API key holder is one
+principal; a grant's principal is its user; a local caller is ``local``. A grant is
+checked in full (signature, node, expiry) to open a session; afterwards the grant that
+opened a session keeps working for that session after its five minutes are up, so a
+long shell can still be resized and closed; any other expired grant is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protos.convert import bearer_token
+from protos.grant import Grant, GrantInvalid, looks_like_grant, verify_grant
+
+__all__ = ["Denied", "Principal", "authenticate", "is_loopback_peer", "token_digest"]
+
+CREDENTIAL_HINT = ("send 'authorization: Bearer <token>' with the cluster API key (CYXWIZ_API_KEY) "
+                   "or a grant from central's TerminalService.CreateSession (`cyxwiz shell` gets one)")
+
+
+class Denied(Exception):
+    """A refused call: ``status`` is the gRPC status name, ``message`` what to do."""
+
+    def __init__(self, status: str, message: str, principal: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.principal = principal
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: str  # "api-key", "grant", "local"
+    user: str
+    key_holder: bool  # may open a shell in the node's home
+    token_digest: str = ""
+    grant: Grant | None = None
+    expired: bool = False
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.kind, "" if self.kind == "api-key" else self.user)
+
+    @property
+    def label(self) -> str:
+        return "api-key" if self.kind == "api-key" else f"{self.kind}:{self.user}"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_loopback_peer(peer: str) -> bool:
+    """``context.peer()`` of a caller on this machine (ipv4:127.x, ipv6:[::1], unix:)."""
+    if peer.startswith("unix:"):
+        return True
+    kind, _, rest = peer.partition(":")
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def authenticate(
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+    peer: str,
+    *,
+    api_key: str | None,
+    grant_key: bytes | None,
+    node_id: str,
+    now: float,
+    user_hint: str = "",
+) -> Principal:
+    """The caller's principal, or ``Denied`` (UNAUTHENTICATED) saying what is missing."""
+    loopback = is_loopback_peer(peer)
+    if not api_key and not loopback:
+        raise Denied("UNAUTHENTICATED", "this node has no API key configured, so it serves terminals to "
+                                        "callers on its own machine only")
+    token = bearer_token(metadata)
+    if token is None:
+        if not api_key:
+            return Principal(kind="local", user=user_hint or "local", key_holder=True)
+        raise Denied("UNAUTHENTICATED", f"missing credential: {CREDENTIAL_HINT}")
+    if looks_like_grant(token):
+        return _grant_principal(token, grant_key, node_id, now)
+    if api_key and hmac.compare_digest(token.encode(), api_key.encode()):
+        return Principal(kind="api-key", user=user_hint or "operator", key_holder=True,
+                         token_digest=token_digest(token))
+    raise Denied("UNAUTHENTICATED", f"wrong credential (neither this cluster's API key nor a grant): {CREDENTIAL_HINT}")
+
+
+def _grant_principal(token: str, grant_key: bytes | None, node_id: str, now: float) -> Principal:
+    if grant_key is None:
+        raise Denied("UNAUTHENTICATED", "this node is not registered with central yet, so it cannot check "
+                                        "grants; retry in a moment")
+    try:
+        grant = verify_grant(grant_key, token, node_id=node_id, now=now, check_expiry=False)
+    except GrantInvalid as exc:
+        raise Denied("UNAUTHENTICATED", f"grant refused: {exc}") from None
+    expired = grant.expires_at < now
+    return Principal(kind="grant", user=grant.user, key_holder=grant.key_holder,
+                     token_digest=token_digest(token), grant=grant, expired=expired)
