@@ -27,6 +27,7 @@ from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
 from central.adapters.grpc_services import Services, add_services
+from central.adapters.terminal import add_terminal_services
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
@@ -165,6 +166,7 @@ class CentralServer:
         services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         add_services(self._grpc, services)
+        self.terminals = add_terminal_services(self._grpc, services)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
         except RuntimeError:  # grpcio raises where older versions returned 0

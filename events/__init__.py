@@ -7,6 +7,7 @@ from events.catalog import (
     EVENT_TYPES,
     SCHEMA_VERSIONS,
     TERMINAL_JOB_TYPES,
+    TERMINAL_SESSION_TYPES,
     Device,
     EpochCompleted,
     Event,
@@ -28,6 +29,9 @@ from events.catalog import (
     NodeLost,
     NodeRegistered,
     Requirements,
+    TerminalSessionClosed,
+    TerminalSessionDenied,
+    TerminalSessionOpened,
     new_event_id,
     utc_now,
 )

@@ -15,6 +15,7 @@ import pyarrow as pa
 from bus import StoredMessage
 from central.readmodel import schema as q
 from central.readmodel.schema import TELEMETRY_STREAM
+from central.readmodel.terminal import TERMINAL_SESSION_TYPES, TerminalFold
 from events import InvalidEvent, subject_for
 from events.codec import decode_json
 from events.catalog import TELEMETRY_TYPES, JobEvent
@@ -128,6 +129,7 @@ class _Batch:
         self.node_deltas: dict[str, dict[str, Any]] = {}
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
+        self.terminal = TerminalFold()
 
     def bad(self, m: StoredMessage, reason: str, raw: str | None = None) -> None:
         if raw is None:
@@ -151,7 +153,8 @@ class _Batch:
         aggregate = event.job_id if is_job else event.node_id
         for column, value in zip(self.events, (m.seq, m.subject, name, event.event_id, occurred, m.time_ns // 1000, aggregate, raw)):
             column.append(value)
-        reason = (self._job if is_job else self._node)(m.seq, name, event, occurred)
+        fold = self.terminal.add if name in TERMINAL_SESSION_TYPES else self._job if is_job else self._node
+        reason = fold(m.seq, name, event, occurred)
         if reason is not None:
             self.bad(m, reason, raw)
 
@@ -264,7 +267,7 @@ class _Batch:
             "b_metrics": self.metrics,
             "b_seen": list(self.seen.items()),
         }
-        return tables | {name: _arrow(_SCHEMAS[name], r) for name, r in rows.items() if r}
+        return tables | {name: _arrow(_SCHEMAS[name], r) for name, r in rows.items() if r} | self.terminal.tables()
 
     def commit_index(self) -> None:
         """After the commit: the index takes what the batch did."""

@@ -10,6 +10,8 @@ rows it updates.
 
 from __future__ import annotations
 
+from central.readmodel import terminal
+
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 
@@ -47,7 +49,7 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (stream VARCHAR, last_seq BIGIN
 INSERT INTO projection_checkpoint
     SELECT s, 0 FROM (VALUES ('{EVENTS_STREAM}'), ('{TELEMETRY_STREAM}')) v(s)
     WHERE s NOT IN (SELECT stream FROM projection_checkpoint);
-"""
+""" + terminal.SCHEMA
 
 # Arrow tables registered per batch (see central.readmodel.projection): the name each has.
 INSERT_EVENTS = "INSERT INTO events SELECT * FROM b_events;"
@@ -106,6 +108,7 @@ BATCH_STATEMENTS: tuple[tuple[str, str], ...] = (
     ("b_node_deltas", UPDATE_NODES),
     ("b_metrics", INSERT_METRICS),
     ("b_seen", UPDATE_LAST_SEEN),
+    *terminal.BATCH_STATEMENTS,
 )
 
 SET_CHECKPOINT = "UPDATE projection_checkpoint SET last_seq = $seq WHERE stream = $stream;"

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protos.convert import bearer_token
 from protos.grant import Grant, GrantInvalid, looks_like_grant, verify_grant
@@ -90,7 +90,10 @@ def authenticate(
             return Principal(kind="local", user=user_hint or "local", key_holder=True)
         raise Denied("UNAUTHENTICATED", f"missing credential: {CREDENTIAL_HINT}")
     if looks_like_grant(token):
-        return _grant_principal(token, grant_key, node_id, now)
+        principal = _grant_principal(token, grant_key, node_id, now)
+        if not api_key:  # local use: a caller on this machine may have the home without any credential
+            principal = replace(principal, key_holder=True)
+        return principal
     if api_key and hmac.compare_digest(token.encode(), api_key.encode()):
         return Principal(kind="api-key", user=user_hint or "operator", key_holder=True,
                          token_digest=token_digest(token))
