@@ -46,7 +46,8 @@ class Principal:
 
     @property
     def identity(self) -> tuple[str, str]:
-        return (self.kind, "" if self.kind == "api-key" else self.user)
+        # API key holders are one principal, and so are local callers: their user_id is a claim
+        return (self.kind, self.user if self.kind == "grant" else "")
 
     @property
     def label(self) -> str:

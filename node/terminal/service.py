@@ -153,8 +153,8 @@ class TerminalServicer(deployment_pb2_grpc.TerminalServiceServicer):
             session = self.table.get(request.session_id, self._principal(context, ""))
         except Denied as exc:
             await self._abort(context, exc)
-        task = self.table.end(session, "closed by the client")
-        await session.ended.wait() if task is None else task
+        self.table.end(session, "closed by the client")
+        await session.ended.wait()
         return deployment_pb2.CloseTerminalSessionResponse(status=common_pb2.STATUS_SUCCESS)
 
     # --- parts ------------------------------------------------------------------
