@@ -40,6 +40,7 @@ async def terminal_server(tmp_path, **settings):
     server = grpc.aio.server()
     dg.add_TerminalServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
+    servicer.address = f"127.0.0.1:{port}"
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
