@@ -41,6 +41,7 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
         "NodeRegistered", "NodeLost", "NodeDeregistered", "NodeHeartbeat", "JobSubmitted",
         "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
         "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
+        "TerminalSessionOpened", "TerminalSessionClosed", "TerminalSessionDenied",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 
