@@ -246,6 +246,16 @@ async def test_open_mode_serves_loopback_callers_without_a_credential(tmp_path):
         assert await term.end() == 0
 
 
+async def test_a_stopped_deployment_ends_its_sessions_only(tmp_path):
+    lookup = {"dep-1": tmp_path, "dep-2": tmp_path}.get
+    async with terminal_server(tmp_path, deployment_dir=lookup) as (servicer, stub):
+        one = await create(stub, deployment_id="dep-1", user_id="a")
+        two = await create(stub, deployment_id="dep-2", user_id="b")
+        await servicer.end_deployment("dep-1")
+        assert list(servicer.table.sessions) == [two]
+        assert one not in servicer.table.sessions
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 async def test_terminal_user_and_the_deployment_folder(tmp_path):
     lookup = {"dep-1": Path("/")}.get

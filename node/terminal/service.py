@@ -163,6 +163,12 @@ class TerminalServicer(deployment_pb2_grpc.TerminalServiceServicer):
         """Node stop: end every session and wait until its processes are gone."""
         await self.table.close_all("node stopping")
 
+    async def end_deployment(self, deployment_id: str) -> None:
+        """A deployment stopped: end its sessions (for the deployment service to call)."""
+        ending = [self.table.end(s, f"deployment {deployment_id} stopped")
+                  for s in list(self.table.sessions.values()) if s.deployment_id == deployment_id]
+        await asyncio.gather(*(task for task in ending if task is not None))
+
     async def _check_enabled(self, context) -> None:
         if not self.settings.enabled:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
