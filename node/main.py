@@ -99,7 +99,8 @@ class Node:
             self.terminal_settings, node_id=lambda: self.agent.node_id,
             session_token=lambda: self.agent.session_token, audit=self.terminal_audit)
         deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._servers["terminal"])
-        self.terminal_audit.start()
+        if cfg.terminal:  # off, every call is refused before anything worth auditing
+            self.terminal_audit.start()
 
     def _terminal_credentials(self) -> tuple[str, str] | None:
         agent = self.agent

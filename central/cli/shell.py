@@ -49,7 +49,11 @@ def _refused(where: str, exc: grpc.aio.AioRpcError) -> ShellError:
 
 
 def _size() -> tuple[int, int]:
-    size = shutil.get_terminal_size((80, 24))
+    """The local window's size, from the terminal itself (COLUMNS/LINES go stale on resize)."""
+    try:
+        size = os.get_terminal_size(sys.stdin.fileno())
+    except OSError:
+        size = shutil.get_terminal_size((80, 24))
     return max(1, min(size.lines, 1000)), max(1, min(size.columns, 1000))
 
 

@@ -50,6 +50,7 @@ class AuditLog:
         self._channel = grpc.aio.insecure_channel(central, options=channel_options)
         self._stub = audit_grpc.TerminalAuditServiceStub(self._channel)
         self._task: asyncio.Task | None = None
+        self._failing = False
 
     def record(self, kind: int, *, principal: str, user: str = "", deployment_id: str = "", session_ref: str = "",
                bytes_in: int = 0, bytes_out: int = 0, exit_code: int | None = None, duration_s: float = 0.0,
@@ -102,8 +103,11 @@ class AuditLog:
         try:
             await self._stub.ReportTerminalActivity(request, metadata=bearer_metadata(token), timeout=10.0)
         except grpc.aio.AioRpcError as exc:
-            log.info("terminal audit report to %s failed (%s); will retry", self.central, exc.code().name)
+            if not self._failing:  # once per streak of failures, not once per retry
+                log.info("terminal audit report to %s failed (%s); retrying", self.central, exc.code().name)
+            self._failing = True
             return False
+        self._failing = False
         sent = {record.event_id for record in batch}
         while self.queue and self.queue[0].event_id in sent:
             self.queue.popleft()
