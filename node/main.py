@@ -101,6 +101,9 @@ class Node:
         deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._servers["terminal"])
         if cfg.terminal:  # off, every call is refused before anything worth auditing
             self.terminal_audit.start()
+            # a keystroke's echo crosses the GIL a few times; with training threads in this
+            # process each crossing could wait a whole switch interval (5 ms by default)
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
     def _terminal_credentials(self) -> tuple[str, str] | None:
         agent = self.agent
