@@ -13,7 +13,7 @@ import pytest
 from node.terminal.pty_process import session_members
 from protos import deployment_pb2 as d
 from protos.convert import bearer_metadata
-from terminal_harness import API_KEY, KEY, Attached, create, grant, terminal_server
+from terminal_harness import KEY, Attached, create, grant, terminal_server
 from waiting import eventually
 
 
