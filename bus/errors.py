@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+from events.errors import CyxwizError
 
-class BusError(Exception):
+
+class BusError(CyxwizError):
+    code = 503
     retryable = False
 
 
@@ -27,6 +30,7 @@ class BusUnavailable(BusError):
 
 
 class ConcurrencyConflict(BusError):
+    code = 409
     retryable = True
 
     def __init__(self, subject: str, expected: int, detail: str = "") -> None:
@@ -43,6 +47,8 @@ class AppendFailed(BusError):
 
 
 class ObjectNotFound(BusError):
+    code = 404
+
     def __init__(self, bucket: str, name: str) -> None:
         self.bucket = bucket
         self.name = name

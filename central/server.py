@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
+from events import ConfigError
 from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
@@ -35,10 +36,6 @@ from central.lifecycle.state import CentralState
 log = logging.getLogger("cyxwiz.central")
 
 REPLAY_TIMEOUT_S = 600.0
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and what to do."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +160,7 @@ class CentralServer:
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         add_services(self._grpc, services)
         self.terminals = add_terminal_services(self._grpc, services)
@@ -226,7 +223,7 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:

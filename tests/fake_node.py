@@ -44,6 +44,8 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         self.node_token = node_token
         self.session_token = ""
         self.assignments: list[Assignment] = []
+        self.reported: dict[tuple[str, int], int] = {}  # (job, attempt) -> epochs reported
+        self.beats_ok = 0  # heartbeats central answered with keep_alive
         self.assigned = asyncio.Event()
         self.on_assign = None  # optional callback(Assignment)
         self.port = 0
@@ -88,8 +90,9 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
                                  slots=self.slots, cpu_cores=2, ram_total=8 << 30)
         for kind, memory in self.devices:
             info.devices.append(common_pb2.DeviceCapabilities(device_type=kind, memory_total=memory))
+        proof = self.metadata if self.session_token else None  # registering its own id again
         response = await self.stub.RegisterNode(
-            node_pb2.RegisterNodeRequest(info=info, authentication_token=self.node_token), timeout=10)
+            node_pb2.RegisterNodeRequest(info=info, authentication_token=self.node_token), metadata=proof, timeout=10)
         self.node_id, self.session_token = response.node_id, response.session_token
         return self.node_id
 
@@ -107,6 +110,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
             while True:
                 try:
                     response = await self.heartbeat()
+                    self.beats_ok += response.keep_alive
                     if not response.keep_alive:
                         await self.register()
                 except grpc.aio.AioRpcError:
@@ -124,13 +128,29 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
                        checkpoint: str = "", cancelled: bool = False) -> node_pb2.ReportProgressResponse:
         status = job_pb2.JobStatus(job_id=job_id, current_epoch=epoch,
                                    status=common_pb2.STATUS_CANCELLED if cancelled else common_pb2.STATUS_IN_PROGRESS)
+        key = (job_id, attempt or self._attempt(job_id))
+        self.reported[key] = max(self.reported.get(key, 0), epoch)
         return await self.stub.ReportProgress(
             node_pb2.ReportProgressRequest(node_id=self.node_id, job_id=job_id, status=status, attempt=attempt,
                                            current_metrics={"loss": loss}, checkpoint_uri=checkpoint),
             metadata=self.metadata, timeout=10, wait_for_ready=True)
 
+    def _attempt(self, job_id: str) -> int:
+        return max((a.attempt for a in self.assignments if a.job_id == job_id), default=1)
+
+    async def train(self, job_id: str, *, attempt: int = 0) -> None:
+        """Report every epoch of the job not reported yet, as a node that trained it does."""
+        attempt = attempt or self._attempt(job_id)
+        epochs = max((a.config.epochs for a in self.assignments if a.job_id == job_id), default=0)
+        for epoch in range(self.reported.get((job_id, attempt), 0) + 1, epochs + 1):
+            await self.progress(job_id, epoch, attempt=attempt)
+
     async def complete(self, job_id: str, *, attempt: int = 0, status: int = common_pb2.STATUS_COMPLETED,
-                       error: str = "", retryable: bool = False) -> node_pb2.ReportCompletionResponse:
+                       error: str = "", retryable: bool = False, train: bool = True) -> node_pb2.ReportCompletionResponse:
+        """Report the end; a completion first reports the epochs not reported yet
+        (``train=False`` sends it as it is)."""
+        if train and status == common_pb2.STATUS_COMPLETED:
+            await self.train(job_id, attempt=attempt)
         result = job_pb2.JobResult(job_id=job_id, status=status, model_weights_uri=f"nats://cyxwiz-models/{job_id}",
                                    model_weights_hash="0" * 64, model_size=10, final_metrics={"loss": 0.1})
         return await self.stub.ReportCompletion(

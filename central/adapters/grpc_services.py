@@ -41,7 +41,8 @@ import uuid
 import grpc
 
 from bus import BusError
-from central.lifecycle.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
+from central.lifecycle.deciders import Cancel, Finish, Progress, Refused, Submit, jobs_to_cancel
+from central.lifecycle.nodes import NodeState, Register, registration_id
 from central.lifecycle.policy import fits
 from central.adapters.specs import (
     _VALUES,
@@ -55,9 +56,9 @@ from central.adapters.specs import (
     spec_from_config,
 )
 from central.adapters.auth import token_sha256
-from events import NodeHeartbeat, NodeRegistered, Requirements, new_event_id
+from events import CyxwizError, NodeHeartbeat, Requirements
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
-from protos.convert import grpc_status, status_error
+from protos.convert import bearer_token, grpc_status, status_error
 
 log = logging.getLogger("cyxwiz.central.grpc")
 
@@ -78,7 +79,8 @@ def _error_response(response_cls, code: int, message: str):
 
 
 def unary(response_cls):
-    """Translate ``Refused`` and bus errors into the Error answer plus gRPC status."""
+    """Translate our errors into the Error answer plus the gRPC status of their code
+    (``events.errors.CODES``); the bus's say the event store is away, retry."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -86,18 +88,22 @@ def unary(response_cls):
             try:
                 return await fn(self, request, context)
             except Refused as exc:
-                await _abort(context, response_cls, exc.code, exc.message)
+                await _abort(context, response_cls, exc.code, exc.message,
+                             grpc.StatusCode.ALREADY_EXISTS if exc.reason == "exists" else None)
             except BusError as exc:
-                await _abort(context, response_cls, 503, f"event store unavailable, retry: {exc}")
+                await _abort(context, response_cls, 409 if exc.code == 409 else 503,
+                             f"event store unavailable, retry: {exc}" if exc.code != 409 else str(exc))
+            except CyxwizError as exc:
+                await _abort(context, response_cls, exc.code, str(exc))
 
         return handler
 
     return wrap
 
 
-async def _abort(context, response_cls, code: int, message: str):
+async def _abort(context, response_cls, code: int, message: str, status: grpc.StatusCode | None = None):
     response = _error_response(response_cls, code, message)
-    await context.abort(grpc_status(code), message,
+    await context.abort(status or grpc_status(code), message,
                         trailing_metadata=((ERROR_TRAILER, response.SerializeToString()),))
 
 
@@ -118,7 +124,8 @@ def _text(what: str, value: str, limit: int = MAX_TEXT) -> str:
 class Services:
     """What the servicers share: central's state, commands, auth, liveness, dispatcher."""
 
-    def __init__(self, state, bus, commands, auth, liveness, dispatcher) -> None:
+    def __init__(self, state, bus, commands, auth, liveness, dispatcher, scheduler=None) -> None:
+        self.scheduler = scheduler
         self.state = state
         self.bus = bus
         self.commands = commands
@@ -141,6 +148,9 @@ class Services:
             raise Refused(404, f"unknown node {node_id!r}: register first")
         self.auth.check_node(context.invocation_metadata(), node)
         return node
+
+    def job_status(self, job) -> job_pb2.JobStatus:
+        return job_status(job, self.scheduler.waiting.get(job.job_id, "") if self.scheduler else "")
 
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),
@@ -171,7 +181,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     @unary(job_pb2.GetJobStatusResponse)
     async def GetJobStatus(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        return job_pb2.GetJobStatusResponse(status=job_status(self.s.job(request.job_id)))
+        return job_pb2.GetJobStatusResponse(status=self.s.job_status(self.s.job(request.job_id)))
 
     @unary(job_pb2.CancelJobResponse)
     async def CancelJob(self, request, context):
@@ -201,7 +211,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         jobs = [j for j in reversed(self.s.state.jobs.values()) if _listed(j, request)]
         page = jobs[offset:offset + size]
         more = offset + size < len(jobs)
-        return job_pb2.ListJobsResponse(jobs=[job_status(j) for j in page], total_count=len(jobs),
+        return job_pb2.ListJobsResponse(jobs=[self.s.job_status(j) for j in page], total_count=len(jobs),
                                         next_page_token=str(offset + size) if more else "")
 
     async def StreamJobUpdates(self, request, context):
@@ -250,20 +260,26 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
 
     @unary(node_pb2.RegisterNodeResponse)
     async def RegisterNode(self, request, context):
+        """A node id belongs to whoever registered it first: registering it again needs
+        that node's earlier session token (``authorization: Bearer``); without it the
+        caller gets a fresh id and the holder of the id is untouched."""
         if not request.HasField("info"):
             raise Refused(400, "info is missing: a RegisterNodeRequest needs the node's NodeInfo")
         self.s.auth.check_registration(request.authentication_token)
         fields = registration_from_info(request.info)
         node_id = request.info.node_id or uuid.uuid4().hex
-        for _ in range(4):
-            old = self.s.state.nodes.get(node_id)
-            event_id = new_event_id()
-            token = self.s.auth.session_token(node_id, event_id)
-            event = NodeRegistered(node_id=node_id, event_id=event_id, session_token_sha256=token_sha256(token), **fields)
-            if await self.s.commands.append([event], old.version if old else 0):
-                break
-        else:
-            raise Refused(409, f"node {node_id!r} is registering concurrently; try again")
+        old = self.s.state.nodes.get(node_id)
+        if old is not None and not self.s.auth.holds_session(context.invocation_metadata(), old):
+            log.warning("node id %s is taken and the caller did not prove to hold it; giving it a fresh id", node_id)
+            node_id, old = uuid.uuid4().hex, None
+        proven = old is not None
+
+        def registration(version: int) -> Register:  # the token derives from the registration's id
+            token = self.s.auth.session_token(node_id, registration_id(node_id, version))
+            return Register(token_sha256=token_sha256(token), proven=proven, **fields)
+
+        (event,) = await self.s.commands.node(node_id, registration)
+        token = self.s.auth.session_token(node_id, event.event_id)
         if old is not None and old.endpoint != event.endpoint:
             await self.s.dispatcher.forget(old.endpoint)
         if self.s.state.node_jobs.get(node_id):
@@ -293,18 +309,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self.s.liveness.record_metrics(node.node_id, point)
         await self._publish(node.node_id, request, point)
         return node_pb2.HeartbeatResponse(status=common_pb2.STATUS_SUCCESS, keep_alive=True,
-                                          jobs_to_cancel=self._to_cancel(node.node_id, request.active_jobs))
-
-    def _to_cancel(self, node_id: str, active: list[str]) -> list[str]:
-        jobs = self.s.state.jobs
-        out = [j for j in sorted(self.s.state.node_jobs.get(node_id, ())) if jobs[j].cancel_requested]
-        for job_id in active:
-            job = jobs.get(job_id)
-            if job is None or job_id in out:
-                continue
-            if job.status in TERMINAL or (job.node_id is not None and job.node_id != node_id):
-                out.append(job_id)
-        return out
+                                          jobs_to_cancel=jobs_to_cancel(
+                                              node.node_id, self.s.state.node_jobs.get(node.node_id, frozenset()),
+                                              request.active_jobs, self.s.state.jobs))
 
     async def _publish(self, node_id: str, request, point) -> None:
         beat = NodeHeartbeat(node_id=node_id, active_jobs=list(request.active_jobs)[:1000],
@@ -359,7 +366,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             error=_text("error.message", request.error.message, 4096),
             retryable=request.retryable,
         )
-        await finish(self.s, job.job_id, command)
+        await self.s.commands.job(job.job_id, command)
         return node_pb2.ReportCompletionResponse(status=common_pb2.STATUS_SUCCESS)
 
     @unary(node_pb2.GetNodeMetricsResponse)
@@ -374,16 +381,6 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         points = [p for p in self.s.liveness.metrics.get(request.node_id, ())
                   if p.timestamp >= request.start_time and (not request.end_time or p.timestamp <= request.end_time)]
         return node_pb2.GetNodeMetricsResponse(metrics=points)
-
-
-async def finish(s: Services, job_id: str, command: Finish) -> None:
-    """Record the end of a run; a retried report of a recorded end answers success."""
-    job = s.state.jobs[job_id]
-    if job.status == "cancelled":
-        return
-    if job.done and job.node_id == command.node_id and command.attempt in (0, job.attempt):
-        return
-    await s.commands.job(job_id, command)
 
 
 def _attempt(value: int) -> int:
@@ -503,7 +500,7 @@ class JobStatusService(node_pb2_grpc.JobStatusServiceServicer):
             compute_seconds=_non_negative("total_compute_time", request.total_compute_time) / 1000.0,
             error=_text("error_message", request.error_message, 4096),
         )
-        await finish(self.s, job.job_id, command)
+        await self.s.commands.job(job.job_id, command)
         return node_pb2.ReportJobResultResponse(status=common_pb2.STATUS_SUCCESS)
 
 

@@ -12,7 +12,8 @@ import math
 import re
 from datetime import datetime, timezone
 
-from central.lifecycle.deciders import JobState, NodeState, Refused
+from central.lifecycle.deciders import JobState, Refused
+from central.lifecycle.nodes import NodeState
 from events import Device, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2
 
@@ -153,7 +154,7 @@ def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, res
 # --------------------------------------------------------------------------- jobs out
 
 
-def job_status(job: JobState) -> job_pb2.JobStatus:
+def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
     status = job_pb2.JobStatus(
         job_id=job.job_id,
         status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
@@ -170,6 +171,7 @@ def job_status(job: JobState) -> job_pb2.JobStatus:
         checkpoint_uri=job.checkpoint_uri or "",
         total_epochs=job.epochs,
         name=job.name,
+        waiting_reason=waiting_reason if job.status == "queued" else "",
     )
     if job.error:
         status.error.CopyFrom(common_pb2.Error(code=500 if job.status == "failed" else 0, message=job.error))

@@ -25,15 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bus import BusError, EventBus, default_home, open_bus
-from bus.errors import BusUnavailable
 from bus.loop import run as run_loop
 from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
 from central.readmodel.sql import QueryResult, SqlError, SqlRefused
-from events import EVENT_TYPES, InvalidEvent, build, subject_for
+from events import EVENT_TYPES, CyxwizError, InvalidEvent, build, subject_for
 
-EXIT_ENV = 1  # the environment: NATS or the database not reachable
-EXIT_INPUT = 2  # the user's input: bad event data, refused or broken SQL
+from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -71,10 +69,8 @@ def sql_command(
     """Run read-only SQL over the event history (tables: events, jobs, nodes, epochs, ...)."""
     try:
         result = _run_sql(query, central, db, home, api_key)
-    except (SqlRefused, SqlError) as exc:
-        fail(str(exc), EXIT_INPUT)
-    except ProjectionError as exc:
-        fail(str(exc), EXIT_ENV)
+    except CyxwizError as exc:
+        fail(str(exc), exit_code(exc))
     _print_result(result, "json" if as_json else "csv" if as_csv else "table")
 
 
@@ -106,7 +102,7 @@ def _sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool)
         message = _error_message(exc.read()) or exc.reason
         if exc.code == 400:
             raise SqlError(message) from None
-        raise ProjectionError(f"central at {url} answered {exc.code}: {message}") from None
+        raise CyxwizError(f"central at {url} answered {exc.code}: {message}", code=exc.code) from None
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
         if explicit:
             raise ProjectionError(f"central's REST API at {url} does not answer ({exc}); drop --central to read the file") from None
@@ -255,9 +251,7 @@ def _with_bus(nats_url: str | None, home: Path | None, action) -> Any:
 
     try:
         return run_loop(main())
-    except BusUnavailable as exc:
-        fail(str(exc), EXIT_ENV)
     except BusError as exc:
-        fail(str(exc), EXIT_ENV)
+        fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

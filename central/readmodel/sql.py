@@ -18,6 +18,8 @@ from typing import Any
 import duckdb
 import msgspec
 
+from events.errors import CyxwizError
+
 MAX_ROWS = 10_000
 TIMEOUT_S = 30.0
 
@@ -33,12 +35,16 @@ _FILE_FUNCTION = re.compile(
 _FILE_AS_TABLE = re.compile(r"\b(FROM|JOIN)\s+'([^']*)'", re.IGNORECASE)
 
 
-class SqlRefused(ValueError):
+class SqlRefused(CyxwizError, ValueError):
     """The query is not allowed here (a write, a setting, or file access)."""
 
+    code = 400
 
-class SqlError(ValueError):
+
+class SqlError(CyxwizError, ValueError):
     """DuckDB rejected the query (syntax, unknown table or column...)."""
+
+    code = 400
 
 
 class QueryResult(msgspec.Struct, frozen=True, kw_only=True):

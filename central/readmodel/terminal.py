@@ -52,8 +52,9 @@ class TerminalFold:
         self.opened: dict[tuple[str, str], dict[str, Any]] = {}
         self.closed: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(self, seq: int, name: str, ev: Any, occurred: int) -> str | None:
+    def add(self, seq: int, ev: Any, occurred: int) -> str | None:
         """Fold one TerminalSession* event; why it is refused, or None."""
+        name = type(ev).__name__
         if name == "TerminalSessionDenied":
             self.rows.append(_row(ev, seq, state="denied", session_ref="", reason=ev.reason, opened_at=occurred))
             return None
