@@ -27,11 +27,11 @@ from datetime import datetime, timezone
 
 import grpc
 
-from bus import BusError
 from central.adapters.auth import token_sha256
 from central.adapters.grpc_services import Services, unary
 from central.adapters.specs import check_id
-from central.lifecycle.deciders import NodeState, Refused
+from central.lifecycle.deciders import Refused
+from central.lifecycle.nodes import NodeState
 from events import TerminalSessionClosed, TerminalSessionDenied, TerminalSessionOpened
 from protos import common_pb2, deployment_pb2, deployment_pb2_grpc
 from protos import terminal_audit_pb2 as audit_pb2
@@ -139,10 +139,7 @@ class TerminalAuditService(audit_grpc.TerminalAuditServiceServicer):
         events = [_event(node.node_id, i, record, now) for i, record in enumerate(request.records)]
         self.t.ports[node.node_id] = request.terminal_port
         if events:
-            try:
-                await self.t.s.bus.append_many(events)
-            except BusError as exc:
-                raise Refused(503, f"event store unavailable, retry: {exc}") from exc
+            await self.t.s.bus.append_many(events)  # a bus error answers 503: the node sends again
         return audit_pb2.ReportTerminalActivityResponse(status=common_pb2.STATUS_SUCCESS, accepted=len(events))
 
     def _caller(self, node_id: str, context) -> NodeState:

@@ -7,8 +7,9 @@ raw mode (Ctrl-C and every other key go to the remote shell); the window size is
 at the start and on every SIGWINCH. The exit code is the remote shell's.
 
 With no target and one node serving terminals (``cyxwiz up``), that node is used.
-Exit codes besides the shell's: 2 bad input, 3 central or node unreachable, 4 unknown
-node or deployment, 5 refused (credential, limits, terminal off), 255 the stream broke.
+Exit codes besides the shell's come from the CLI's one table (``central.cli.exits``):
+2 bad input, 3 central or node unreachable, 4 unknown node or deployment, 5 refused
+(terminal off), 6 credential refused, 7 session limits reached; 255 the stream broke.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ from typing import Optional
 import grpc
 import typer
 
+from events.errors import CODES
 from protos import deployment_pb2, deployment_pb2_grpc
 from protos.convert import bearer_metadata
 
 __all__ = ["register", "run_shell"]
 
-EXIT_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_BROKEN = 2, 3, 4, 5, 255
 EXIT_CODE_TRAILER = "cyxwiz-exit-code"
-_CODES = {grpc.StatusCode.UNAVAILABLE: EXIT_UNREACHABLE, grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNREACHABLE,
-          grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT: EXIT_INPUT}
+EXIT_BROKEN = 255  # as ssh: the connection, not the remote shell, ended it
+# gRPC status -> exit code, by the one table; RESOURCE_EXHAUSTED here is the session limits (429)
+_CODES = {getattr(grpc.StatusCode, CODES[code].grpc): CODES[code].exit
+          for code in (400, 401, 403, 404, 409, 429, 503, 504)}
+EXIT_NOT_FOUND, EXIT_REFUSED = CODES[404].exit, CODES[409].exit
 
 
 class ShellError(Exception):
