@@ -155,3 +155,20 @@ def test_the_shell_environment_holds_only_allowed_names(env):
     assert all(name in allowed or name.startswith("LC_") for name in out)
     assert out["TERM"] == "xterm-256color"
     assert "secret" not in [v for k, v in out.items() if k != "PATH"]
+
+
+def test_the_node_flags_of_the_terminal():
+    from node.config import ConfigError, parse_config
+
+    assert parse_config([], env={}).terminal is False
+    on = parse_config(["--terminal", "--terminal-user", "nobody", "--terminal-idle-timeout", "60"], env={})
+    assert (on.terminal, on.terminal_user, on.terminal_idle_timeout_s) == (True, "nobody", 60.0)
+    assert parse_config([], env={"CYXWIZ_TERMINAL": "1", "CYXWIZ_API_KEY": "k"}).api_key == "k"
+    assert parse_config([], env={"CYXWIZ_TERMINAL": "1"}).terminal is True
+    for argv, env, text in [
+        (["--terminal-idle-timeout", "0"], {}, "never kept forever"),
+        ([], {"CYXWIZ_TERMINAL_IDLE_TIMEOUT_S": "inf"}, "never kept forever"),
+        ([], {"CYXWIZ_TERMINAL": "maybe"}, "expected 1 or 0"),
+    ]:
+        with pytest.raises(ConfigError, match=text):
+            parse_config(argv, env=env)
