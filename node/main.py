@@ -29,6 +29,7 @@ from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
 from node.terminal import AuditLog, TerminalServicer, TerminalSettings
+from node.terminal.environment import account
 from protos import deployment_pb2_grpc, node_pb2_grpc
 
 __all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
@@ -90,6 +91,8 @@ class Node:
 
     def _start_terminal(self) -> None:
         cfg = self.config
+        if cfg.terminal and cfg.terminal_user:
+            _check_terminal_user(cfg.terminal_user)
         self.terminal_settings = TerminalSettings(
             enabled=cfg.terminal, api_key=cfg.api_key, user=cfg.terminal_user, home=cfg.home,
             idle_timeout_s=cfg.terminal_idle_timeout_s)
@@ -146,6 +149,15 @@ class Node:
         await self.terminal_audit.close()
         await self.agent.close()
         await self.store.close()
+
+
+def _check_terminal_user(user: str) -> None:
+    try:
+        account(user)
+    except KeyError:
+        raise ConfigError(f"--terminal-user / CYXWIZ_TERMINAL_USER: no user {user!r} on this machine") from None
+    if os.geteuid() != 0:
+        raise ConfigError("--terminal-user: running shells as another user needs the node to run as root")
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:

@@ -75,20 +75,22 @@ async def test_terminal_off_answers_failed_precondition(tmp_path):
         assert _code(exc) == grpc.StatusCode.FAILED_PRECONDITION
 
 
+# built when the test runs, not when it is collected: grants last five minutes
 @pytest.mark.parametrize("metadata, status, text", [
-    ((), grpc.StatusCode.UNAUTHENTICATED, "missing credential"),
-    (bearer_metadata("wrong-key"), grpc.StatusCode.UNAUTHENTICATED, "wrong credential"),
-    (bearer_metadata(grant(expires_in=-60)), grpc.StatusCode.UNAUTHENTICATED, "expired"),
-    (bearer_metadata(grant(node_id="node-2")), grpc.StatusCode.UNAUTHENTICATED, "not this node"),
-    (bearer_metadata(grant(token="another-registration")), grpc.StatusCode.UNAUTHENTICATED, "signature"),
-    (bearer_metadata(grant(expires_in=3600)), grpc.StatusCode.UNAUTHENTICATED, "longer than 5 minutes"),
-    (bearer_metadata(grant(key_holder=False)), grpc.StatusCode.PERMISSION_DENIED, "needs the cluster API key"),
-    (bearer_metadata(grant(deployment="dep-1")), grpc.StatusCode.PERMISSION_DENIED, "grant is for deployment"),
-])
+    (lambda: (), grpc.StatusCode.UNAUTHENTICATED, "missing credential"),
+    (lambda: bearer_metadata("wrong-key"), grpc.StatusCode.UNAUTHENTICATED, "wrong credential"),
+    (lambda: bearer_metadata(grant(expires_in=-60)), grpc.StatusCode.UNAUTHENTICATED, "expired"),
+    (lambda: bearer_metadata(grant(node_id="node-2")), grpc.StatusCode.UNAUTHENTICATED, "not this node"),
+    (lambda: bearer_metadata(grant(token="another-registration")), grpc.StatusCode.UNAUTHENTICATED, "signature"),
+    (lambda: bearer_metadata(grant(expires_in=3600)), grpc.StatusCode.UNAUTHENTICATED, "longer than 5 minutes"),
+    (lambda: bearer_metadata(grant(key_holder=False)), grpc.StatusCode.PERMISSION_DENIED, "needs the cluster API key"),
+    (lambda: bearer_metadata(grant(deployment="dep-1")), grpc.StatusCode.PERMISSION_DENIED, "grant is for deployment"),
+], ids=["none", "wrong-key", "expired", "other-node", "other-registration", "too-long", "home-without-key",
+        "other-deployment"])
 async def test_each_refused_credential(tmp_path, metadata, status, text):
     async with terminal_server(tmp_path) as (servicer, stub):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await create(stub, metadata=metadata)
+            await create(stub, metadata=metadata())
         assert _code(exc) == status
         assert text in exc.value.details()
         assert servicer.table.sessions == {}

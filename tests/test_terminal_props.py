@@ -172,3 +172,14 @@ def test_the_node_flags_of_the_terminal():
     ]:
         with pytest.raises(ConfigError, match=text):
             parse_config(argv, env=env)
+
+
+async def test_an_unknown_terminal_user_stops_the_node_at_start(tmp_path):
+    from node.config import ConfigError, NodeConfig
+    from node.main import Node
+
+    node = Node(NodeConfig(central="127.0.0.1:1", nats="nats://127.0.0.1:1", node_port=0, deploy_port=0,
+                           terminal_port=0, bind_host="127.0.0.1", home=tmp_path, terminal=True,
+                           terminal_user="no-such-user-here"))
+    with pytest.raises(ConfigError, match="no user 'no-such-user-here'"):
+        node._start_terminal()
