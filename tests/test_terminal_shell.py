@@ -47,10 +47,11 @@ def test_an_interactive_shell_with_window_size_ctrl_c_and_exit_code(stack):
     child.sendcontrol("c")  # raw mode: Ctrl-C goes to the remote shell, not to the CLI
     child.sendline("echo after-interrupt")
     child.expect("after-interrupt")
-    child.sendline("env | grep -c CYXWIZ_ ; exit 7")
+    child.sendline("echo leaked=$(env | grep -c CYXWIZ_); exit 7")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 7
+    assert "leaked=0" in child.before  # the node's CYXWIZ_SECRET_FOR_TEST and the rest stay out
     assert "not-interrupted" not in child.before
 
 
