@@ -15,7 +15,8 @@ them (``raise X(...) from exc``), so nothing else tells errors apart by their te
     │   ├── AppendFailed                503   yes    the server refused or did not acknowledge
     │   └── ObjectNotFound              404          no such object in a bucket
     ├── central.lifecycle.Refused       4xx          a command that does not fit the state
-    ├── central.readmodel: ProjectionError 503 (ProjectionBusy 409), SqlRefused 400, SqlError 400
+    ├── central.readmodel: ProjectionError 503 (ProjectionBusy 409), SqlRefused 400, SqlError 400,
+    │                      SqlTimeout 400, SqlTooLarge 413, SqlBusy 429 (retryable)
     ├── central.client.ClientError      by code      what central answered the Python client
     ├── central.cli.stack.StackError    503          a part of `cyxwiz up` did not start
     └── node: DatasetError 400, CheckpointError 400, TrainingError 422, Busy 429, Conflict 409,

@@ -137,12 +137,15 @@ class Agent:
 
     def node_info(self) -> node_pb2.NodeInfo:
         vm = psutil.virtual_memory()
+        load = self.metrics.latest()
+        gpu_free = 1.0 - (load.gpu_memory if load is not None else 0.0)  # the share of GPU memory free
         devices = [
             common_pb2.DeviceCapabilities(
                 device_type=common_pb2.DEVICE_CUDA if d.kind == "cuda" else common_pb2.DEVICE_CPU,
                 device_name=d.name, memory_total=d.memory_bytes,
-                memory_available=vm.available if d.kind == "cpu" else d.memory_bytes,
+                memory_available=vm.available if d.kind == "cpu" else int(d.memory_bytes * gpu_free),
                 vram_total=d.memory_bytes if d.kind == "cuda" else 0,
+                vram_available=int(d.memory_bytes * gpu_free) if d.kind == "cuda" else 0,
                 gpu_model=d.name if d.kind == "cuda" else "",
             )
             for d in self.devices

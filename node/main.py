@@ -15,22 +15,29 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import grpc
 
+from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
 from node.config import ConfigError, NodeConfig, parse_config
 from node.executor import Executor
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
-from node.service import NodeServicer, add_idle_services
+from node.service import NodeServicer
+from node.serving import Serving
+from node.serving.deployments import ACTIVE as SERVING_ACTIVE
+from node.serving.errors import NotFound as ServingNotFound
+from node.serving.telemetry import StatsPublisher
 from node.terminal import AuditLog, TerminalServicer, TerminalSettings
 from node.terminal.environment import account
 from protos import deployment_pb2_grpc, node_pb2_grpc
+from protos.decode_guard import DecodeGuard
 
 __all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 
@@ -57,7 +64,7 @@ class Node:
         self.store = ArtifactStore(cfg.nats_url)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            server = grpc.aio.server()
+            server = grpc.aio.server(interceptors=[DecodeGuard()], options=_MESSAGE_LIMITS)
             self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
         self.agent = Agent(
@@ -78,10 +85,19 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        add_idle_services(self._servers["deploy"])
+        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id)
+        self.serving = Serving(
+            fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
+            session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
+            public_host=cfg.public_host, on_window=self.serving_stats,
+        )
+        self.serving.add_to(self._servers["deploy"])
+        self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
+        self.serving.grpc_port = self.ports["deploy"]
         self._start_terminal()
         for server in self._servers.values():
             await server.start()
+        self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
 
     def _bind_host(self, name: str) -> str:
         """With no API key, the terminal listens on loopback only (ARCHITECTURE.md, trust)."""
@@ -95,7 +111,7 @@ class Node:
             _check_terminal_user(cfg.terminal_user)
         self.terminal_settings = TerminalSettings(
             enabled=cfg.terminal, api_key=cfg.api_key, user=cfg.terminal_user, home=cfg.home,
-            idle_timeout_s=cfg.terminal_idle_timeout_s)
+            idle_timeout_s=cfg.terminal_idle_timeout_s, deployment_dir=self._deployment_dir)
         self.terminal_audit = AuditLog(
             cfg.central, self._terminal_credentials, terminal_port=self.ports["terminal"] if cfg.terminal else 0)
         self.terminal = TerminalServicer(
@@ -107,6 +123,19 @@ class Node:
             # a keystroke's echo crosses the GIL a few times; with training threads in this
             # process each crossing could wait a whole switch interval (5 ms by default)
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+
+    def _deployment_dir(self, deployment_id: str) -> Path | None:
+        """A deployment's working folder for its terminal (``<home>/deployments/<id>``), or
+        None unless the deployment is active on this node."""
+        try:
+            deployment = self.serving.deployments.get(deployment_id)
+        except ServingNotFound:
+            return None
+        if deployment.status not in SERVING_ACTIVE or not _SAFE_ID.fullmatch(deployment_id):
+            return None
+        folder = Path(self.config.home).resolve() / "deployments" / deployment_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def _terminal_credentials(self) -> tuple[str, str] | None:
         agent = self.agent
@@ -131,11 +160,14 @@ class Node:
     def ready_info(self) -> dict[str, object]:
         return {
             "node_id": self.node_id, "node_service": self.endpoint("node"), "deploy": self.endpoint("deploy"),
-            "terminal": self.endpoint("terminal"), "pid": os.getpid(),
+            "terminal": self.endpoint("terminal"), "infer_http": f"http://{self.endpoint('infer_http')}",
+            "pid": os.getpid(),
         }
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
+        await self.serving.stop()  # answers the inference requests already accepted
+        await self.serving_stats.close()
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
         await self.terminal.close()
         self.executor.stop_all()
@@ -149,6 +181,11 @@ class Node:
         await self.terminal_audit.close()
         await self.agent.close()
         await self.store.close()
+
+
+# inference requests carry batches (a 256 x 4096 float32 batch is 4 MiB, gRPC's default limit)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 def _check_terminal_user(user: str) -> None:
@@ -186,6 +223,7 @@ def banner(node: Node) -> str:
         f"CyxWiz node {node.node_id} is ready",
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
+        f"  inference:     http://{node.endpoint('infer_http')}",
         f"  terminal:      {node.endpoint('terminal')} ({terminal_mode(node.config)})",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",
@@ -240,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = parse_config(argv)
-        return asyncio.run(serve(config))
+        return run_loop(serve(config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

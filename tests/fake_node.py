@@ -33,6 +33,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         refuse: int = 0,
         devices: tuple[tuple[int, int], ...] = ((common_pb2.DEVICE_CPU, 8 << 30),),
         node_token: str = "",
+        region: str = "",
     ) -> None:
         self._channel = central if isinstance(central, grpc.aio.Channel) else None
         self._target = central if isinstance(central, str) else None
@@ -42,6 +43,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         self.refuse = refuse  # an Error code to refuse every AssignJob with (429, 400), 0: accept
         self.devices = devices
         self.node_token = node_token
+        self.region = region
         self.session_token = ""
         self.assignments: list[Assignment] = []
         self.reported: dict[tuple[str, int], int] = {}  # (job, attempt) -> epochs reported
@@ -87,7 +89,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
 
     async def register(self) -> str:
         info = node_pb2.NodeInfo(node_id=self.node_id, name=self.name, ip_address="127.0.0.1", port=self.port,
-                                 slots=self.slots, cpu_cores=2, ram_total=8 << 30)
+                                 slots=self.slots, cpu_cores=2, ram_total=8 << 30, region=self.region)
         for kind, memory in self.devices:
             info.devices.append(common_pb2.DeviceCapabilities(device_type=kind, memory_total=memory))
         proof = self.metadata if self.session_token else None  # registering its own id again
@@ -100,9 +102,10 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
     def metadata(self):
         return bearer_metadata(self.session_token)
 
-    async def heartbeat(self, active_jobs: list[str] = ()) -> node_pb2.HeartbeatResponse:
+    async def heartbeat(self, active_jobs: list[str] = (), status: node_pb2.NodeInfo | None = None
+                        ) -> node_pb2.HeartbeatResponse:
         return await self.stub.Heartbeat(
-            node_pb2.HeartbeatRequest(node_id=self.node_id, active_jobs=list(active_jobs)),
+            node_pb2.HeartbeatRequest(node_id=self.node_id, active_jobs=list(active_jobs), current_status=status),
             metadata=self.metadata, timeout=10, wait_for_ready=True)
 
     def start_heartbeats(self, interval: float) -> None:

@@ -96,7 +96,7 @@ async def test_a_node_that_refuses_is_skipped(central, jobs):
     good = await FakeNode(central.grpc_address, node_id="b-good").start()
     try:
         [job_id] = await submit(jobs)
-        await eventually(lambda: good.assignments, message="the accepting node gets the job")
+        await eventually(lambda: good.assignments, timeout=30, message="the accepting node gets the job")
         rejected = await stream_events(central.bus, "JobRejected")
         assert [(e.job_id, e.node_id, e.reason) for e in rejected] == [(job_id, "a-busy", "busy")]
         assert central.dispatcher.excluded("a-busy")

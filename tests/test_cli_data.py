@@ -47,6 +47,12 @@ def last_sequence(url: str) -> int:
         ('{"job_id": "j1"', "--data is not valid JSON"),
         ('[1, 2]', "event data must be a JSON object, got list"),
         ('{"job_id": "a.b", "spec": {}}', "contains '.'"),
+        ('{"job_id": "j1", "spec": {"dataset_uri": "ftp://x"}}',
+         "JobSubmitted: spec.dataset_uri 'ftp://x' must start with one of file://, builtin://, synthetic://, nats://"),
+        ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "epochs": -1}}',
+         "JobSubmitted: spec.epochs must be 1..1000000 (got -1)"),
+        ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "model_definition": "{\\"type\\": \\"mlp\\", \\"hidden\\": [100000000]}"}}',
+         "JobSubmitted: spec.model_definition.hidden[0] is 100,000,000 wide, at most 65,536 per layer"),
     ],
 )
 def test_publish_with_bad_data_exits_2_and_publishes_nothing(cli, nats_server, data, message):
@@ -69,7 +75,7 @@ def test_unreachable_nats_exits_3_within_15s_naming_the_url():
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "central", "events", "publish", "JobSubmitted", "--data",
-         '{"job_id": "j1", "spec": {}}', "--nats", url],
+         '{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris"}}', "--nats", url],
         capture_output=True, text=True, timeout=30,
     )
     assert time.monotonic() - started < 15, "no waiting for a connect timeout (generous: a loaded machine starts Python slowly)"
@@ -79,7 +85,8 @@ def test_unreachable_nats_exits_3_within_15s_naming_the_url():
 
 def test_publish_tail_rebuild_and_sql_from_the_file(cli, nats_server, tmp_path):
     url, db = nats_server.url, str(tmp_path / "p.duckdb")
-    published = cli("events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {"epochs": 3}}', "--nats", url)
+    published = cli("events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {"epochs": 3, "dataset_uri": "builtin://iris"}}',
+                    "--nats", url)
     assert published.exit_code == 0 and "as seq 1" in published.output
     tail = cli("events", "tail", "--from-start", "--count", "1", "--json", "--type", "JobSubmitted", "--nats", url)
     assert tail.exit_code == 0

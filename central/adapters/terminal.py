@@ -6,8 +6,8 @@ terminal listens and a grant for it, valid five minutes, bound to the user, the 
 the deployment (``protos.grant``; the key derives from the node's session token, which
 central can compute and the node holds). An empty ``deployment_id`` asks for a shell in
 the node's home on ``node_id`` (an id or a name; with one node online it may be left
-out). A deployment's terminal needs the deployment's ``enable_terminal``; until central
-places deployments every deployment id is unknown (``deployments`` is the lookup).
+out). A deployment's terminal needs the deployment to be active and created with
+``enable_terminal`` (``deployments`` is the lookup: DeploymentControl.terminal_target).
 The other TerminalService methods are the node's: UNIMPLEMENTED here.
 
 ReportTerminalActivity (the node's session token in metadata, always checked) records
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 import grpc
 
 from central.adapters.auth import token_sha256
-from central.adapters.grpc_services import Services, unary
+from central.adapters.grpc_base import Services, unary
 from central.adapters.specs import check_id
 from central.lifecycle.deciders import Refused
 from central.lifecycle.nodes import NodeState

@@ -28,8 +28,10 @@ from bus import BusError, EventBus, default_home, open_bus
 from bus.loop import run as run_loop
 from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
-from central.readmodel.sql import QueryResult, SqlError, SqlRefused
-from events import EVENT_TYPES, CyxwizError, InvalidEvent, build, subject_for
+from central.adapters.job_limits import check_spec
+from central.lifecycle.errors import Refused
+from central.readmodel.sql import QueryResult, SqlError, SqlRefused, SqlTooLarge
+from events import EVENT_TYPES, CyxwizError, InvalidEvent, JobSubmitted, build, subject_for
 
 from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
 
@@ -96,17 +98,20 @@ def _sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool)
         headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=_REST_TIMEOUT_S) as response:
             return msgspec.json.decode(response.read(), type=QueryResult)
     except urllib.error.HTTPError as exc:
         message = _error_message(exc.read()) or exc.reason
-        if exc.code == 400:
-            raise SqlError(message) from None
+        if exc.code in (400, 413):  # the query's fault: refused, broken, too slow or too large
+            raise (SqlTooLarge if exc.code == 413 else SqlError)(message) from None
         raise CyxwizError(f"central at {url} answered {exc.code}: {message}", code=exc.code) from None
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
         if explicit:
             raise ProjectionError(f"central's REST API at {url} does not answer ({exc}); drop --central to read the file") from None
         return None
+
+
+_REST_TIMEOUT_S = 120  # central stops a query at its own limit (30 s by default) and answers why
 
 
 def _error_message(body: bytes) -> str | None:
@@ -150,8 +155,12 @@ def publish_command(
     try:
         event = build(event_type, fields)
         subject_for(event)  # an id that cannot be a subject token is bad data too
+        if isinstance(event, JobSubmitted):
+            check_spec(event.spec)  # the job SubmitJob would refuse is refused here too, in the same words
     except InvalidEvent as exc:
         fail(str(exc), EXIT_INPUT)
+    except Refused as exc:
+        fail(f"JobSubmitted: {exc.message}", EXIT_INPUT)
 
     async def publish(bus: EventBus) -> int:
         return await bus.append(event)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from central.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, exit_code
+from central.cli.exits import EXIT_FAILED, EXIT_INPUT, exit_code
 from central.client import Client, ClientError, JobInfo
 
 console = Console()

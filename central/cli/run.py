@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from central.cli.jobs import EXIT_FAILED, EXIT_UNREACHABLE, err_console, fail, follow_job, print_job_result
+from central.cli.exits import EXIT_FAILED, EXIT_UNREACHABLE
+from central.cli.jobs import err_console, fail, follow_job, print_job_result
 from central.client import CentralUnavailable, Client, ClientError
 from central.cli.stack import Stack, StackConfig, StackError
 

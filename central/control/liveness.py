@@ -60,6 +60,7 @@ class Liveness:
         self._stalled_at_seen: dict[str, float] = {}  # stalled_s when each node was last seen
         self._last_tick: float | None = None
         self.metrics: dict[str, deque] = {}
+        self.reported: dict = {}  # node id -> the NodeInfo of its latest heartbeat (available memory)
         self.lost_total = 0
         self.requeued_total = 0
         self._sub = None

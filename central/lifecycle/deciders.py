@@ -131,6 +131,7 @@ class JobState:
     ended_at: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    error_code: int = 0  # HTTP-style, from the node's report (0: not said)
     retryable: bool = False
     artifact: tuple[str, str, int] | None = None  # (uri, sha256, size)
     compute_seconds: float = 0.0
@@ -202,6 +203,7 @@ class Finish:
     size_bytes: int = 0
     compute_seconds: float = 0.0
     error: str = ""
+    error_code: int = 0
     retryable: bool = False
 
 
@@ -357,7 +359,7 @@ def _decide_finish(state: JobState, cmd: Finish, now: datetime) -> list[Event]:
     if cmd.retryable and not state.cancel_requested and attempt < MAX_ATTEMPTS:
         return _decide_requeue(state, Requeue(f"failed on node {cmd.node_id}: {cmd.error}", cmd.node_id), now)
     return [JobFailed(job_id=job, node_id=cmd.node_id, attempt=attempt, error=cmd.error or "failed on the node",
-                      retryable=cmd.retryable, occurred_at=now,
+                      retryable=cmd.retryable, code=cmd.error_code, occurred_at=now,
                       event_id=report_event_id(job, attempt, "failed"))]
 
 
@@ -482,7 +484,8 @@ def evolve(state: JobState | None, event: Event) -> JobState | None:
                           artifact=artifact, epochs_done=state.epochs, node_id=event.node_id or state.node_id,
                           attempt=event.attempt or state.attempt, compute_seconds=event.compute_seconds)
         case JobFailed():
-            return _ended(state, JobStatus.FAILED, at, error=event.error, retryable=event.retryable)
+            return _ended(state, JobStatus.FAILED, at, error=event.error, retryable=event.retryable,
+                          error_code=event.code)
         case JobRequeued():
             resumed = bool(event.resume_checkpoint)
             return replace(state, status=JobStatus.QUEUED, node_id=None, attempt=event.next_attempt,

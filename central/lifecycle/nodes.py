@@ -39,6 +39,7 @@ class NodeState:
     registration_id: str = ""  # event id of its NodeRegistered: the session token derives from it
     registered_at: float = 0.0
     lost_at: float = 0.0
+    region: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Register:
     ram_bytes: int = 0
     slots: int = 1
     version: str = ""
+    region: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ def decide_node(state: NodeState | None, command: Register | MarkLost | Deregist
         return [NodeRegistered(
             node_id=node_id, name=command.name, endpoint=command.endpoint, devices=list(command.devices),
             cpu_cores=command.cpu_cores, ram_bytes=command.ram_bytes, slots=command.slots,
-            version=command.version, session_token_sha256=command.token_sha256, occurred_at=now,
+            version=command.version, region=command.region, session_token_sha256=command.token_sha256, occurred_at=now,
             event_id=registration_id(node_id, version))]
     if state is None or state.status == "new":
         raise Refused(404, "unknown node")
@@ -115,7 +117,7 @@ def evolve_node(state: NodeState | None, event: Event) -> NodeState | None:
                              devices=tuple(event.devices), cpu_cores=event.cpu_cores, ram_bytes=event.ram_bytes,
                              slots=max(1, event.slots), version_text=event.version,
                              token_sha256=event.session_token_sha256, registration_id=event.event_id,
-                             registered_at=event.occurred_at.timestamp())
+                             registered_at=event.occurred_at.timestamp(), region=event.region)
         case NodeLost():
             return replace(state, status="lost", lost_at=event.occurred_at.timestamp())
         case NodeDeregistered():

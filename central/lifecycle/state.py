@@ -15,7 +15,6 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict, deque
-from dataclasses import replace
 from typing import Callable, Iterator
 
 from bus import StoredMessage
@@ -23,7 +22,9 @@ from bus.loop import wait_for_future
 from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
-from events import Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent, job_subject, misplaced, node_subject
+from central.lifecycle.deployments import DeploymentState, fold_deployment
+from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent,
+                    job_subject, misplaced, node_subject)
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -36,8 +37,10 @@ class CentralState:
     def __init__(self) -> None:
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[str, NodeState] = {}
+        self.deployments: dict[str, DeploymentState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
+        self.failed_by_node: defaultdict[str, int] = defaultdict(int)
         self.last_seq = 0
         self.versions: dict[str, int] = {}  # subject -> stream sequence of its last message
         self.anomalies: deque[tuple[int, str, str]] = deque(maxlen=1000)  # (seq, event type, reason)
@@ -76,6 +79,10 @@ class CentralState:
             self._apply_job(event, seq)
         elif isinstance(event, NodeEvent):
             self._apply_node(event, seq)
+        elif isinstance(event, DeploymentEvent) and not isinstance(event, DeploymentStats):
+            reason = fold_deployment(self.deployments, event, seq)
+            if reason is not None:
+                self._anomaly(seq, type(event).__name__, reason)
 
     def job_version(self, job_id: str) -> int:
         """The expected version of an append to the job (0: nothing on its subject yet)."""
@@ -95,6 +102,8 @@ class CentralState:
         self._index(old, new)
         if isinstance(event, JobCompleted) and new.node_id:
             self.completed_by_node[new.node_id] += 1
+        elif isinstance(event, JobFailed) and event.node_id:
+            self.failed_by_node[event.node_id] += 1
         self._notify(event, old, new)
 
     def _index(self, old: JobState | None, new: JobState) -> None:
@@ -167,6 +176,11 @@ class CentralState:
 
     def online_nodes(self) -> Iterator[NodeState]:
         return (n for n in self.nodes.values() if n.status == "online")
+
+    def reputation(self, node_id: str) -> float:
+        """The share of the node's finished runs that completed (1.0 before any ended)."""
+        done, failed = self.completed_by_node.get(node_id, 0), self.failed_by_node.get(node_id, 0)
+        return done / (done + failed) if done + failed else 1.0
 
     def running_on(self, node_id: str) -> int:
         held = self.node_jobs.get(node_id)

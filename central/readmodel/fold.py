@@ -27,6 +27,8 @@ from central.readmodel.terminal import TERMINAL_SESSION_TYPES, TerminalFold
 from events import InvalidEvent, misplaced
 from events.catalog import JobEvent
 from events.codec import decode_json
+from central.readmodel.deployments import DeploymentBatch
+from events import DeploymentEvent
 
 __all__ = ["REFUSED", "Batch", "Index"]
 
@@ -38,7 +40,7 @@ _S, _I, _F, _B, _T = pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.times
 _LIFECYCLE = [("state", _S), ("cancel_requested", _B), ("node_id", _S), ("attempt", _I), ("current_epoch", _I),
               ("started_at", _T), ("finished_at", _T), ("final_loss", _F), ("final_accuracy", _F),
               ("final_val_accuracy", _F), ("artifact_uri", _S), ("sha256", _S), ("size_bytes", _I),
-              ("compute_seconds", _F), ("error", _S), ("updated_seq", _I)]
+              ("compute_seconds", _F), ("error", _S), ("error_code", _I), ("updated_seq", _I)]
 _SCHEMAS = {
     "b_events": pa.schema([("seq", _I), ("subject", _S), ("type", _S), ("event_id", _S), ("occurred_at", _T),
                            ("stored_at", _T), ("aggregate_id", _S), ("raw", _S)]),
@@ -144,7 +146,8 @@ class Batch:
         self.node_deltas: dict[str, dict[str, Any]] = {}
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
-        self.terminal = TerminalFold()
+        self.deployments = DeploymentBatch()  # central.readmodel.deployments
+        self.terminal = TerminalFold()  # central.readmodel.terminal
 
     def bad(self, m: StoredMessage, reason: str, raw: str | None = None) -> None:
         if raw is None:
@@ -156,6 +159,8 @@ class Batch:
             event, raw = decode_json(m.data)
         except InvalidEvent as exc:
             return self.bad(m, str(exc))
+        if isinstance(event, DeploymentEvent):  # central.readmodel.deployments
+            return self.deployments.add(self, m, event, raw)
         wrong = misplaced(event, m.subject)
         if wrong is not None:
             return self.bad(m, wrong)
@@ -312,7 +317,8 @@ def _lifecycle_columns(job: JobState, seq: int, started: int | None, finished: i
     return (str(job.status), job.cancel_requested, job.node_id, job.attempt, job.epochs_done, started, finished,
             metrics.get("loss"), metrics.get("accuracy"), metrics.get("val_accuracy"), uri or None, sha or None,
             size, job.compute_seconds if completed else None,
-            (job.error or None) if job.status == JobStatus.FAILED else None, seq)
+            (job.error or None) if job.status == JobStatus.FAILED else None,
+            (job.error_code or None) if job.status == JobStatus.FAILED else None, seq)
 
 
 def _new_node(node_id: str) -> dict[str, Any]:

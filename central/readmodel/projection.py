@@ -31,13 +31,14 @@ import msgspec
 
 from bus import StoredMessage
 from central.readmodel import schema as q
+from central.readmodel.deployments import DEPLOYMENT_SCHEMA, DEPLOYMENT_STATEMENTS, DEPLOYMENT_TABLES
 from central.readmodel.fold import REFUSED, Batch, Index
-from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
+from central.readmodel.sql import MAX_ROWS, QueryResult, SqlLimits, run_read_query
 from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
 TELEMETRY_STREAM = q.TELEMETRY_STREAM
-_CONFIG = {
+DUCKDB_CONFIG = {
     "enable_external_access": False,  # user SQL runs on this database: no files
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -86,6 +87,7 @@ class JobRow(msgspec.Struct, kw_only=True):
     size_bytes: int | None = None
     compute_seconds: float | None = None
     error: str | None = None
+    error_code: int | None = None
     updated_seq: int = 0
 
 
@@ -157,7 +159,7 @@ class Projection:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(_CONFIG))
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(DUCKDB_CONFIG))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise ProjectionBusy(
@@ -180,9 +182,10 @@ class Projection:
             stored = self.con.execute(q.STORED_SCHEMA_VERSION).fetchone()[0]
         has_tables = self.con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
         if stored != q.SCHEMA_VERSION and has_tables:
-            for table in q.TABLES:
+            for table in (*q.TABLES, *DEPLOYMENT_TABLES):
                 self.con.execute(f"DROP TABLE IF EXISTS {table}")
         self.con.execute(q.SCHEMA)
+        self.con.execute(DEPLOYMENT_SCHEMA)
 
     def close(self) -> None:
         self.con.close()
@@ -234,11 +237,11 @@ class Projection:
                 batch.add(message)
         else:
             batch.bad(messages[0], force_bad)
-        tables = batch.tables()
+        tables = batch.deployments.tables(self.con, batch) | batch.tables()
         con = self.con
         con.begin()
         try:
-            for name, statement in q.BATCH_STATEMENTS:
+            for name, statement in (*q.BATCH_STATEMENTS, *DEPLOYMENT_STATEMENTS):
                 table = tables.get(name)
                 if table is not None:
                     con.register(name, table)
@@ -262,9 +265,14 @@ class Projection:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def query(self, sql: str, *, max_rows: int = MAX_ROWS) -> QueryResult:
-        """Run a user's read-only SQL; raises ``SqlRefused`` or ``SqlError``."""
-        return run_read_query(self.cursor(), sql, max_rows=max_rows)
+    def query(self, sql: str, *, max_rows: int = MAX_ROWS, limits: SqlLimits = SqlLimits()) -> QueryResult:
+        """Run a user's read-only SQL within ``limits`` on a cursor of its own; raises
+        ``SqlRefused`` or ``SqlError`` (``SqlTimeout``, ``SqlTooLarge``)."""
+        cursor = self.cursor()
+        try:
+            return run_read_query(cursor, sql, max_rows=max_rows, limits=limits)
+        finally:
+            cursor.close()
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobRow]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])

@@ -11,7 +11,7 @@ import duckdb
 
 from bus import EventBus, StoredMessage
 from central.readmodel.projection import (
-    _CONFIG,
+    DUCKDB_CONFIG,
     EVENTS_STREAM,
     TELEMETRY_STREAM,
     Projection,
@@ -194,7 +194,7 @@ def _refuse_if_in_use(path: Path) -> None:
     if not path.exists():
         return
     try:
-        duckdb.connect(str(path), read_only=True, config=dict(_CONFIG)).close()
+        duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG)).close()
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise ProjectionBusy(f"{path} is in use by another process (a running central?); stop it first") from exc

@@ -19,7 +19,7 @@ from central.readmodel import terminal
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS projection_schema (version INTEGER);
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
     final_loss DOUBLE, final_accuracy DOUBLE, final_val_accuracy DOUBLE,
     artifact_uri VARCHAR, sha256 VARCHAR, size_bytes BIGINT, compute_seconds DOUBLE,
-    error VARCHAR, updated_seq BIGINT);
+    error VARCHAR, error_code INTEGER, updated_seq BIGINT);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id VARCHAR, name VARCHAR, endpoint VARCHAR, devices JSON, cpu_cores INTEGER,
     ram_bytes BIGINT, slots INTEGER, version VARCHAR, state VARCHAR,
@@ -74,7 +74,8 @@ INSERT_NODES = "INSERT INTO nodes BY NAME SELECT * FROM b_nodes;"
 INSERT_METRICS = "INSERT INTO node_metrics BY NAME SELECT * FROM b_metrics;"
 
 _LIFECYCLE = ("state", "cancel_requested", "node_id", "attempt", "current_epoch", "final_loss", "final_accuracy",
-              "final_val_accuracy", "artifact_uri", "sha256", "size_bytes", "compute_seconds", "error", "updated_seq")
+              "final_val_accuracy", "artifact_uri", "sha256", "size_bytes", "compute_seconds", "error", "error_code",
+              "updated_seq")
 
 # A job of an earlier batch: its lifecycle columns as the batch leaves it.
 UPDATE_JOBS = f"""
