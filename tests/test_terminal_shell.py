@@ -61,3 +61,36 @@ def test_an_unknown_node_is_a_clear_error(stack):
     child.close()
     assert child.exitstatus == 4
     assert "no node or deployment 'no-such-node'" in child.before
+
+
+def test_a_deployment_shell_needs_enable_terminal_and_opens_in_its_folder(stack):
+    import grpc
+
+    from central.client import Client
+    from protos import deployment_pb2 as dp
+    from protos import deployment_pb2_grpc as dpg
+    from waiting import wait_until
+
+    with Client(stack.grpc) as client:
+        job_id = client.submit(dataset_uri="builtin://digits", model={"type": "mlp", "hidden": [16]}, epochs=2,
+                               batch_size=64, hyperparameters={"seed": 0})
+        assert client.wait(job_id).state == "completed"
+    with grpc.insecure_channel(stack.grpc) as channel:
+        stub = dpg.DeploymentServiceStub(channel)
+        for deployment_id, terminal in (("dep-shell", True), ("dep-closed", False)):
+            stub.CreateDeployment(dp.CreateDeploymentRequest(config=dp.DeploymentConfig(
+                deployment_id=deployment_id, model=dp.ModelInfo(model_id=job_id), enable_terminal=terminal)))
+        for deployment_id in ("dep-shell", "dep-closed"):
+            wait_until(lambda: stub.GetDeployment(dp.GetDeploymentRequest(deployment_id=deployment_id))
+                       .deployment.status == dp.DEPLOYMENT_STATUS_RUNNING, timeout=90)
+    child = _shell(stack, "dep-closed")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6 and "created without enable_terminal" in child.before
+    child = _shell(stack, "dep-shell")
+    child.expect(PROMPT)
+    child.sendline("echo where=$(pwd); exit 0")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "/deployments/dep-shell" in child.before.split("where=")[-1]
