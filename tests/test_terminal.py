@@ -260,6 +260,18 @@ async def test_a_stopped_deployment_ends_its_sessions_only(tmp_path):
         assert one not in servicer.table.sessions
 
 
+async def test_a_session_ends_when_its_deployment_is_no_longer_active(tmp_path):
+    active = {"dep-1": tmp_path}
+    async with terminal_server(tmp_path, deployment_dir=active.get) as (servicer, stub):
+        session_id = await create(stub, deployment_id="dep-1")
+        term = Attached(stub, session_id)
+        term.send("echo in-deployment\n")
+        await term.expect("in-deployment")
+        del active["dep-1"]  # the deployment stopped
+        assert await term.end() == 128 + 1
+        assert session_id not in servicer.table.sessions
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 async def test_terminal_user_and_the_deployment_folder(tmp_path):
     lookup = {"dep-1": Path("/")}.get

@@ -4,7 +4,8 @@ A session id is 32 random bytes from the OS's CSPRNG (``secrets``), bound to the
 principal that created it: another principal gets PERMISSION_DENIED, an unknown id
 NOT_FOUND. At most one stream is attached at a time. The table ends sessions that
 were idle (no input, output or resize) for the idle timeout, or that reached the
-maximum lifetime; ending is SIGHUP, then SIGKILL after the grace period, then reap.
+maximum lifetime, and those whose deployment is no longer active on the node; ending
+is SIGHUP, then SIGKILL after the grace period, then reap.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ class SessionTable:
                     self.end(session, f"maximum lifetime ({s.max_lifetime_s:.0f} s) reached")
                 elif now - session.last_activity() >= s.idle_timeout_s:
                     self.end(session, f"idle for {s.idle_timeout_s:.0f} s")
+                elif session.deployment_id and s.deployment_dir(session.deployment_id) is None:
+                    self.end(session, f"deployment {session.deployment_id} stopped")
             await asyncio.sleep(period)
 
     async def close_all(self, reason: str) -> None:
