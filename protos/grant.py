@@ -24,6 +24,8 @@ import hmac
 import json
 from dataclasses import dataclass
 
+from events.errors import CyxwizError
+
 __all__ = ["GRANT_TTL_S", "Grant", "GrantInvalid", "grant_key", "looks_like_grant", "mint_grant", "verify_grant"]
 
 GRANT_TTL_S = 300
@@ -32,8 +34,10 @@ _CONTEXT = b"cyxwiz-terminal-grant/v1"
 _SKEW_S = 30  # clocks of central and node may differ by this much
 
 
-class GrantInvalid(ValueError):
+class GrantInvalid(CyxwizError):
     """The grant cannot be used; the message says why (never echoes the grant)."""
+
+    code = 401
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from events.errors import CyxwizError
 from protos.convert import bearer_token
 from protos.grant import Grant, GrantInvalid, looks_like_grant, verify_grant
 
@@ -25,11 +26,16 @@ CREDENTIAL_HINT = ("send 'authorization: Bearer <token>' with the cluster API ke
                    "or a grant from central's TerminalService.CreateSession (`cyxwiz shell` gets one)")
 
 
-class Denied(Exception):
-    """A refused call: ``status`` is the gRPC status name, ``message`` what to do."""
+_CODE = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+         "FAILED_PRECONDITION": 409, "RESOURCE_EXHAUSTED": 429}
+
+
+class Denied(CyxwizError):
+    """A refused terminal call: ``status`` is the gRPC status name (``code`` its HTTP-style
+    code in the one error tree), ``message`` what to do."""
 
     def __init__(self, status: str, message: str, principal: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, code=_CODE[status])
         self.status = status
         self.message = message
         self.principal = principal
