@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import grpc
 
-from central.lifecycle.deciders import TERMINAL
+from central.lifecycle.jobs import TERMINAL
 from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_metadata, dict_to_job_config

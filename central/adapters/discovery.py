@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from central.adapters.grpc_base import DEFAULT_PAGE, MAX_PAGE, Services, bounded_text, paging, unary
 from central.adapters.specs import DEVICE_NAMES, ENUM_VALUES, check_finite, check_id
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.lifecycle.policy import fits
 from events import Requirements
 from protos import node_pb2, node_pb2_grpc

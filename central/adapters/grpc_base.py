@@ -12,7 +12,7 @@ import grpc
 
 from bus import BusError
 from central.adapters.specs import check_id, job_status, node_info
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from events import CyxwizError
 from protos import common_pb2, job_pb2, node_pb2

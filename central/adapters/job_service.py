@@ -7,7 +7,8 @@ import uuid
 
 from central.adapters.grpc_base import Services, abort_with, bounded_text, paging, unary
 from central.adapters.specs import ENUM_VALUES, STATUS_OF_STATE, check_id, job_status, spec_from_config
-from central.lifecycle.deciders import Cancel, Refused, Submit
+from central.lifecycle.deciders import Cancel, Submit
+from central.lifecycle.errors import Refused
 from protos import common_pb2, job_pb2, job_pb2_grpc
 
 __all__ = ["JobService"]

@@ -10,7 +10,8 @@ import uuid
 from central.adapters.auth import token_sha256
 from central.adapters.grpc_base import Services, bounded_text, unary
 from central.adapters.specs import check_finite, check_id, check_metrics, registration_from_info
-from central.lifecycle.deciders import Finish, Progress, Refused, jobs_to_cancel
+from central.lifecycle.deciders import Finish, Progress, jobs_to_cancel
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import Register, registration_id
 from events import NodeHeartbeat
 from protos import common_pb2, node_pb2, node_pb2_grpc

@@ -2,7 +2,7 @@
 
 The scheduler decides from this, never from DuckDB, so a lagging read model never causes
 a wrong decision. It folds through the same rules as the projection
-(``central.lifecycle.deciders`` and ``central.lifecycle.nodes``). Every subject has a
+(``central.lifecycle.jobs`` and ``central.lifecycle.nodes``). Every subject has a
 version, the stream sequence of its last message whatever that message held (an
 anomaly, garbage), which is what an append with an expected version needs. A message
 that does not decode, sits on another aggregate's subject, or does not apply is an
@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from bus import StoredMessage
 from bus.loop import wait_for_future
-from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
 from central.lifecycle.deployments import DeploymentState, fold_deployment

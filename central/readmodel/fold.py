@@ -19,7 +19,7 @@ import msgspec
 import pyarrow as pa
 
 from bus import StoredMessage
-from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.readmodel import schema as q
 from central.readmodel.schema import TELEMETRY_STREAM
