@@ -30,7 +30,7 @@ import grpc
 from central.adapters.auth import token_sha256
 from central.adapters.grpc_base import Services, unary
 from central.adapters.specs import check_id
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from events import TerminalSessionClosed, TerminalSessionDenied, TerminalSessionOpened
 from protos import common_pb2, deployment_pb2, deployment_pb2_grpc
