@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import duckdb
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
@@ -261,12 +262,11 @@ class CentralServer:
 
 
 async def _close_projection(projection) -> None:
-    """Close the DuckDB file once the projector's last batch (in a thread) is written."""
-    for _ in range(100):
+    """Close the DuckDB file once the projector's last batch (in a thread) is written; a
+    user's query still running in the pool holds the connection a moment longer."""
+    for _ in range(200):
         try:
-            projection.close()
-            return
-        except Exception as exc:  # duckdb: "connection is busy with another call"
-            if "busy" not in str(exc):
-                raise
+            return await asyncio.to_thread(projection.close)
+        except duckdb.ResourceInUseException:
             await asyncio.sleep(0.05)
+    await asyncio.to_thread(projection.close)

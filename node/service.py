@@ -28,7 +28,7 @@ __all__ = ["NodeServicer", "to_assignment", "validate_job"]
 
 log = logging.getLogger(__name__)
 
-DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")
+from events.catalog import DATASET_SCHEMES  # noqa: E402  (one list for central and node)
 
 
 def validate_job(job: job_pb2.JobConfig) -> str | None:

@@ -11,6 +11,7 @@ import logging
 import grpc
 
 from bus import BusError
+from central.adapters.job_limits import MAX_TEXT
 from central.adapters.specs import check_id, job_status, node_info
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
@@ -26,7 +27,6 @@ log = logging.getLogger("cyxwiz.central.grpc")
 ERROR_TRAILER = "cyxwiz-error-bin"
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-MAX_TEXT = 65536
 
 
 def error_response(response_cls, code: int, message: str):
