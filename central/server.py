@@ -31,6 +31,7 @@ from central.control.dispatcher import Dispatcher
 from central.adapters.deployments import add_deployment_routes, add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
+from central.adapters.terminal import add_terminal_services
 from central.control.deployments import DeploymentControl
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
@@ -170,6 +171,7 @@ class CentralServer:
         self.deployments = DeploymentControl(self.state, commands, auth)
         self.deployments.resume()
         add_deployment_service(self._grpc, self.deployments, auth)
+        self.terminals = add_terminal_services(self._grpc, services, self.deployments.terminal_target)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
         except RuntimeError:  # grpcio raises where older versions returned 0
