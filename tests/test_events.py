@@ -43,7 +43,8 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
         "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
         "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
         "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
-        "DeploymentDeleted", "DeploymentStats", "JobPhase",
+        "DeploymentDeleted", "DeploymentStats",
+        "TerminalSessionOpened", "TerminalSessionClosed", "TerminalSessionDenied", "JobPhase",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 
