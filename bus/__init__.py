@@ -5,7 +5,11 @@
     async for msg in bus.read(1): ...
 """
 
-from bus.errors import AppendFailed, BusError, BusUnavailable, ConcurrencyConflict, ObjectNotFound
+from bus.credentials import CREDS_ENV, ROLES, Credentials, credentials_from_file, resolve_credentials
+from bus.errors import (
+    AppendFailed, BusError, BusForbidden, BusUnauthorized, BusUnavailable, ConcurrencyConflict, CredentialsError,
+    ObjectNotFound,
+)
 from bus.eventbus import (
     BUCKETS,
     EVENTS_STREAM,

@@ -16,7 +16,7 @@ from typing import Sequence
 import msgspec
 import nats.errors
 
-from bus.errors import AppendFailed, BusError, BusUnavailable, ConcurrencyConflict
+from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ConcurrencyConflict
 from bus.loop import wait_for_future
 from events import Event, encode, headers_for, subject_for
 
@@ -116,6 +116,24 @@ class Appender:
         finally:
             del self._batches[key]
         return batch.results  # type: ignore[return-value]  # every slot is filled when done
+
+    def refused(self, action: str, subject: str) -> None:
+        """The server refused a publish to ``subject`` (lowercased, as nats-py reports
+        it): every append to it still waiting fails with ``BusForbidden`` now, instead
+        of waiting out the timeout for an ack that never comes."""
+        if action != "publish":
+            return
+        for batch in self._batches.values():
+            hit = False
+            for i, name in enumerate(batch.subjects):
+                if batch.results[i] is None and name.lower() == subject:
+                    batch.results[i] = BusForbidden("publish", name)
+                    batch.remaining -= 1
+                    batch.in_flight -= 1
+                    hit = True
+            waiter = batch.waiter
+            if hit and waiter is not None and not waiter.done() and batch.satisfied():
+                waiter.set_result(True)
 
     async def _wait(self, batch: _Batch, *, waiting_for_all: bool) -> None:
         """Wait until every ack came (or, not ``waiting_for_all``, until the window has

@@ -25,8 +25,9 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bus.appender import Appender
-from bus.client import FastHeadersClient
-from bus.errors import AppendFailed, BusError, BusUnavailable, ObjectNotFound
+from bus.connection import Violations, open_connection
+from bus.credentials import Credentials, resolve_credentials
+from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ObjectNotFound
 from bus.server import NatsServer, _host_port, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
@@ -67,7 +68,10 @@ class ObjectRef:
 
 
 class EventBus:
-    def __init__(self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0):
+    def __init__(
+        self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0,
+        violations: Violations | None = None,
+    ):
         self.nc = nc
         self.js = nc.jetstream()
         self.url = url
@@ -75,6 +79,8 @@ class EventBus:
         self.telemetry_max_age_s = telemetry_max_age_s
         self._buckets: dict[str, object] = {}
         self._appender = Appender(nc, url)
+        self.violations = violations or Violations(None)
+        self.violations.listeners.append(self._appender.refused)
 
     @classmethod
     async def connect(
@@ -86,41 +92,37 @@ class EventBus:
         replicas: int = 1,
         setup: bool = True,
         flush_linger_s: float = 0.0,
+        credentials: Credentials | str | Path | None = None,
     ) -> "EventBus":
-        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL.
+        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL
+        (``BusUnauthorized`` when the server refuses the credentials).
 
+        ``credentials``: a seed or ``.creds`` file, else ``$CYXWIZ_NATS_CREDS``, else none.
         ``flush_linger_s``: let socket writes wait that long for more publishes (a busy
         server's appends share write syscalls; each round trip pays it)."""
         reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
         if reason:
             raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
-        nc = FastHeadersClient()
-        nc.flush_linger_s = flush_linger_s
-        try:
-            await asyncio.wait_for(
-                nc.connect(
-                    url,
-                    name=name,
-                    connect_timeout=min(2.0, timeout),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    error_cb=_quiet,
-                    disconnected_cb=_quiet_cb,
-                    reconnected_cb=_quiet_cb,
-                    closed_cb=_quiet_cb,
-                ),
-                timeout,
-            )
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
-            raise BusUnavailable(url, type(exc).__name__) from exc
-        bus = cls(nc, url, replicas=replicas)
+        creds = resolve_credentials(credentials)
+        nc, violations = await open_connection(
+            url, credentials=creds, name=name, timeout=timeout, flush_linger_s=flush_linger_s
+        )
+        bus = cls(nc, url, replicas=replicas, violations=violations)
         if setup:
             await bus.setup()
         return bus
 
     async def setup(self) -> None:
-        """Create or update the streams and object store buckets (idempotent)."""
+        """Create or update the streams and object store buckets (idempotent).
+
+        Credentials whose role may not manage streams (a node, a publisher, a reader)
+        skip it: central's own connection sets them up."""
+        try:
+            await self.violations.guard(self._setup())
+        except BusForbidden:
+            pass
+
+    async def _setup(self) -> None:
         await self._ensure_stream(
             api.StreamConfig(
                 name=EVENTS_STREAM,
@@ -195,13 +197,13 @@ class EventBus:
     # --- reading -----------------------------------------------------------------------
 
     async def last_sequence(self, stream: str = EVENTS_STREAM) -> int:
-        info = await self.js.stream_info(stream)
+        info = await self.violations.guard(self.js.stream_info(stream))
         return info.state.last_seq
 
     async def subject_version(self, subject: str) -> int:
         """The stream sequence of the last message on ``subject`` (0 if none)."""
         try:
-            msg = await self.js.get_last_msg(EVENTS_STREAM, subject)
+            msg = await self.violations.guard(self.js.get_last_msg(EVENTS_STREAM, subject))
         except nats.js.errors.NotFoundError:
             return 0
         return msg.seq
@@ -260,7 +262,7 @@ class EventBus:
             buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns, pending))
             arrived.set()
 
-        sub = await self.js.subscribe(
+        sub = await self.violations.guard(self.js.subscribe(
             subjects,
             stream=_stream_of(subjects),
             cb=on_message,
@@ -269,10 +271,10 @@ class EventBus:
             config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
             pending_msgs_limit=1_000_000,
             pending_bytes_limit=1024 * 1024 * 1024,
-        )
+        ))
         try:
             if until_caught_up:
-                info = await sub.consumer_info()
+                info = await self.violations.guard(sub.consumer_info())
                 if info.num_pending == 0 and not info.delivered.consumer_seq and not buffer:
                     return  # nothing matches from start_seq on
             while True:
@@ -293,23 +295,23 @@ class EventBus:
         store = self._buckets.get(bucket)
         if store is None:
             try:
-                store = await self.js.object_store(bucket)
+                store = await self.violations.guard(self.js.object_store(bucket))
             except nats.js.errors.BucketNotFoundError:
-                store = await self.js.create_object_store(
+                store = await self.violations.guard(self.js.create_object_store(
                     bucket, config=api.ObjectStoreConfig(bucket=bucket, storage=api.StorageType.FILE, replicas=self.replicas)
-                )
+                ))
             self._buckets[bucket] = store
         return store
 
     async def put_object(self, bucket: str, name: str, data: bytes) -> ObjectRef:
         store = await self._bucket(bucket)
-        await store.put(name, data)
+        await self.violations.guard(store.put(name, data))
         return ObjectRef(bucket=bucket, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
     async def get_object(self, bucket: str, name: str) -> bytes:
         store = await self._bucket(bucket)
         try:
-            result = await store.get(name)
+            result = await self.violations.guard(store.get(name))
         except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
             raise ObjectNotFound(bucket, name) from exc
         return result.data
@@ -317,7 +319,7 @@ class EventBus:
     async def list_objects(self, bucket: str) -> list[str]:
         store = await self._bucket(bucket)
         try:
-            infos = await store.list()
+            infos = await self.violations.guard(store.list())
         except nats.js.errors.NotFoundError:
             return []
         return [info.name for info in infos if not info.deleted]
@@ -372,24 +374,23 @@ async def open_bus(
     embedded: bool = True,
     timeout: float = 5.0,
     flush_linger_s: float = 0.0,
+    credentials: str | Path | None = None,
+    role: str = "central",
 ) -> tuple[EventBus, NatsServer | None]:
     """Connect to ``url``, else ``$CYXWIZ_NATS_URL``, else the embedded server of ``home``.
 
-    Returns the bus and the embedded server (None when an external URL was used).
+    Credentials: ``credentials``, else ``$CYXWIZ_NATS_CREDS``, else ``role``'s seed of
+    the home's embedded server (our own processes on central's machine). Returns the bus
+    and the embedded server (None when an external URL was used).
     """
     url = url or os.environ.get("CYXWIZ_NATS_URL") or None
+    home = home or default_home()
     server = None
     if url is None:
         if not embedded:
             raise BusUnavailable("(none)", "no NATS URL given: set CYXWIZ_NATS_URL or --nats")
-        server = await asyncio.to_thread(ensure_server, home or default_home())
+        server = await asyncio.to_thread(ensure_server, home)
         url = server.url
-    return await EventBus.connect(url, timeout=timeout, flush_linger_s=flush_linger_s), server
-
-
-async def _quiet(exc: Exception) -> None:
-    """Connection errors surface as BusUnavailable where they matter; no stderr noise."""
-
-
-async def _quiet_cb() -> None:
-    pass
+    creds = resolve_credentials(credentials, store_dir=Path(home) / "nats", role=role)
+    bus = await EventBus.connect(url, timeout=timeout, flush_linger_s=flush_linger_s, credentials=creds)
+    return bus, server
