@@ -37,7 +37,7 @@ from nats.js import api  # noqa: E402
 
 from bus import EventBus, start_server  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402
-from central.projector import rebuild  # noqa: E402
+from central.readmodel.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted,
     Event,

@@ -24,7 +24,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from central.client import Client  # noqa: E402
-from central.stack import Stack, StackConfig  # noqa: E402
+from central.cli.stack import Stack, StackConfig  # noqa: E402
 
 DATASET = "synthetic://classification?n=60000&features=64&classes=10&seed=0"
 MODEL = {"type": "mlp", "hidden": [512, 512]}

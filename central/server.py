@@ -22,14 +22,14 @@ from pathlib import Path
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
-from central.auth import Auth, load_secret
-from central.commands import Commands
-from central.dispatch_worker import DispatchWorker
-from central.dispatcher import Dispatcher
-from central.grpc_services import Services, add_services
-from central.liveness import Liveness
-from central.scheduler import Scheduler
-from central.state import CentralState
+from central.adapters.auth import Auth, load_secret
+from central.control.commands import Commands
+from central.control.dispatch_worker import DispatchWorker
+from central.control.dispatcher import Dispatcher
+from central.adapters.grpc_services import Services, add_services
+from central.control.liveness import Liveness
+from central.control.scheduler import Scheduler
+from central.lifecycle.state import CentralState
 
 log = logging.getLogger("cyxwiz.central")
 
@@ -202,9 +202,9 @@ class CentralServer:
 
     async def _start_read_model(self) -> None:
         """The DuckDB projection, its projector, and REST on top of it."""
-        from central.projection import Projection, ProjectionBusy
-        from central.projector import Projector
-        from central.rest import make_app, serve_rest
+        from central.readmodel.projection import Projection, ProjectionBusy
+        from central.readmodel.projector import Projector
+        from central.adapters.rest import make_app, serve_rest
 
         try:
             self._projection = Projection(self.config.home / "cyxwiz.duckdb")

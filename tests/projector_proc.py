@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bus import EventBus  # noqa: E402
-from central.projection import EVENTS_STREAM, Projection  # noqa: E402
+from central.readmodel.projection import EVENTS_STREAM, Projection  # noqa: E402
 
-from central.projector import Projector  # noqa: E402
+from central.readmodel.projector import Projector  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402  (central's event loop: uvloop where installed)
 from events import (  # noqa: E402
     Device,

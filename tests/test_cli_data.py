@@ -15,9 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from bus import EventBus
-from central import cli_data
-from central.projection import Projection
-from central.rest import make_app, serve_rest
+from central.cli import data as cli_data
+from central.readmodel.projection import Projection
+from central.adapters.rest import make_app, serve_rest
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bus import EventBus
-from central.cli_objects import CommandError, dataset_name
+from central.cli.objects import CommandError, dataset_name
 from events import JobCompleted, JobSubmitted
 from events.catalog import JobSpec
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 def app():
     import typer
 
-    from central import cli_objects
+    from central.cli import objects as cli_objects
 
     application = typer.Typer()
     cli_objects.register(application)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from central.deciders import (
+from central.lifecycle.deciders import (
     MAX_ATTEMPTS,
     TERMINAL,
     Assign,

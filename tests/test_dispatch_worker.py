@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from central.dispatch_worker import DispatchWorker, WorkerCallError
+from central.control.dispatch_worker import DispatchWorker, WorkerCallError
 from fake_node import FakeNode
 from protos import job_pb2, node_pb2
 from test_central_flow import central, jobs, submit  # noqa: F401  (fixtures)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from central.cli_run import rest_sql
+from central.cli.run import rest_sql
 from central.client import Client
-from central.stack import Stack, StackConfig
+from central.cli.stack import Stack, StackConfig
 from waiting import wait_until
 
 pytestmark = pytest.mark.slow

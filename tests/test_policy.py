@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from central.policy import Candidate, Ranking, choose, fits, queue_key, score
-from central.state import CentralState
+from central.lifecycle.policy import Candidate, Ranking, choose, fits, queue_key, score
+from central.lifecycle.state import CentralState
 from bus import StoredMessage
 from events import Device, JobSpec, JobSubmitted, Requirements, encode
 

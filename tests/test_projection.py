@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from central.projection import EVENTS_STREAM, Projection
-from central.projector import Projector, rebuild
+from central.readmodel.projection import EVENTS_STREAM, Projection
+from central.readmodel.projector import Projector, rebuild
 from events import EpochCompleted, JobCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
 from projector_proc import history
 from waiting import eventually
@@ -174,7 +174,7 @@ def test_exactly_once_across_kill_9(nats_server, tmp_path):
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from bus import StoredMessage  # noqa: E402
-from central.projection_fold import _Index  # noqa: E402
+from central.readmodel.fold import _Index  # noqa: E402
 from events import (  # noqa: E402
     JobAssigned,
     JobCancelled,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from central.stack import Stack, StackConfig
+from central.cli.stack import Stack, StackConfig
 
 SCRIPT = Path(__file__).parent / "scripts" / "public_protocol_node.py"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from central.projection import Projection
-from central.projector import Projector
-from central.rest import make_app, openapi_document, serve_rest
+from central.readmodel.projection import Projection
+from central.readmodel.projector import Projector
+from central.adapters.rest import make_app, openapi_document, serve_rest
 from events import EpochCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
 from waiting import eventually
 

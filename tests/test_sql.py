@@ -6,8 +6,8 @@ import duckdb
 import pytest
 from hypothesis import given, strategies as st
 
-from central.projection import Projection
-from central.sql import SqlError, SqlRefused, check_read_only, run_read_query
+from central.readmodel.projection import Projection
+from central.readmodel.sql import SqlError, SqlRefused, check_read_only, run_read_query
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ Frames on stdin/stdout: a 4-byte big-endian length, then msgpack.
     in:  [call_id, endpoint, request_bytes, timeout_s]   (timeout_s < 0: close the endpoint's channel)
     out: [call_id, 0, response_bytes] | [call_id, status_code, details]
 
-    python -m central.dispatch_worker          # started by central; ends at stdin's EOF
+    python -m central.control.dispatch_worker          # started by central; ends at stdin's EOF
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class DispatchWorker:
             if self._proc is not None and self._proc.returncode is None:
                 return
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "central.dispatch_worker",
+                sys.executable, "-m", "central.control.dispatch_worker",
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
                 limit=64 * 1024 * 1024,
             )

@@ -1,6 +1,6 @@
 """Folding one batch in Python: each message checked against an index of what the
 projection has committed, and turned into typed Arrow tables of rows and deltas that
-the statements of ``central.projection_sql`` insert and merge (see ``central.projection``).
+the statements of ``central.readmodel.schema`` insert and merge (see ``central.readmodel.projection``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import msgspec
 import pyarrow as pa
 
 from bus import StoredMessage
-from central import projection_sql as q
-from central.projection_sql import TELEMETRY_STREAM
+from central.readmodel import schema as q
+from central.readmodel.schema import TELEMETRY_STREAM
 from events import InvalidEvent, subject_for
 from events.codec import decode_json
 from events.catalog import TELEMETRY_TYPES, JobEvent

@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 from bus import StoredMessage
 from bus.loop import wait_for_future
-from central.deciders import ACTIVE, JobState, NodeState, anomaly, evolve, evolve_node, node_anomaly
-from central.policy import queue_key
+from central.lifecycle.deciders import ACTIVE, JobState, NodeState, anomaly, evolve, evolve_node, node_anomaly
+from central.lifecycle.policy import queue_key
 from events import Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent
 
 log = logging.getLogger("cyxwiz.central.state")

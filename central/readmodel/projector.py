@@ -10,7 +10,7 @@ from typing import Callable
 import duckdb
 
 from bus import EventBus, StoredMessage
-from central.projection import (
+from central.readmodel.projection import (
     _CONFIG,
     EVENTS_STREAM,
     TELEMETRY_STREAM,

@@ -27,9 +27,9 @@ from rich.table import Table
 from bus import BusError, EventBus, default_home, open_bus
 from bus.errors import BusUnavailable
 from bus.loop import run as run_loop
-from central.projection import Projection, ProjectionError
-from central.projector import rebuild
-from central.sql import QueryResult, SqlError, SqlRefused
+from central.readmodel.projection import Projection, ProjectionError
+from central.readmodel.projector import rebuild
+from central.readmodel.sql import QueryResult, SqlError, SqlRefused
 from events import EVENT_TYPES, InvalidEvent, build, subject_for
 
 EXIT_ENV = 1  # the environment: NATS or the database not reachable

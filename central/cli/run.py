@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from central.cli_jobs import EXIT_FAILED, EXIT_UNREACHABLE, err_console, fail, follow_job, print_job_result
+from central.cli.jobs import EXIT_FAILED, EXIT_UNREACHABLE, err_console, fail, follow_job, print_job_result
 from central.client import CentralUnavailable, Client, ClientError
-from central.stack import Stack, StackConfig, StackError
+from central.cli.stack import Stack, StackConfig, StackError
 
 console = Console()
 

@@ -12,7 +12,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-from central.deciders import JobState, NodeState, Refused
+from central.lifecycle.deciders import JobState, NodeState, Refused
 from events import Device, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2
 

@@ -23,8 +23,8 @@ from typing import Any, Callable
 import msgspec
 from aiohttp import web
 
-from central.projection import JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
-from central.sql import QueryResult, SqlError, SqlRefused
+from central.readmodel.projection import JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
+from central.readmodel.sql import QueryResult, SqlError, SqlRefused
 
 log = logging.getLogger(__name__)
 

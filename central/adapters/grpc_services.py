@@ -41,9 +41,9 @@ import uuid
 import grpc
 
 from bus import BusError
-from central.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
-from central.policy import fits
-from central.specs import (
+from central.lifecycle.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
+from central.lifecycle.policy import fits
+from central.adapters.specs import (
     _VALUES,
     DEVICE_NAMES,
     check_finite,
@@ -54,7 +54,7 @@ from central.specs import (
     registration_from_info,
     spec_from_config,
 )
-from central.auth import token_sha256
+from central.adapters.auth import token_sha256
 from events import NodeHeartbeat, NodeRegistered, Requirements, new_event_id
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import grpc_status, status_error
@@ -228,7 +228,7 @@ def _listed(job, request) -> bool:
     if request.filter_type not in (0, job_pb2.JOB_TYPE_TRAINING):
         return False
     if request.filter_status:
-        from central.specs import STATUS_OF_STATE
+        from central.adapters.specs import STATUS_OF_STATE
 
         return STATUS_OF_STATE.get(job.status) == request.filter_status
     return True

@@ -21,11 +21,11 @@ from collections import Counter
 from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
-from central.commands import Commands
-from central.deciders import Assign, Cancel, JobState, Refused, decide
-from central.dispatcher import Dispatcher
-from central.policy import Candidate, Ranking
-from central.state import CentralState
+from central.control.commands import Commands
+from central.lifecycle.deciders import Assign, Cancel, JobState, Refused, decide
+from central.control.dispatcher import Dispatcher
+from central.lifecycle.policy import Candidate, Ranking
+from central.lifecycle.state import CentralState
 from events import JobAssigned, Requirements, utc_now
 
 log = logging.getLogger("cyxwiz.central.scheduler")

@@ -23,9 +23,9 @@ from typing import Callable
 import nats.errors
 
 from bus import BusError, EventBus
-from central.commands import Commands
-from central.deciders import MarkLost, Refused, Requeue
-from central.state import CentralState
+from central.control.commands import Commands
+from central.lifecycle.deciders import MarkLost, Refused, Requeue
+from central.lifecycle.state import CentralState
 from events import NodeRegistered
 
 log = logging.getLogger("cyxwiz.central.liveness")

@@ -1,7 +1,7 @@
 """The read model: a DuckDB file folded from the event stream, exactly once.
 
     projection = Projection(home / "cyxwiz.duckdb")     # opens or creates file and schema
-    projector = Projector(projection, bus)               # central.projector
+    projector = Projector(projection, bus)               # central.readmodel.projector
     task = asyncio.create_task(projector.run())          # catch up, then follow live
     await projector.wait_for_seq(seq, timeout=5)          # read-your-writes for a caller
     columns, rows = projection.query("SELECT state, count(*) FROM jobs GROUP BY 1")
@@ -9,7 +9,7 @@
 Each batch of messages is checked and folded in Python, against a small index of what
 is committed (each job: ended or not; for jobs not ended their recorded epochs and
 latest assignment; the known nodes), into Arrow tables of final rows and per-row
-deltas; the statements of ``central.projection_sql`` insert and merge them. The batch
+deltas; the statements of ``central.readmodel.schema`` insert and merge them. The batch
 and the stream sequence it ends at are committed in one DuckDB transaction, so after a
 crash the projector resumes from exactly that sequence; the index changes only after
 that commit. A message that does not decode, or makes no sense for its aggregate,
@@ -30,9 +30,9 @@ import duckdb
 import msgspec
 
 from bus import StoredMessage
-from central import projection_sql as q
-from central.projection_fold import _REFUSED, _Batch, _Index
-from central.sql import MAX_ROWS, QueryResult, run_read_query
+from central.readmodel import schema as q
+from central.readmodel.fold import _REFUSED, _Batch, _Index
+from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
 from events import Device
 
 EVENTS_STREAM = q.EVENTS_STREAM

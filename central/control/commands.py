@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Callable
 
 from bus import ConcurrencyConflict, EventBus
-from central.deciders import JobCommand, Refused, decide, decide_node
-from central.state import CentralState
+from central.lifecycle.deciders import JobCommand, Refused, decide, decide_node
+from central.lifecycle.state import CentralState
 from events import Event, utc_now
 
 RETRIES = 4

@@ -1,6 +1,6 @@
 """The ``cyxwiz`` command: one entry point, sub-commands from the modules named below.
 
-Each ``central/cli_*.py`` module defines ``register(app)``. ``cyxwiz node`` runs
+Each module of this package defines ``register(app)``. ``cyxwiz node`` runs
 ``python -m node`` in its place, so central never imports the node.
 """
 
@@ -20,12 +20,12 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = (
-    "central.cli_data",  # sql, events publish|tail, projection rebuild
-    "central.cli_central",  # central
-    "central.cli_node",  # node (runs python -m node)
-    "central.cli_objects",  # datasets put, models get
-    "central.cli_jobs",  # submit, jobs, nodes
-    "central.cli_run",  # up, demo
+    "central.cli.data",  # sql, events publish|tail, projection rebuild
+    "central.cli.central",  # central
+    "central.cli.node",  # node (runs python -m node)
+    "central.cli.objects",  # datasets put, models get
+    "central.cli.jobs",  # submit, jobs, nodes
+    "central.cli.run",  # up, demo
 )
 
 

@@ -1,6 +1,6 @@
 """The SQL of the read model: its schema, and the few statements that write one batch.
 
-``central.projection`` checks and folds a batch in Python (against its index of the
+``central.readmodel.projection`` checks and folds a batch in Python (against its index of the
 jobs and nodes committed so far) into Arrow tables that already hold final rows: new
 rows to insert, and for rows of earlier batches one delta per row. The statements here
 only insert those tables and merge the deltas by key, so a batch costs a handful of
@@ -49,7 +49,7 @@ INSERT INTO projection_checkpoint
     WHERE s NOT IN (SELECT stream FROM projection_checkpoint);
 """
 
-# Arrow tables registered per batch (see central.projection): the name each has.
+# Arrow tables registered per batch (see central.readmodel.projection): the name each has.
 INSERT_EVENTS = "INSERT INTO events SELECT * FROM b_events;"
 INSERT_ANOMALIES = "INSERT INTO anomalies SELECT * FROM b_anomalies;"
 INSERT_JOBS = "INSERT INTO jobs BY NAME SELECT * FROM b_jobs;"

@@ -18,12 +18,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from bus import BusError
-from central.auth import Auth
-from central.commands import Commands
-from central.deciders import Refused, Reject
-from central.dispatch_worker import DispatchWorker, WorkerCallError
-from central.specs import config_from_spec
-from central.state import CentralState
+from central.adapters.auth import Auth
+from central.control.commands import Commands
+from central.lifecycle.deciders import Refused, Reject
+from central.control.dispatch_worker import DispatchWorker, WorkerCallError
+from central.adapters.specs import config_from_spec
+from central.lifecycle.state import CentralState
 from events import JobAssigned
 from protos import node_pb2, node_pb2_grpc
 

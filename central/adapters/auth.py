@@ -22,7 +22,7 @@ import secrets
 
 import nats.js.errors
 
-from central.deciders import NodeState, Refused
+from central.lifecycle.deciders import NodeState, Refused
 from protos.convert import bearer_token
 
 log = logging.getLogger("cyxwiz.central.auth")
