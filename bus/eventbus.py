@@ -173,10 +173,14 @@ class EventBus:
         """Append many events pipelined, every ack checked; their sequences in order.
 
         Raises ``AppendFailed`` if any append failed; appends are idempotent by event id,
-        so the caller may retry the whole batch.
+        so the caller may retry the whole batch. ``BusForbidden`` if the credentials may
+        not append (a retry cannot help).
         """
         results = await self._appender.append(list(events))
         failed = [r for r in results if isinstance(r, BusError)]
+        for error in failed:
+            if isinstance(error, BusForbidden):
+                raise error
         if failed:
             raise AppendFailed(f"{len(failed)} of {len(results)} appends failed: {failed[0]}")
         return results  # type: ignore[return-value]

@@ -81,7 +81,14 @@ class Auth:
 
 
 async def load_secret(bus) -> bytes:
-    """The session secret shared by every central on this stream (created once)."""
+    """The session secret shared by every central on this stream (created once).
+
+    Only central's NATS credentials may read the bucket; any other role gets
+    ``BusForbidden`` at once (``bus.violations``)."""
+    return await bus.violations.guard(_load_secret(bus))
+
+
+async def _load_secret(bus) -> bytes:
     try:
         kv = await bus.js.key_value(SECRET_BUCKET)
     except nats.js.errors.BucketNotFoundError:
