@@ -13,7 +13,10 @@ in one run, side by side:
   (d) projection lag (append in this process -> committed in DuckDB by the projector
       process, which reports each commit on a pipe) at a steady rate, p50/p99/max.
 
-The projector process is ``tests/projector_proc.py --follow``.
+The projector process is ``tests/projector_proc.py --follow``. The server runs with
+its nkey users (``bus.credentials``) and every connection is central's, as in the
+platform; ``--no-auth`` runs the same without users (the reference for what
+authorization costs).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nats  # noqa: E402
 from nats.js import api  # noqa: E402
 
-from bus import EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402
 from central.readmodel.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
@@ -82,7 +85,8 @@ def chunks(events: Iterator[Event], size: int) -> Iterator[list[Event]]:
 async def raw_ceiling(bus: EventBus, n: int) -> float:
     """(a): plain nats-py (its own client, none of ours), pre-encoded bytes,
     ``publish_async``, every ack awaited; msg/s."""
-    nc = await nats.connect(bus.url)
+    seed = os.environ.get(CREDS_ENV)
+    nc = await nats.connect(bus.url, **({"nkeys_seed": seed} if seed else {}))
     js = nc.jetstream(publish_async_max_pending=4000)
     await js.add_stream(api.StreamConfig(name="BENCH_RAW", subjects=["bench.>"], storage=api.StorageType.FILE))
     payloads = [(f"bench.job.{i // 9}", encode(e)) for i, e in enumerate(job_history(10_000_000, n))]
@@ -225,10 +229,15 @@ def machine() -> str:
 
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cyxwiz-bench-"))
-    server = start_server(workdir / "nats", port=0)
+    server = start_server(workdir / "nats", port=0, auth=not args.no_auth)
+    if args.no_auth:
+        os.environ.pop(CREDS_ENV, None)
+    else:
+        os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and the projector's
     bus = await EventBus.connect(server.url)
     try:
-        print(f"machine: {machine()}")
+        print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}; "
+              f"NATS authorization {'off' if args.no_auth else 'on (nkey users)'}")
         raw = await raw_ceiling(bus, args.append_events)
         print(f"(a) raw publish_async into a stream:        {raw:10,.0f} msg/s")
         alone = await append_alone(bus, args.append_events)
@@ -244,6 +253,7 @@ async def main(args: argparse.Namespace) -> None:
             f"(d) lag at {args.lag_rate:,} events/s for {args.lag_seconds:.0f} s ({len(lags):,} events): "
             f"p50 {statistics.median(lags):.1f} ms, p99 {percentile(lags, 99):.1f} ms, max {max(lags):.1f} ms  (target p99 < 100 ms)"
         )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         await bus.close()
         server.stop()
@@ -255,4 +265,5 @@ if __name__ == "__main__":
     parser.add_argument("--append-events", type=int, default=200_000, help="events for (a) and (b)")
     parser.add_argument("--lag-rate", type=int, default=1000, help="events/s for the lag measurement (d)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--no-auth", action="store_true", help="nats-server without users (the reference)")
     run_loop(main(parser.parse_args()))  # the loop our processes run on (uvloop where installed)

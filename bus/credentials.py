@@ -97,8 +97,8 @@ def authorization_block(public_keys: dict[str, str]) -> str:
             continue
         lines.append(f'    {{ nkey: "{key}", permissions: {{')
         for verb in ("publish", "subscribe"):
-            subjects = ", ".join(f'"{s}"' for s in perms[verb]["allow"])
-            lines.append(f"        {verb}: {{ allow: [{subjects}] }}")
+            subjects = ",\n".join(f'          "{s}"' for s in perms[verb]["allow"])
+            lines += [f"        {verb}: {{ allow: [", subjects, "        ] }"]
         lines.append("    } }")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
