@@ -11,7 +11,9 @@ in one run, side by side:
       DuckDB; and the ratio (b)/(a);
   (c) rebuilding a fresh projection from ``--events`` events in the stream;
   (d) projection lag (append in this process -> committed in DuckDB by the projector
-      process, which reports each commit on a pipe) at a steady rate, p50/p99/max.
+      process, which reports each commit on a pipe) at a steady rate, p50/p99/max;
+  (e) with authorization on: (a)'s publishes as central (a user without limits) and as
+      the publisher role (every publish checked against its permissions), alternated.
 
 The projector process is ``tests/projector_proc.py --follow``. The server runs with
 its nkey users (``bus.credentials``) and every connection is central's, as in the
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nats  # noqa: E402
 from nats.js import api  # noqa: E402
 
-from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, credentials_from_file, start_server  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402
 from central.readmodel.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
@@ -98,6 +100,31 @@ async def raw_ceiling(bus: EventBus, n: int) -> float:
     await js.delete_stream("BENCH_RAW")
     await nc.close()
     return rate
+
+
+async def role_publish_rate(url: str, seed: Path, n: int) -> float:
+    """(e): like (a), with ``seed``'s user, into ``CYXWIZ_EVENTS`` on ``events.bench.*``
+    (the one stream a publisher may write); msg/s."""
+    nc = await nats.connect(url, **credentials_from_file(seed).connect_options())
+    js = nc.jetstream(publish_async_max_pending=4000)
+    payloads = [(f"events.bench.{i // 9}", encode(e)) for i, e in enumerate(job_history(20_000_000, n))]
+    started = time.perf_counter()
+    for start in range(0, n, 10_000):
+        futures = [await js.publish_async(s, p) for s, p in payloads[start : start + 10_000]]
+        await asyncio.gather(*futures)
+    rate = n / (time.perf_counter() - started)
+    await nc.close()
+    return rate
+
+
+async def authorization_cost(server, n: int, rounds: int = 2) -> tuple[float, float]:
+    """(e): the same publishes as central (no limits) and as the publisher role (each
+    publish checked against its permissions), alternated ``rounds`` times; best of each."""
+    unlimited, checked = [], []
+    for _ in range(rounds):
+        unlimited.append(await role_publish_rate(server.url, server.seed("central"), n))
+        checked.append(await role_publish_rate(server.url, server.seed("publisher"), n))
+    return max(unlimited), max(checked)
 
 
 class ProjectorProcess:
@@ -253,6 +280,10 @@ async def main(args: argparse.Namespace) -> None:
             f"(d) lag at {args.lag_rate:,} events/s for {args.lag_seconds:.0f} s ({len(lags):,} events): "
             f"p50 {statistics.median(lags):.1f} ms, p99 {percentile(lags, 99):.1f} ms, max {max(lags):.1f} ms  (target p99 < 100 ms)"
         )
+        if not args.no_auth:
+            unlimited, checked = await authorization_cost(server, args.append_events // 2)
+            print(f"(e) publish_async as central (no limits):    {unlimited:10,.0f} msg/s")
+            print(f"(e) publish_async as the publisher role:     {checked:10,.0f} msg/s  = {checked / unlimited:.3f} of central's")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         await bus.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,8 +21,9 @@ import nats.errors
 from bus.client import FastHeadersClient
 from bus.credentials import Credentials
 from bus.errors import BusForbidden, BusUnauthorized, BusUnavailable
+from bus.server import _host_port
 
-__all__ = ["Violations", "open_connection", "parse_violation"]
+__all__ = ["Violations", "first_refusal", "open_connection", "parse_violation"]
 
 T = TypeVar("T")
 _VIOLATION = re.compile(r"permissions violation for (publish|subscription) to \"([^\"]*)\"", re.IGNORECASE)
@@ -125,6 +127,20 @@ async def open_connection(
     finally:
         if not refused.done():
             refused.cancel()
+
+
+def first_refusal(url: str, timeout: float) -> str | None:
+    """None if some server of ``url`` (comma-separated for a cluster) accepts TCP, else why not."""
+    reason = None
+    for server in url.split(","):
+        try:
+            with socket.create_connection(_host_port(server.strip()), timeout=timeout):
+                return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        except ValueError:
+            return None  # an address we cannot parse: let nats-py judge it
+    return reason
 
 
 async def _close_quietly(nc: FastHeadersClient) -> None:

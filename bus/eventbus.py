@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,10 +24,10 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bus.appender import Appender
-from bus.connection import Violations, open_connection
+from bus.connection import Violations, first_refusal, open_connection
 from bus.credentials import Credentials, resolve_credentials
 from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ObjectNotFound
-from bus.server import NatsServer, _host_port, ensure_server
+from bus.server import NatsServer, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
 
@@ -100,7 +99,7 @@ class EventBus:
         ``credentials``: a seed or ``.creds`` file, else ``$CYXWIZ_NATS_CREDS``, else none.
         ``flush_linger_s``: let socket writes wait that long for more publishes (a busy
         server's appends share write syscalls; each round trip pays it)."""
-        reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
+        reason = await asyncio.to_thread(first_refusal, url, min(2.0, timeout))
         if reason:
             raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
         creds = resolve_credentials(credentials)
@@ -339,20 +338,6 @@ def _reply_fields(reply: str) -> tuple[int, int, int]:
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[7]), int(tokens[8])
     return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp]), int(tokens[Msg.Ack.NumPending])
-
-
-def _first_refusal(url: str, timeout: float) -> str | None:
-    """None if some server of ``url`` (comma-separated for a cluster) accepts TCP, else why not."""
-    reason = None
-    for server in url.split(","):
-        try:
-            with socket.create_connection(_host_port(server.strip()), timeout=timeout):
-                return None
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-        except ValueError:
-            return None  # an address we cannot parse: let nats-py judge it
-    return reason
 
 
 def _stream_of(subjects: str) -> str:

@@ -52,7 +52,7 @@ class Node:
         self.slots = cfg.slots or default_slots(self.devices)
         self.metrics = MetricsHistory()
         self.metrics.record()
-        self.store = ArtifactStore(cfg.nats_url)
+        self.store = ArtifactStore(cfg.nats_url, credentials=cfg.nats_creds)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
             server = grpc.aio.server()

@@ -289,3 +289,22 @@ def test_up_hands_each_child_its_roles_credentials(tmp_path):
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+async def test_the_nodes_artifact_store_uses_the_node_role(nats_server, central, monkeypatch):
+    from node.artifacts import ArtifactStore
+    from node.config import parse_config
+
+    config = parse_config(["--nats-creds", str(nats_server.seed("node")), "--nats", nats_server.url], env={})
+    assert config.nats_creds == nats_server.seed("node")
+    store = ArtifactStore(config.nats_url, credentials=config.nats_creds)
+    await store.start()
+    ref = await store.put_checkpoint("j1", 1, 1, b"weights")
+    assert await store.get_uri(ref.uri) == b"weights"
+    with pytest.raises(BusForbidden):
+        await asyncio.wait_for((await store._connected()).append(_events()[0]), 10)
+    monkeypatch.delenv(CREDS_ENV)
+    anonymous = ArtifactStore(nats_server.url)
+    await anonymous.start()
+    with pytest.raises(BusUnauthorized, match="no credentials given"):
+        await anonymous.get_uri(ref.uri)
