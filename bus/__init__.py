@@ -1,6 +1,7 @@
 """The NATS JetStream adapter: embedded server, streams, append, replay, object store.
 
     bus, server = await open_bus()          # $CYXWIZ_NATS_URL or the embedded server
+                                            # as $CYXWIZ_NATS_CREDS, else the home's central seed
     seq = await bus.append(JobSubmitted(...))
     async for msg in bus.read(1): ...
 """
