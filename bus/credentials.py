@@ -9,8 +9,9 @@ Roles (what each may publish and subscribe is ``permissions(role, public_key)``)
 - ``reader``: replays of the events and telemetry streams with ordered consumers.
 
 Every connection of ours takes replies (requests, JetStream acks, consumer deliveries)
-on an inbox of its own key, ``_INBOX_<public key>``, and may subscribe to nothing else
-there: one user cannot read the replies another gets (central's secret, say).
+on an inbox of its own key, ``_INBOX_<public key>``; a user of a limited role may
+subscribe to nothing else, so it cannot read the replies another gets (central's
+secret, say).
 
 Seeds live in ``<home>/nats/creds/<role>.nk`` (mode 0600), made once and reused; the
 embedded server's ``auth.conf`` is written from them at every start.
@@ -26,18 +27,16 @@ from pathlib import Path
 import nkeys
 
 from bus.errors import CredentialsError
+from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
 
 __all__ = [
-    "CREDS_ENV", "ROLES", "Credentials", "authorization_block", "credentials_from_file",
-    "CredentialsError", "ensure_seeds", "resolve_credentials", "inbox_prefix", "permissions", "seed_path", "write_seed_file",
-    "write_server_config",
+    "CREDS_ENV", "ROLES", "Credentials", "authorization_block", "credentials_from_file", "ensure_seeds",
+    "inbox_prefix", "permissions", "resolve_credentials", "seed_path", "write_seed_file", "write_server_config",
 ]
 
 CREDS_ENV = "CYXWIZ_NATS_CREDS"
 ROLES = ("central", "node", "publisher", "reader")
-EVENTS_STREAM = "CYXWIZ_EVENTS"
-TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
-NODE_BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
+NODE_BUCKETS = BUCKETS  # a node reads and writes every bucket: a requeued job resumes anywhere
 _API = "$JS.API"
 
 
@@ -121,14 +120,19 @@ class Credentials:
 
     path: Path
     public_key: str
-    jwt: bool  # a NATS .creds file (JWT and seed) rather than a bare nkey seed
+    jwt: bool  # a NATS .creds file (JWT and seed) rather than an nkey seed
+    bare: bool = True  # the file holds the seed alone (nats-py reads it as it is)
 
     def connect_options(self) -> dict:
+        """nats-py's ``connect`` keywords. The seed is read from the file when needed
+        (a decorated seed file, with comment lines, is read here once per connect)."""
         options = {"inbox_prefix": inbox_prefix(self.public_key)}
         if self.jwt:
             options["user_credentials"] = str(self.path)
-        else:
+        elif self.bare:
             options["nkeys_seed"] = str(self.path)
+        else:
+            options["nkeys_seed_str"] = _seed_line(self.path.read_text()) or ""
         return options
 
 
@@ -149,7 +153,7 @@ def credentials_from_file(path: Path | str) -> Credentials:
         key_pair.wipe()
     except (nkeys.NkeysError, ValueError) as exc:
         raise CredentialsError(f"{path}: the nkey seed is not valid ({exc})") from exc
-    return Credentials(path=path, public_key=public_key, jwt=jwt)
+    return Credentials(path=path, public_key=public_key, jwt=jwt, bare=text.strip() == seed)
 
 
 def resolve_credentials(

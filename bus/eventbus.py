@@ -27,13 +27,11 @@ from bus.appender import Appender
 from bus.connection import Violations, first_refusal, open_connection
 from bus.credentials import Credentials, resolve_credentials
 from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ObjectNotFound
+from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
 from bus.server import NatsServer, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
 
-EVENTS_STREAM = "CYXWIZ_EVENTS"
-TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
-BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
 
 
 class StoredMessage(msgspec.Struct, frozen=True):

@@ -75,6 +75,17 @@ async def test_a_seed_the_server_does_not_know_is_refused(nats_server, tmp_path)
         await EventBus.connect(nats_server.url, credentials=stranger)
 
 
+async def test_a_decorated_seed_file_connects(nats_server, central, tmp_path):
+    decorated = tmp_path / "reader.nk"
+    seed = nats_server.seed("reader").read_text().strip()
+    decorated.write_text(f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n")
+    bus = await EventBus.connect(nats_server.url, credentials=decorated, setup=False)
+    try:
+        assert await bus.last_sequence() == 0
+    finally:
+        await bus.close()
+
+
 async def test_a_credentials_file_without_a_seed_says_so(nats_server, tmp_path):
     (tmp_path / "empty.nk").write_text("not a seed\n")
     with pytest.raises(CredentialsError, match="holds no nkey user seed"):
