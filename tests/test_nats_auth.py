@@ -319,3 +319,37 @@ async def test_the_nodes_artifact_store_uses_the_node_role(nats_server, central,
     await anonymous.start()
     with pytest.raises(BusUnauthorized, match="no credentials given"):
         await anonymous.get_uri(ref.uri)
+
+
+def test_a_publishers_garbage_does_not_stop_the_next_job(tmp_path):
+    from central.cli.stack import Stack, StackConfig
+    from central.client import Client
+    from waiting import wait_until
+
+    config = StackConfig(home=tmp_path / "home", grpc_port=0, rest_port=0, node_port=0, deploy_port=0,
+                         terminal_port=0, fresh_nats=True, nodes=1)
+    job = JobSubmitted(job_id="after-garbage", spec=JobSpec(
+        dataset_uri="synthetic://classification?n=128&features=4&classes=2&seed=1", epochs=1, batch_size=32,
+        model_definition=json.dumps({"type": "mlp", "hidden": [4]})))
+    with Stack(config) as stack:
+
+        async def publish() -> None:
+            bus = await EventBus.connect(stack.nats_url, credentials=stack.nats.seed("publisher"), setup=False)
+            try:
+                await bus.js.publish("events.job.garbage", b"\x00 not json")
+                await bus.js.publish("events.node.n1", b'{"type": "NoSuchEvent"}')
+                await bus.append(job)
+            finally:
+                await bus.close()
+
+        asyncio.run(publish())
+        with Client(stack.grpc) as client:
+            wait_until(lambda: _state(client, job.job_id) in ("completed", "failed"), timeout=90)
+            assert client.status(job.job_id).state == "completed"
+
+
+def _state(client, job_id: str) -> str:
+    try:
+        return client.status(job_id).state
+    except Exception:  # not in central's state yet
+        return ""
