@@ -223,6 +223,14 @@ def test_authorization_block_grants_each_role_its_own_inbox_only():
         permissions("admin", "U")
 
 
+def test_parse_violation_reads_nats_py_error_texts():
+    from bus.connection import parse_violation
+
+    assert parse_violation('nats: permissions violation for publish to "events.job.b"') == ("publish", "events.job.b")
+    assert parse_violation("nats: 'Permissions Violation for Subscription to \"_INBOX.>\"'") == ("subscription", "_INBOX.>")
+    assert parse_violation("nats: 'Authorization Violation'") is None
+
+
 def _cyxwiz(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "central", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
