@@ -24,8 +24,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import nkeys
-
 from bus.errors import CredentialsError
 from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
 
@@ -147,6 +145,8 @@ def credentials_from_file(path: Path | str) -> Credentials:
     seed = _seed_line(text)
     if seed is None:
         raise CredentialsError(f"{path} holds no nkey user seed (a line starting with SU)")
+    import nkeys  # here: PyNaCl's import is ~50 ms that a command failing earlier never needs
+
     try:
         key_pair = nkeys.from_seed(bytearray(seed.encode()))
         public_key = key_pair.public_key.decode()
@@ -203,6 +203,8 @@ def write_seed_file(store_dir: Path, role: str, out: Path) -> Path:
 
 
 def _new_user_seed() -> bytes:
+    import nkeys
+
     return nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER) + b"\n"
 
 
