@@ -2,9 +2,9 @@
 
     BusError
     ├── BusUnavailable        the NATS server cannot be reached (retry may help)
-    │   └── BusUnauthorized   the server refused our credentials (none, or not its users)
+    │   └── BusUnauthorized   401: the server refused our credentials (none, or not its users)
     │       └── CredentialsError  the credentials file cannot be used (missing, no seed)
-    ├── BusForbidden          the credentials' role may not do this (a permissions violation)
+    ├── BusForbidden          403: the credentials' role may not do this (a permissions violation)
     ├── ConcurrencyConflict   the aggregate moved on since it was read: reload, decide again
     ├── AppendFailed          the server refused or did not acknowledge an append
     └── ObjectNotFound        no such object in an object store bucket
@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+from events.errors import CyxwizError
 
-class BusError(Exception):
+
+class BusError(CyxwizError):
+    code = 503
     retryable = False
 
 
@@ -38,6 +41,7 @@ CREDS_HINT = (
 class BusUnauthorized(BusUnavailable):
     """The server refused the connection's credentials: a retry with the same ones cannot help."""
 
+    code = 401
     retryable = False
 
     def __init__(self, url: str, credentials: str | None) -> None:
@@ -62,6 +66,8 @@ class CredentialsError(BusUnauthorized):
 class BusForbidden(BusError):
     """The server refused one publish or subscription of these credentials."""
 
+    code = 403
+
     def __init__(self, action: str, subject: str, credentials: str | None = None) -> None:
         self.action = action
         self.subject = subject
@@ -74,6 +80,7 @@ class BusForbidden(BusError):
 
 
 class ConcurrencyConflict(BusError):
+    code = 409
     retryable = True
 
     def __init__(self, subject: str, expected: int, detail: str = "") -> None:
@@ -90,6 +97,8 @@ class AppendFailed(BusError):
 
 
 class ObjectNotFound(BusError):
+    code = 404
+
     def __init__(self, bucket: str, name: str) -> None:
         self.bucket = bucket
         self.name = name

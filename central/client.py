@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import grpc
 
+from central.lifecycle.deciders import TERMINAL
+from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_metadata, dict_to_job_config
 
-TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "deleted"})
+TERMINAL_STATES = frozenset(str(s) for s in TERMINAL)
 
 
-class ClientError(Exception):
+class ClientError(CyxwizError):
     code = 500
 
     def __init__(self, message: str, code: int | None = None):
@@ -52,6 +56,7 @@ class Conflict(ClientError):
 
 class CentralUnavailable(ClientError):
     code = 503
+    retryable = True
 
 
 _BY_STATUS = {
@@ -184,7 +189,11 @@ class Client:
         name: str | None = None,
         estimated_memory: int = 0,
     ) -> str:
-        """Submit a training job; returns its id. Hyperparameter values may be numbers."""
+        """Submit a training job; returns its id. Hyperparameter values may be numbers.
+
+        The id is chosen here (unless given), so a submit that failed on the way back
+        (central or NATS restarting: UNAVAILABLE) is retried with the same id, and central
+        answers the retry with that same job: it never makes a second one."""
         config = {
             "job_type": job_type,
             "priority": priority,
@@ -197,15 +206,14 @@ class Client:
         }
         if device:
             config["required_device"] = device
-        if job_id:
-            config["job_id"] = job_id
+        config["job_id"] = job_id or uuid.uuid4().hex
         if name:
             config["hyperparameters"].setdefault("name", name)
         try:
             pb = dict_to_job_config(config)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        response = self._call(self._jobs.SubmitJob, job_pb2.SubmitJobRequest(config=pb))
+        response = self._retrying(self._jobs.SubmitJob, job_pb2.SubmitJobRequest(config=pb))
         _raise_for(response)
         return response.job_id
 
@@ -250,6 +258,16 @@ class Client:
     def nodes(self, *, online_only: bool = False) -> list[NodeSummary]:
         response = self._call(self._nodes.ListNodes, node_pb2.ListNodesRequest(page_size=1000, online_only=online_only))
         return [NodeSummary.from_proto(info) for info in response.nodes]
+
+    def _retrying(self, method, request, attempts: int = 5):
+        """``_call`` again while central is unavailable, for calls that are idempotent."""
+        for attempt in range(attempts):
+            try:
+                return self._call(method, request)
+            except CentralUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(min(2.0, 0.25 * 2**attempt))
 
     def _call(self, method, request):
         try:

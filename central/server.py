@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
+from events import ConfigError
 from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
@@ -30,14 +31,11 @@ from central.adapters.grpc_services import Services, add_services
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
+from protos.decode_guard import DecodeGuard
 
 log = logging.getLogger("cyxwiz.central")
 
 REPLAY_TIMEOUT_S = 600.0
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and what to do."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +160,8 @@ class CentralServer:
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher)
-        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
+        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
@@ -224,7 +222,7 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:

@@ -31,6 +31,7 @@ from events.catalog import (
     new_event_id,
     utc_now,
 )
+from events.errors import CODES, ConfigError, CyxwizError, answer_for
 from events.codec import (
     InvalidEvent,
     aggregate_id,
@@ -41,6 +42,7 @@ from events.codec import (
     from_dict,
     headers_for,
     job_subject,
+    misplaced,
     node_subject,
     register_upcaster,
     subject_for,

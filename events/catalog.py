@@ -80,6 +80,7 @@ class NodeRegistered(NodeEvent, frozen=True, kw_only=True):
     slots: int = 1
     version: str = ""
     session_token_sha256: str = ""  # the token itself is never stored
+    region: str = ""
 
 
 class NodeLost(NodeEvent, frozen=True, kw_only=True):
@@ -161,6 +162,7 @@ class JobFailed(JobEvent, frozen=True, kw_only=True):
     attempt: int = 1
     error: str
     retryable: bool = False
+    code: int = 0  # HTTP-style, as the node said (400 bad job, 422 diverged, 503, 507 out of memory); 0: unknown
 
 
 class JobRequeued(JobEvent, frozen=True, kw_only=True):

@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import msgspec
 
+from events.errors import CyxwizError
+
 from events.catalog import (
     EVENT_TYPES,
     SCHEMA_VERSIONS,
@@ -25,8 +27,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_SEQ_HEADER = "Nats-Expected-Last-Subject-Sequence"
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(CyxwizError, ValueError):
     """Bytes or data that do not form a valid event of the catalog."""
+
+    code = 400
 
 
 _encoder = msgspec.json.Encoder()
@@ -132,6 +136,33 @@ def subject_for(event: Event) -> str:
     if isinstance(event, JobEvent):
         return f"events.job.{_token(event.job_id)}"
     return f"events.node.{_token(event.node_id)}"
+
+
+def misplaced(event: Event, subject: str) -> str | None:
+    """Why ``event`` does not belong on ``subject`` (None when it does). An event whose
+    payload names another aggregate than its subject is an anomaly for every consumer:
+    folding it would change one aggregate while versioning another."""
+    if _on_its_subject(event, subject):
+        return None
+    try:
+        expected = subject_for(event)  # the exact check; raises for an id no subject can hold
+    except InvalidEvent as exc:
+        return str(exc)
+    if expected == subject:
+        return None
+    return f"{type(event).__name__} belongs on subject {expected}, not {subject}"
+
+
+def _on_its_subject(event: Event, subject: str) -> bool:
+    """The common case of ``subject_for(event) == subject``, cheaply (a subject from NATS
+    holds no whitespace, so only the characters a token forbids need a look)."""
+    if isinstance(event, JobEvent):
+        aggregate, prefix = event.job_id, "events.job."
+    else:
+        aggregate = event.node_id
+        prefix = "telemetry.node." if type(event).__name__ in TELEMETRY_TYPES else "events.node."
+    return (subject.startswith(prefix) and subject[len(prefix):] == aggregate and aggregate != ""
+            and "." not in aggregate and "*" not in aggregate and ">" not in aggregate)
 
 
 def job_subject(job_id: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import uuid
 from pathlib import Path
@@ -113,7 +114,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.node_id = config.node_id or stored_node_id(Path(config.home))
-        self.session_token = ""
+        self.session_token = stored_session_token(Path(config.home), self.node_id)
         self.node_port = node_port
         self.devices = devices
         self.slots = slots
@@ -136,12 +137,15 @@ class Agent:
 
     def node_info(self) -> node_pb2.NodeInfo:
         vm = psutil.virtual_memory()
+        load = self.metrics.latest()
+        gpu_free = 1.0 - (load.gpu_memory if load is not None else 0.0)  # the share of GPU memory free
         devices = [
             common_pb2.DeviceCapabilities(
                 device_type=common_pb2.DEVICE_CUDA if d.kind == "cuda" else common_pb2.DEVICE_CPU,
                 device_name=d.name, memory_total=d.memory_bytes,
-                memory_available=vm.available if d.kind == "cpu" else d.memory_bytes,
+                memory_available=vm.available if d.kind == "cpu" else int(d.memory_bytes * gpu_free),
                 vram_total=d.memory_bytes if d.kind == "cuda" else 0,
+                vram_available=int(d.memory_bytes * gpu_free) if d.kind == "cuda" else 0,
                 gpu_model=d.name if d.kind == "cuda" else "",
             )
             for d in self.devices
@@ -173,8 +177,9 @@ class Agent:
         request = node_pb2.RegisterNodeRequest(
             info=self.node_info(), authentication_token=self.config.node_token or ""
         )
+        proof = bearer_metadata(self.session_token) if self.session_token else None  # "this id is mine"
         try:
-            response = await self._stub.RegisterNode(request, timeout=10.0)
+            response = await self._stub.RegisterNode(request, metadata=proof, timeout=10.0)
         except grpc.aio.AioRpcError as exc:
             code = _GRPC_TO_HTTP.get(exc.code(), 500)
             if code in (400, 401, 403):
@@ -186,9 +191,14 @@ class Agent:
             if code in (400, 401, 403):
                 raise RegistrationRefused(code, message)
             raise CentralError(code, message)
-        if response.node_id:
+        if response.node_id and response.node_id != self.node_id:
+            log.warning("central gave this node the id %s (%s is registered to another node)",
+                        response.node_id, self.node_id)
             self.node_id = response.node_id
+            if not self.config.node_id:
+                store_node_id(Path(self.config.home), self.node_id)
         self.session_token = response.session_token
+        store_session_token(Path(self.config.home), self.node_id, self.session_token)
         self.registrations += 1
         self._registered.set()
         log.info("registered with central %s as %s", self.config.central, self.node_id)
@@ -287,6 +297,37 @@ def to_metric_point(sample: LoadSample) -> node_pb2.MetricPoint:
     return node_pb2.MetricPoint(
         timestamp=int(sample.timestamp), cpu_usage=sample.cpu, gpu_usage=sample.gpu, memory_usage=sample.memory,
     )
+
+
+def stored_session_token(home: Path, node_id: str) -> str:
+    """The session token of this node's last registration (it proves the id is ours when
+    registering again), or "" when there is none for ``node_id``."""
+    try:
+        stored_id, token = (home / "session_token").read_text().split()
+    except (OSError, ValueError):
+        return ""
+    return token if stored_id == node_id else ""
+
+
+def store_session_token(home: Path, node_id: str, token: str) -> None:
+    """Keep the token readable by this user only (it acts as the node)."""
+    path = home / "session_token"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{node_id} {token}\n")
+        os.replace(path.with_suffix(".tmp"), path)
+    except OSError as exc:
+        log.warning("cannot keep the session token in %s (%s): a restart will register a fresh id", path, exc)
+
+
+def store_node_id(home: Path, node_id: str) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "node_id").write_text(node_id + "\n")
+    except OSError:
+        pass
 
 
 def stored_node_id(home: Path) -> str:

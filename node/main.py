@@ -29,6 +29,7 @@ from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
 from protos import node_pb2_grpc
+from protos.decode_guard import DecodeGuard
 
 __all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
 
@@ -55,7 +56,7 @@ class Node:
         self.store = ArtifactStore(cfg.nats_url, credentials=cfg.nats_creds)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            server = grpc.aio.server()
+            server = grpc.aio.server(interceptors=[DecodeGuard()])
             self.ports[name] = _bind(server, cfg.bind_host, port, name)
             self._servers[name] = server
         self.agent = Agent(

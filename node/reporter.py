@@ -89,6 +89,7 @@ def completion_request(
     compute = outcome.result.compute_seconds if outcome.result is not None else outcome.seconds
     result = job_pb2.JobResult(
         job_id=job.job_id, status=status, final_metrics=final_metrics(outcome), total_compute_time=round(compute),
+        compute_seconds=compute,
     )
     if model is not None:
         result.model_weights_uri = model.uri

@@ -11,6 +11,7 @@ only from the central it registered with; anything else is UNAUTHENTICATED (401)
 from __future__ import annotations
 
 import datetime
+import hmac
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from node.executor import Assignment, Busy, Conflict, Executor
 from node.metrics import MetricsHistory
 from node.models import MODEL_TYPES, parse_model_definition
 from protos import common_pb2, deployment_pb2_grpc, job_pb2, node_pb2, node_pb2_grpc
-from protos.convert import status_error
+from protos.convert import bearer_token, status_error
 
 __all__ = ["NodeServicer", "add_idle_services", "to_assignment", "validate_job"]
 
@@ -116,8 +117,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     async def AssignJob(self, request: node_pb2.AssignJobRequest, context: grpc.aio.ServicerContext):
         job = request.job
-        token = self.session_token()
-        if not token or request.authorization_token != token:
+        if not self._from_central(request.authorization_token):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "401: authorization_token is not the session token of this node's registration; "
@@ -145,7 +145,20 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             status=common_pb2.STATUS_SUCCESS, job_id=job.job_id, accepted=True, estimated_start_time=now
         )
 
+    def _from_central(self, presented: str | None) -> bool:
+        """True when ``presented`` is this node's session token (constant-time)."""
+        token = self.session_token()
+        return bool(token) and presented is not None and hmac.compare_digest(presented.encode(), token.encode())
+
     async def GetNodeMetrics(self, request: node_pb2.GetNodeMetricsRequest, context: grpc.aio.ServicerContext):
+        """Like AssignJob, only for the central this node registered with: its session
+        token as ``authorization: Bearer`` metadata."""
+        if not self._from_central(bearer_token(context.invocation_metadata())):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "401: send this node's session token as 'authorization: Bearer <token>'; "
+                "a node answers only the central it registered with",
+            )
         me = self.node_id()
         if request.node_id and request.node_id != me:
             return node_pb2.GetNodeMetricsResponse(

@@ -16,28 +16,19 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
+from events.errors import CODES
 from protos import common_pb2, job_pb2
 
 # ---------------------------------------------------------------- errors
 
 HTTP_TO_GRPC: Mapping[int, grpc.StatusCode] = MappingProxyType(
-    {
-        400: grpc.StatusCode.INVALID_ARGUMENT,
-        401: grpc.StatusCode.UNAUTHENTICATED,
-        403: grpc.StatusCode.PERMISSION_DENIED,
-        404: grpc.StatusCode.NOT_FOUND,
-        409: grpc.StatusCode.FAILED_PRECONDITION,
-        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        500: grpc.StatusCode.INTERNAL,
-        501: grpc.StatusCode.UNIMPLEMENTED,
-        503: grpc.StatusCode.UNAVAILABLE,
-        504: grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
+    {code: grpc.StatusCode[answer.grpc] for code, answer in CODES.items()}  # the one table: events.errors
 )
 
 
 def grpc_status(code: int) -> grpc.StatusCode:
-    """The gRPC status that goes with an HTTP-style ``Error.code``; UNKNOWN if none does."""
+    """The gRPC status that goes with an HTTP-style ``Error.code`` (``events.errors.CODES``);
+    UNKNOWN for a code the table does not list."""
     return HTTP_TO_GRPC.get(code, grpc.StatusCode.UNKNOWN)
 
 

@@ -72,7 +72,7 @@ class JobConfig(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., priority: _Optional[_Union[JobPriority, str]] = ..., model_definition: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., dataset_uri: _Optional[str] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., required_device: _Optional[_Union[_common_pb2.DeviceType, str]] = ..., estimated_memory: _Optional[int] = ..., estimated_duration: _Optional[int] = ..., resume_checkpoint_uri: _Optional[str] = ..., resume_from_epoch: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "status", "progress", "current_node_id", "start_time", "end_time", "error", "metrics", "current_epoch", "attempt", "state", "job_type", "submitted_at", "model_weights_uri", "model_weights_hash", "model_size", "checkpoint_uri", "total_epochs", "name")
+    __slots__ = ("job_id", "status", "progress", "current_node_id", "start_time", "end_time", "error", "metrics", "current_epoch", "attempt", "state", "job_type", "submitted_at", "model_weights_uri", "model_weights_hash", "model_size", "checkpoint_uri", "total_epochs", "name", "waiting_reason")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class JobStatus(_message.Message):
     CHECKPOINT_URI_FIELD_NUMBER: _ClassVar[int]
     TOTAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: _common_pb2.StatusCode
     progress: float
@@ -118,10 +119,11 @@ class JobStatus(_message.Message):
     checkpoint_uri: str
     total_epochs: int
     name: str
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., progress: _Optional[float] = ..., current_node_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., current_epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., submitted_at: _Optional[int] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., checkpoint_uri: _Optional[str] = ..., total_epochs: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., progress: _Optional[float] = ..., current_node_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., current_epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., submitted_at: _Optional[int] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., checkpoint_uri: _Optional[str] = ..., total_epochs: _Optional[int] = ..., name: _Optional[str] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "status", "model_weights_uri", "model_weights_hash", "model_size", "final_metrics", "total_compute_time", "energy_consumed", "proof_of_compute", "signatures")
+    __slots__ = ("job_id", "status", "model_weights_uri", "model_weights_hash", "model_size", "final_metrics", "total_compute_time", "energy_consumed", "proof_of_compute", "signatures", "compute_seconds")
     class FinalMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +141,7 @@ class JobResult(_message.Message):
     ENERGY_CONSUMED_FIELD_NUMBER: _ClassVar[int]
     PROOF_OF_COMPUTE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: _common_pb2.StatusCode
     model_weights_uri: str
@@ -149,7 +152,8 @@ class JobResult(_message.Message):
     energy_consumed: float
     proof_of_compute: str
     signatures: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., final_metrics: _Optional[_Mapping[str, float]] = ..., total_compute_time: _Optional[int] = ..., energy_consumed: _Optional[float] = ..., proof_of_compute: _Optional[str] = ..., signatures: _Optional[_Iterable[str]] = ...) -> None: ...
+    compute_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., final_metrics: _Optional[_Mapping[str, float]] = ..., total_compute_time: _Optional[int] = ..., energy_consumed: _Optional[float] = ..., proof_of_compute: _Optional[str] = ..., signatures: _Optional[_Iterable[str]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("config", "initial_data")

@@ -33,6 +33,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         refuse: int = 0,
         devices: tuple[tuple[int, int], ...] = ((common_pb2.DEVICE_CPU, 8 << 30),),
         node_token: str = "",
+        region: str = "",
     ) -> None:
         self._channel = central if isinstance(central, grpc.aio.Channel) else None
         self._target = central if isinstance(central, str) else None
@@ -42,8 +43,11 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         self.refuse = refuse  # an Error code to refuse every AssignJob with (429, 400), 0: accept
         self.devices = devices
         self.node_token = node_token
+        self.region = region
         self.session_token = ""
         self.assignments: list[Assignment] = []
+        self.reported: dict[tuple[str, int], int] = {}  # (job, attempt) -> epochs reported
+        self.beats_ok = 0  # heartbeats central answered with keep_alive
         self.assigned = asyncio.Event()
         self.on_assign = None  # optional callback(Assignment)
         self.port = 0
@@ -85,11 +89,12 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
 
     async def register(self) -> str:
         info = node_pb2.NodeInfo(node_id=self.node_id, name=self.name, ip_address="127.0.0.1", port=self.port,
-                                 slots=self.slots, cpu_cores=2, ram_total=8 << 30)
+                                 slots=self.slots, cpu_cores=2, ram_total=8 << 30, region=self.region)
         for kind, memory in self.devices:
             info.devices.append(common_pb2.DeviceCapabilities(device_type=kind, memory_total=memory))
+        proof = self.metadata if self.session_token else None  # registering its own id again
         response = await self.stub.RegisterNode(
-            node_pb2.RegisterNodeRequest(info=info, authentication_token=self.node_token), timeout=10)
+            node_pb2.RegisterNodeRequest(info=info, authentication_token=self.node_token), metadata=proof, timeout=10)
         self.node_id, self.session_token = response.node_id, response.session_token
         return self.node_id
 
@@ -97,9 +102,10 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
     def metadata(self):
         return bearer_metadata(self.session_token)
 
-    async def heartbeat(self, active_jobs: list[str] = ()) -> node_pb2.HeartbeatResponse:
+    async def heartbeat(self, active_jobs: list[str] = (), status: node_pb2.NodeInfo | None = None
+                        ) -> node_pb2.HeartbeatResponse:
         return await self.stub.Heartbeat(
-            node_pb2.HeartbeatRequest(node_id=self.node_id, active_jobs=list(active_jobs)),
+            node_pb2.HeartbeatRequest(node_id=self.node_id, active_jobs=list(active_jobs), current_status=status),
             metadata=self.metadata, timeout=10, wait_for_ready=True)
 
     def start_heartbeats(self, interval: float) -> None:
@@ -107,6 +113,7 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
             while True:
                 try:
                     response = await self.heartbeat()
+                    self.beats_ok += response.keep_alive
                     if not response.keep_alive:
                         await self.register()
                 except grpc.aio.AioRpcError:
@@ -124,13 +131,29 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
                        checkpoint: str = "", cancelled: bool = False) -> node_pb2.ReportProgressResponse:
         status = job_pb2.JobStatus(job_id=job_id, current_epoch=epoch,
                                    status=common_pb2.STATUS_CANCELLED if cancelled else common_pb2.STATUS_IN_PROGRESS)
+        key = (job_id, attempt or self._attempt(job_id))
+        self.reported[key] = max(self.reported.get(key, 0), epoch)
         return await self.stub.ReportProgress(
             node_pb2.ReportProgressRequest(node_id=self.node_id, job_id=job_id, status=status, attempt=attempt,
                                            current_metrics={"loss": loss}, checkpoint_uri=checkpoint),
             metadata=self.metadata, timeout=10, wait_for_ready=True)
 
+    def _attempt(self, job_id: str) -> int:
+        return max((a.attempt for a in self.assignments if a.job_id == job_id), default=1)
+
+    async def train(self, job_id: str, *, attempt: int = 0) -> None:
+        """Report every epoch of the job not reported yet, as a node that trained it does."""
+        attempt = attempt or self._attempt(job_id)
+        epochs = max((a.config.epochs for a in self.assignments if a.job_id == job_id), default=0)
+        for epoch in range(self.reported.get((job_id, attempt), 0) + 1, epochs + 1):
+            await self.progress(job_id, epoch, attempt=attempt)
+
     async def complete(self, job_id: str, *, attempt: int = 0, status: int = common_pb2.STATUS_COMPLETED,
-                       error: str = "", retryable: bool = False) -> node_pb2.ReportCompletionResponse:
+                       error: str = "", retryable: bool = False, train: bool = True) -> node_pb2.ReportCompletionResponse:
+        """Report the end; a completion first reports the epochs not reported yet
+        (``train=False`` sends it as it is)."""
+        if train and status == common_pb2.STATUS_COMPLETED:
+            await self.train(job_id, attempt=attempt)
         result = job_pb2.JobResult(job_id=job_id, status=status, model_weights_uri=f"nats://cyxwiz-models/{job_id}",
                                    model_weights_hash="0" * 64, model_size=10, final_metrics={"loss": 0.1})
         return await self.stub.ReportCompletion(

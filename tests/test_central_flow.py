@@ -96,14 +96,18 @@ async def test_a_node_that_refuses_is_skipped(central, jobs):
     good = await FakeNode(central.grpc_address, node_id="b-good").start()
     try:
         [job_id] = await submit(jobs)
-        await eventually(lambda: good.assignments, message="the accepting node gets the job")
+        await eventually(lambda: good.assignments, timeout=30, message="the accepting node gets the job")
         rejected = await stream_events(central.bus, "JobRejected")
         assert [(e.job_id, e.node_id, e.reason) for e in rejected] == [(job_id, "a-busy", "busy")]
         assert central.dispatcher.excluded("a-busy")
-        assert (await state_of(jobs, job_id)).current_node_id == "b-good"
+        await eventually(lambda: _on_node(jobs, job_id, "b-good"), message="central's state shows it on b-good")
     finally:
         await busy.stop()
         await good.stop()
+
+
+async def _on_node(jobs, job_id: str, node_id: str) -> bool:
+    return (await state_of(jobs, job_id)).current_node_id == node_id
 
 
 async def test_a_silent_node_is_lost_and_its_job_resumes_elsewhere(central, jobs):
@@ -111,6 +115,7 @@ async def test_a_silent_node_is_lost_and_its_job_resumes_elsewhere(central, jobs
     lost.start_heartbeats(0.2)
     [job_id] = await submit(jobs)
     await eventually(lambda: lost.assignments)
+    await lost.progress(job_id, 1)
     await lost.progress(job_id, 2, checkpoint="nats://cyxwiz-checkpoints/j/2")
     other = await FakeNode(central.grpc_address, node_id="b-other").start()
     other.start_heartbeats(0.2)
@@ -229,12 +234,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def start_central_process(nats_url: str, home: Path, port: int) -> tuple[subprocess.Popen, dict]:
+async def start_central_process(nats_url: str, home: Path, port: int,
+                                node_timeout: float = 3.0) -> tuple[subprocess.Popen, dict]:
     ready = home / "ready.json"
     ready.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "central", "central", "--nats", nats_url, "--home", str(home), "--grpc-port", str(port),
-         "--rest-port", "0", "--heartbeat", "0.2", "--node-timeout", "3", "--ready-file", str(ready)],
+         "--rest-port", "0", "--heartbeat", "0.2", "--node-timeout", str(node_timeout), "--ready-file", str(ready)],
         stdout=subprocess.DEVNULL, stderr=open(home / f"central-{port}.log", "ab"), start_new_session=True,
         env={**os.environ, "CYXWIZ_LOG_LEVEL": "WARNING"},
     )

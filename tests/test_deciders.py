@@ -13,10 +13,8 @@ from central.lifecycle.deciders import (
     TERMINAL,
     Assign,
     Cancel,
-    Deregister,
     Fail,
     Finish,
-    MarkLost,
     Progress,
     Refused,
     Reject,
@@ -24,11 +22,10 @@ from central.lifecycle.deciders import (
     Submit,
     anomaly,
     decide,
-    decide_node,
     evolve,
-    evolve_node,
     report_event_id,
 )
+from central.lifecycle.nodes import Deregister, MarkLost, decide_node, evolve_node
 from events import (
     EpochCompleted,
     JobAssigned,
@@ -66,12 +63,57 @@ def running(node: str = "n1"):
     return state
 
 
-def test_submit_queues_and_a_second_submit_is_a_conflict():
+def trained(node: str = "n1"):
+    """Running, with every one of its 3 epochs reported."""
+    state = running(node)
+    for epoch in (1, 2, 3):
+        state, _ = run(state, Progress(node, epoch=epoch))
+    return state
+
+
+def test_submit_queues_a_retry_is_nothing_and_another_spec_is_a_conflict():
     state = submitted()
     assert (state.status, state.attempt, state.epochs) == ("queued", 1, 3)
+    assert decide(state, Submit("j1", JobSpec(epochs=3)), NOW) == [], "the same job again: nothing to do"
     with pytest.raises(Refused) as info:
         decide(state, Submit("j1", JobSpec()), NOW)
-    assert (info.value.code, info.value.message) == (409, "job 'j1' already exists")
+    assert (info.value.code, info.value.reason) == (409, "exists")
+    assert info.value.message == "job 'j1' already exists with a different spec; submit it under another job_id"
+    done, _ = run(trained(), Finish("n1", "completed"))
+    assert decide(done, Submit("j1", JobSpec(epochs=3)), NOW) == [], "an ended job's id is still taken by it"
+
+
+def test_decisions_are_functions_of_their_arguments():
+    first, again = decide(None, Submit("j1", JobSpec()), NOW), decide(None, Submit("j1", JobSpec()), NOW)
+    assert first == again, "same inputs, same events, same ids (a retried submit is stored once)"
+    state = submitted()
+    assert decide(state, Assign("n1"), NOW, 7) == decide(state, Assign("n1"), NOW, 7)
+    assert decide(state, Assign("n1"), NOW, 7)[0].event_id != decide(state, Assign("n1"), NOW, 8)[0].event_id
+    assert decide(state, Assign("n1"), NOW, 7)[0].event_id != decide(state, Assign("n2"), NOW, 7)[0].event_id
+
+
+def test_epochs_are_reported_in_order_and_a_completion_needs_them_all():
+    state, _ = run(running(), Progress("n1", epoch=1))
+    with pytest.raises(Refused) as info:
+        decide(state, Progress("n1", epoch=3), NOW)
+    assert info.value.code == 400 and "epoch 3 reported, but epoch 2 is the next one" in info.value.message
+    with pytest.raises(Refused) as info:
+        decide(state, Finish("n1", "completed"), NOW)
+    assert info.value.code == 409 and "epochs 2..3 were never reported" in info.value.message
+    assert "skips epoch 2" in anomaly(state, EpochCompleted(job_id="j1", node_id="n1", epoch=3))
+    assert "never recorded" in anomaly(state, JobCompleted(job_id="j1", node_id="n1"))
+
+
+def test_a_completion_of_the_attempt_requeued_after_all_its_epochs_is_accepted():
+    state, _ = run(trained(), Requeue("node n1 lost", "n1"))
+    assert (state.status, state.attempt, state.excluded_node) == ("queued", 2, "n1")
+    state, events = run(state, Finish("n1", "completed", attempt=1, sha256="ab"))
+    assert [type(e) for e in events] == [JobCompleted] and events[0].attempt == 1
+    assert (state.status, state.node_id, state.artifact[1]) == ("completed", "n1", "ab")
+    half, _ = run(running(), Progress("n1", epoch=1))
+    half, _ = run(half, Requeue("node n1 lost", "n1"))
+    with pytest.raises(Refused):
+        decide(half, Finish("n1", "completed", attempt=1), NOW)
 
 
 def test_unknown_job_is_404():
@@ -89,15 +131,17 @@ def test_happy_path_assigned_running_epochs_completed():
     assert (state.status, state.epochs_done, state.checkpoint_uri) == ("running", 1, "nats://c/1")
     state, events = run(state, Progress("n1", epoch=1))
     assert events == [], "a repeated epoch decides nothing"
+    state, _ = run(state, Progress("n1", epoch=2))
+    state, _ = run(state, Progress("n1", epoch=3))
     state, events = run(state, Finish("n1", "completed", artifact_uri="nats://m/j1", sha256="ab", size_bytes=3))
     assert [type(e) for e in events] == [JobCompleted]
     assert state.status == "completed" and state.spec is None and state.artifact == ("nats://m/j1", "ab", 3)
 
 
 def test_report_event_ids_are_deterministic():
-    _, first = run(running(), Progress("n1", epoch=2))
-    _, again = run(running(), Progress("n1", epoch=2))
-    assert first[0].event_id == again[0].event_id == report_event_id("j1", 1, "epoch/2")
+    _, first = run(running(), Progress("n1", epoch=1))
+    _, again = run(running(), Progress("n1", epoch=1))
+    assert first[0].event_id == again[0].event_id == report_event_id("j1", 1, "epoch/1")
 
 
 def test_a_report_from_a_node_that_does_not_hold_the_job_is_refused():
@@ -119,7 +163,7 @@ def test_rejection_requeues_and_three_invalid_rejections_fail():
 
 
 def test_requeue_carries_the_checkpoint_and_gives_up_after_three_attempts():
-    state = running()
+    state, _ = run(running(), Progress("n1", epoch=1))
     state, _ = run(state, Progress("n1", epoch=2, checkpoint_uri="nats://c/2"))
     state, events = run(state, Requeue("node n1 lost", "n1"))
     assert [type(e) for e in events] == [JobRequeued]
@@ -163,7 +207,7 @@ def test_a_lost_node_with_a_cancel_requested_job_cancels_it():
 
 
 def test_anomalies_change_nothing():
-    done, _ = run(running(), Finish("n1", "completed"))
+    done, _ = run(trained(), Finish("n1", "completed"))
     for event in (JobCompleted(job_id="j1"), JobAssigned(job_id="j1", node_id="n9"),
                   EpochCompleted(job_id="j1", epoch=9), JobSubmitted(job_id="j1", spec=JobSpec())):
         assert anomaly(done, event) is not None

@@ -88,3 +88,13 @@ def test_an_upcaster_rewrites_an_old_schema_version(monkeypatch):
     old = b'{"type":"JobCancelRequested","job_id":"j","schema_version":1,"why":"user asked"}'
     event = decode(old)
     assert event.reason == "user asked" and event.schema_version == 2
+
+
+def test_the_readme_prints_the_one_error_table():
+    from pathlib import Path
+
+    from events.errors import CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for code, answer in CODES.items():
+        assert f"| {code} | {answer.grpc} | {answer.exit} | {answer.meaning} |" in readme, f"README's row for {code}"

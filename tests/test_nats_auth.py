@@ -65,7 +65,7 @@ async def test_no_credentials_are_refused_at_once_in_one_clear_line(nats_server,
     message = str(refused.value)
     assert "\n" not in message and f"NATS at {nats_server.url} refused the connection" in message
     assert "no credentials given" in message and "CYXWIZ_NATS_CREDS" in message and "cyxwiz nats creds" in message
-    assert not refused.value.retryable
+    assert not refused.value.retryable and refused.value.code == 401
 
 
 async def test_a_seed_the_server_does_not_know_is_refused(nats_server, tmp_path):
@@ -259,7 +259,7 @@ async def test_cli_without_credentials_says_so_in_one_line(nats_server):
     done = await asyncio.to_thread(
         _cyxwiz, "events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {}}',
         "--nats", nats_server.url, env={CREDS_ENV: ""})
-    assert done.returncode == 1
+    assert done.returncode == 6  # 401: missing or wrong credentials (events.errors.CODES)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert "refused the connection (no credentials given)" in lines[0] and "CYXWIZ_NATS_CREDS" in lines[0]
@@ -269,7 +269,7 @@ async def test_cli_with_a_readers_credentials_cannot_publish_in_one_line(nats_se
     done = await asyncio.to_thread(
         _cyxwiz, "events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {}}',
         "--nats", nats_server.url, env={CREDS_ENV: str(nats_server.seed("reader"))})
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 6 and "Traceback" not in done.stderr  # 403
     assert len(done.stderr.strip().splitlines()) == 1
     assert "NATS refused publish to 'events.job.j1'" in done.stderr
     published = await asyncio.to_thread(

@@ -7,6 +7,7 @@ import grpc
 import pytest
 from fake_central import FakeCentral, assign, job_config, node_stub, running_node
 from hypothesis import given
+from protos.convert import bearer_metadata
 from hypothesis import strategies as st
 from waiting import eventually
 
@@ -115,13 +116,17 @@ async def test_get_node_metrics_returns_points(central, nats_server, tmp_path):
         await eventually(lambda: len(node.metrics.between()) >= 3, message="samples")
         channel, stub = node_stub(node)
         async with channel:
-            answer = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(node_id=node.node_id))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(node_id=node.node_id))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, "only the central it registered with"
+            auth = bearer_metadata(central.record.token)
+            answer = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(node_id=node.node_id), metadata=auth)
             assert len(answer.metrics) >= 3 and not answer.HasField("error")
             stamps = [p.timestamp for p in answer.metrics]
             assert stamps == sorted(stamps) and all(0 <= p.memory_usage <= 1 for p in answer.metrics)
-            later = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(start_time=stamps[-1] + 3600))
+            later = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(start_time=stamps[-1] + 3600), metadata=auth)
             assert list(later.metrics) == []
-            other = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(node_id="nope"))
+            other = await stub.GetNodeMetrics(node_pb2.GetNodeMetricsRequest(node_id="nope"), metadata=auth)
             assert other.error.code == 404
 
 

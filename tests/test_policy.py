@@ -65,7 +65,7 @@ def test_state_queue_is_in_scheduling_order_and_skips_stale_entries():
         event = JobSubmitted(job_id=job_id, spec=JobSpec(priority=priority))
         state.apply(StoredMessage(seq, f"events.job.{job_id}", encode(event)))
     assert [j.job_id for j in state.queued()] == ["high", "n1", "n2", "low"]
-    assert state.jobs["n1"].version == 2
+    assert state.job_version("n1") == 2
     first = state.pop_queued()
     assert first.job_id == "high"
     state.push_queued(first)
@@ -99,3 +99,22 @@ def test_ranking_takes_what_choose_would(nodes, jobs):
             n = current[expected]
             current[expected] = Candidate(n.node_id, n.devices, n.ram_bytes, n.slots, n.running + 1, n.completed, n.uptime_s)
     assert bool(ranking) == any(n.free > 0 for n in current.values())
+
+
+def test_why_a_job_waits_names_what_is_missing():
+    from central.lifecycle.policy import why_waiting
+
+    cpu = Candidate("n1", (Device(type="cpu", memory_bytes=8 << 30),), 16 << 30, 1)
+    assert why_waiting(Requirements(), []) == "no node is online"
+    assert why_waiting(Requirements(device="cuda"), [cpu]) == "no online node has a cuda device"
+    assert why_waiting(Requirements(min_memory_bytes=2 << 40), [cpu]) == (
+        "needs 2.0 TiB of memory; the largest online node has 16.0 GiB")
+    assert why_waiting(Requirements(min_memory_bytes=1 << 30), [cpu]) == "all slots of the nodes that fit it are busy"
+
+
+def test_a_ranking_passes_over_the_node_to_avoid_while_another_fits():
+    nodes = [Candidate("a", (Device(type="cpu"),), 8 << 30, 1), Candidate("b", (Device(type="cpu"),), 8 << 30, 1)]
+    assert Ranking(nodes).take(Requirements()) == "a"
+    assert Ranking(nodes).take(Requirements(), avoid="a") == "b"
+    only = Ranking(nodes[:1])
+    assert only.take(Requirements(), avoid="a") == "a", "the avoided node when no other fits"

@@ -13,7 +13,7 @@ import pytest
 
 from central.readmodel.projection import EVENTS_STREAM, Projection
 from central.readmodel.projector import Projector, rebuild
-from events import EpochCompleted, JobCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
+from events import EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
 from projector_proc import history
 from waiting import eventually
 
@@ -53,28 +53,31 @@ async def test_malformed_messages_become_anomalies_and_the_rest_is_projected(bus
     await bus.append(JobSubmitted(job_id="before", spec=JobSpec()))
     await append_garbage(bus)
     await bus.append(JobCompleted(job_id="ghost"))  # a job nobody submitted
-    await bus.append_many([JobSubmitted(job_id="after", spec=JobSpec()), JobCompleted(job_id="after", metrics={"loss": 0.25})])
+    await bus.append_many([JobSubmitted(job_id="after", spec=JobSpec()), JobAssigned(job_id="after", node_id="n1"),
+                           EpochCompleted(job_id="after", node_id="n1", epoch=1),
+                           JobCompleted(job_id="after", node_id="n1", metrics={"loss": 0.25})])
     await bus.append(JobCompleted(job_id="after"))  # a second terminal event
     projection = Projection(tmp_path / "p.duckdb")
     await Projector(projection, bus).catch_up()
     reasons = projection.query("SELECT seq, reason FROM anomalies ORDER BY seq").rows
-    assert [seq for seq, _ in reasons] == [2, 3, 4, 5, 6, 9]
+    assert [seq for seq, _ in reasons] == [2, 3, 4, 5, 6, 11]
     assert reasons[0][1].startswith("not valid JSON")
     assert reasons[1][1] == "unknown event type 'JobExploded'"
     assert "$.spec.epochs" in reasons[2][1]
-    assert reasons[4][1] == "JobCompleted for unknown job ghost (no JobSubmitted before it)"
-    assert reasons[5][1] == "JobCompleted for job after, which has already ended"
+    assert reasons[4][1] == "job ghost: JobCompleted for an unknown job"
+    assert reasons[5][1] == "job after: JobCompleted for a job that has completed"
     assert projection.query("SELECT job_id, state, final_loss FROM jobs ORDER BY job_id").rows == [
         ["after", "completed", 0.25],
         ["before", "queued", None],
     ]
-    assert projection.checkpoint() == 9
+    assert projection.checkpoint() == 11
 
 
 async def test_a_repeated_epoch_is_one_row(bus, tmp_path):
-    await bus.append(JobSubmitted(job_id="j", spec=JobSpec(epochs=3)))
+    await bus.append_many([JobSubmitted(job_id="j", spec=JobSpec(epochs=3)), JobAssigned(job_id="j", node_id="n1")])
     for _ in range(2):  # a retried report with a new event id
-        await bus.append_many([EpochCompleted(job_id="j", epoch=1, loss=0.5), EpochCompleted(job_id="j", epoch=2, loss=0.4)])
+        await bus.append_many([EpochCompleted(job_id="j", node_id="n1", epoch=1, loss=0.5),
+                               EpochCompleted(job_id="j", node_id="n1", epoch=2, loss=0.4)])
     projection = Projection(tmp_path / "p.duckdb")
     await Projector(projection, bus, max_batch=2).catch_up()
     assert projection.query("SELECT epoch, loss FROM epochs ORDER BY epoch").rows == [[1, 0.5], [2, 0.4]]
@@ -174,7 +177,7 @@ def test_exactly_once_across_kill_9(nats_server, tmp_path):
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from bus import StoredMessage  # noqa: E402
-from central.readmodel.fold import _Index  # noqa: E402
+from central.readmodel.fold import Index  # noqa: E402
 from events import (  # noqa: E402
     JobAssigned,
     JobCancelled,
@@ -219,9 +222,8 @@ def _messages(steps) -> list[StoredMessage]:
     return out
 
 
-def _index_view(index: _Index) -> tuple:
-    jobs = {j: None if o is None else (sorted(o.epochs), o.aseq, o.closed) for j, o in index.jobs.items()}
-    return jobs, sorted(index.nodes)
+def _index_view(index: Index) -> tuple:
+    return dict(index.jobs), dict(index.assignments), {n: s.status for n, s in index.nodes.items()}
 
 
 def _tables(projection: Projection) -> dict[str, list]:
@@ -261,7 +263,7 @@ def test_the_tables_do_not_depend_on_where_batches_are_cut(tmp_path_factory, ste
             cut = Projection(path)
         cut.apply(EVENTS_STREAM, messages[start:end])
     assert _tables(cut) == _tables(whole)
-    assert _index_view(cut._index) == _index_view(_Index.load(cut.con))  # the index matches the file
+    assert _index_view(cut._index) == _index_view(Index.load(cut.con))  # the index matches the file
     cut.close()
     whole.close()
 
@@ -277,7 +279,7 @@ def test_a_value_duckdb_refuses_is_an_anomaly_and_the_batch_goes_on(tmp_path):
     [[seq, reason]] = projection.query("SELECT seq, reason FROM anomalies").rows
     assert seq == 2 and reason.startswith("the projection could not apply it")
     assert projection.query("SELECT job_id, state, current_epoch FROM jobs ORDER BY job_id").rows == [
-        ["j0", "queued", 0], ["j1", "assigned", 1]]
+        ["j0", "queued", 0], ["j1", "running", 1]]
     projection.apply(EVENTS_STREAM, _messages([("submit", 0, 1, 1)] * 6)[5:])  # seq 6: j0 again
     assert projection.query("SELECT count(*) FROM anomalies").rows == [[2]]
     assert projection.checkpoint() == 6
@@ -309,3 +311,29 @@ async def test_a_fed_projector_loses_nothing_to_a_late_start_a_dropped_backlog_o
     projection.close()
     await rebuild(tmp_path / "clean.duckdb", bus)
     assert snapshot(tmp_path / "fed.duckdb") == snapshot(tmp_path / "clean.duckdb")
+
+
+async def test_a_rebuilt_file_keeps_last_seen_from_telemetry(bus, tmp_path):
+    """Telemetry is applied once the events stream has caught up, so a heartbeat moves
+    the last_seen of a node whose row a fresh file has only just written."""
+    from datetime import datetime, timedelta, timezone
+
+    registered = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    await bus.append(NodeRegistered(node_id="n1", endpoint="h:1", occurred_at=registered))
+    beat = registered + timedelta(hours=1)
+    await bus.publish_telemetry(NodeHeartbeat(node_id="n1", occurred_at=beat))
+    await eventually(lambda: _telemetry_stored(bus), message="the heartbeat is in its stream")
+    projection = Projection(tmp_path / "fresh.duckdb")
+    task = asyncio.create_task(Projector(projection, bus, telemetry_linger_s=0).run())
+    try:
+        await eventually(lambda: projection.checkpoint("CYXWIZ_TELEMETRY") >= 1, message="telemetry applied")
+        [[seen]] = projection.query("SELECT last_seen FROM nodes WHERE node_id = 'n1'").rows
+        assert seen.replace(tzinfo=timezone.utc) == beat
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        projection.close()
+
+
+async def _telemetry_stored(bus) -> bool:
+    return await bus.last_sequence("CYXWIZ_TELEMETRY") >= 1

@@ -8,7 +8,7 @@ import pytest
 from central.readmodel.projection import Projection
 from central.readmodel.projector import Projector
 from central.adapters.rest import make_app, openapi_document, serve_rest
-from events import EpochCompleted, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
+from events import EpochCompleted, JobAssigned, JobSpec, JobSubmitted, NodeHeartbeat, NodeRegistered
 from waiting import eventually
 
 
@@ -18,6 +18,7 @@ async def api(bus, tmp_path):
     await bus.append_many([
         NodeRegistered(node_id="n1", endpoint="127.0.0.1:50054", slots=2),
         JobSubmitted(job_id="j1", spec=JobSpec(epochs=2, name="mnist")),
+        JobAssigned(job_id="j1", node_id="n1"),
         EpochCompleted(job_id="j1", node_id="n1", epoch=1, loss=0.7),
         JobSubmitted(job_id="j2", spec=JobSpec()),
     ])
@@ -54,7 +55,7 @@ async def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int,
 
 async def test_jobs_nodes_metrics_and_scheduler(api):
     base, _ = api
-    assert await get(f"{base}/api/health") == (200, {"status": "ok", "projection_seq": 4})
+    assert await get(f"{base}/api/health") == (200, {"status": "ok", "projection_seq": 5})
     status, body = await get(f"{base}/api/v1/jobs")
     assert status == 200 and sorted(j["job_id"] for j in body["jobs"]) == ["j1", "j2"]
     status, body = await get(f"{base}/api/v1/jobs?state=queued&limit=1")

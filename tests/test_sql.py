@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 import pytest
 from hypothesis import given, strategies as st
 
 from central.readmodel.projection import Projection
-from central.readmodel.sql import SqlError, SqlRefused, check_read_only, run_read_query
+from central.readmodel.sql import SqlError, SqlLimits, SqlRefused, SqlTimeout, SqlTooLarge, check_read_only, run_read_query
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,45 @@ def test_the_guard_never_crashes_on_arbitrary_text(text):
         check_read_only(text)
     except (SqlRefused, SqlError):
         pass
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+SLOW = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
+
+
+def test_a_huge_value_is_refused_inside_duckdb_naming_the_column(projection):
+    with pytest.raises(SqlTooLarge) as info:
+        projection.query("SELECT 1 AS n, repeat('x', 5000000) AS big")
+    assert str(info.value) == ("a value of column 'big' is over 1 MiB, the limit per value: "
+                               "select part of it (left(big, 1000)) or its length instead")
+    nested = SqlLimits(max_value_bytes=100)
+    with pytest.raises(SqlTooLarge, match="column 'l'"):
+        projection.query("SELECT [repeat('x', 200)] AS l", limits=nested)
+    with pytest.raises(SqlTooLarge, match="column 'b'"):
+        projection.query("SELECT repeat('x', 200)::BLOB AS b", limits=nested)
+
+
+def test_values_under_the_limit_keep_names_order_and_types(projection):
+    result = projection.query(
+        "SELECT range AS \"it's\", range::VARCHAR AS \"it's\", [range] AS l FROM range(5) ORDER BY range DESC -- note",
+        limits=SqlLimits(max_value_bytes=100))
+    assert result.columns == ["it's", "it's", "l"]
+    assert result.rows == [[i, str(i), [i]] for i in range(4, -1, -1)]
+
+
+def test_an_answer_over_the_size_limit_stops_fetching(projection):
+    with pytest.raises(SqlTooLarge) as info:
+        projection.query("SELECT repeat('y', 1000) FROM range(100000)", limits=SqlLimits(max_bytes=1 << 20))
+    assert str(info.value).startswith("the answer is over 1 MiB after ")
+    assert str(info.value).endswith("rows, the limit per query: select fewer columns, add a LIMIT, or aggregate")
+
+
+def test_a_long_query_is_stopped_at_the_timeout(projection):
+    started = time.monotonic()
+    with pytest.raises(SqlTimeout) as info:
+        projection.query(SLOW, limits=SqlLimits(timeout_s=0.5))
+    assert time.monotonic() - started < 10
+    assert str(info.value) == ("the query ran longer than 0.5 s, the limit per query, and was stopped: "
+                               "filter it (WHERE), add a LIMIT, or aggregate")
+    assert projection.query("SELECT 42").rows == [[42]]  # the next query is not interrupted

@@ -22,7 +22,8 @@ import secrets
 
 import nats.js.errors
 
-from central.lifecycle.deciders import NodeState, Refused
+from central.lifecycle.deciders import Refused
+from central.lifecycle.nodes import NodeState
 from protos.convert import bearer_token
 
 log = logging.getLogger("cyxwiz.central.auth")
@@ -70,6 +71,13 @@ class Auth:
             raise Refused(401, "missing session token: send 'authorization: Bearer <session_token>' from RegisterNode")
         if not hmac.compare_digest(token_sha256(token), node.token_sha256):
             raise Refused(401, f"wrong session token for node {node.node_id!r}: register again")
+
+    def holds_session(self, metadata, node: NodeState) -> bool:
+        """True when the metadata carries ``node``'s current session token (whatever the
+        node token setting: it is how a node proves it holds its id)."""
+        token = bearer_token(metadata)
+        return token is not None and bool(node.token_sha256) and hmac.compare_digest(
+            token_sha256(token), node.token_sha256)
 
     def check_client(self, metadata) -> None:
         if not self.api_key:

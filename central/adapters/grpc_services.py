@@ -41,10 +41,11 @@ import uuid
 import grpc
 
 from bus import BusError
-from central.lifecycle.deciders import TERMINAL, Cancel, Finish, NodeState, Progress, Refused, Submit
+from central.lifecycle.deciders import Cancel, Finish, Progress, Refused, Submit, jobs_to_cancel
+from central.lifecycle.nodes import NodeState, Register, registration_id
 from central.lifecycle.policy import fits
 from central.adapters.specs import (
-    _VALUES,
+    ENUM_VALUES,
     DEVICE_NAMES,
     check_finite,
     check_id,
@@ -55,9 +56,9 @@ from central.adapters.specs import (
     spec_from_config,
 )
 from central.adapters.auth import token_sha256
-from events import NodeHeartbeat, NodeRegistered, Requirements, new_event_id
+from events import CyxwizError, NodeHeartbeat, Requirements
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
-from protos.convert import grpc_status, status_error
+from protos.convert import bearer_token, grpc_status, status_error
 
 log = logging.getLogger("cyxwiz.central.grpc")
 
@@ -78,7 +79,8 @@ def _error_response(response_cls, code: int, message: str):
 
 
 def unary(response_cls):
-    """Translate ``Refused`` and bus errors into the Error answer plus gRPC status."""
+    """Translate our errors into the Error answer plus the gRPC status of their code
+    (``events.errors.CODES``); the bus's say the event store is away, retry."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -86,18 +88,22 @@ def unary(response_cls):
             try:
                 return await fn(self, request, context)
             except Refused as exc:
-                await _abort(context, response_cls, exc.code, exc.message)
+                await _abort(context, response_cls, exc.code, exc.message,
+                             grpc.StatusCode.ALREADY_EXISTS if exc.reason == "exists" else None)
             except BusError as exc:
-                await _abort(context, response_cls, 503, f"event store unavailable, retry: {exc}")
+                await _abort(context, response_cls, 409 if exc.code == 409 else 503,
+                             f"event store unavailable, retry: {exc}" if exc.code != 409 else str(exc))
+            except CyxwizError as exc:
+                await _abort(context, response_cls, exc.code, str(exc))
 
         return handler
 
     return wrap
 
 
-async def _abort(context, response_cls, code: int, message: str):
+async def _abort(context, response_cls, code: int, message: str, status: grpc.StatusCode | None = None):
     response = _error_response(response_cls, code, message)
-    await context.abort(grpc_status(code), message,
+    await context.abort(status or grpc_status(code), message,
                         trailing_metadata=((ERROR_TRAILER, response.SerializeToString()),))
 
 
@@ -118,7 +124,8 @@ def _text(what: str, value: str, limit: int = MAX_TEXT) -> str:
 class Services:
     """What the servicers share: central's state, commands, auth, liveness, dispatcher."""
 
-    def __init__(self, state, bus, commands, auth, liveness, dispatcher) -> None:
+    def __init__(self, state, bus, commands, auth, liveness, dispatcher, scheduler=None) -> None:
+        self.scheduler = scheduler
         self.state = state
         self.bus = bus
         self.commands = commands
@@ -142,10 +149,14 @@ class Services:
         self.auth.check_node(context.invocation_metadata(), node)
         return node
 
+    def job_status(self, job) -> job_pb2.JobStatus:
+        return job_status(job, self.scheduler.waiting.get(job.job_id, "") if self.scheduler else "")
+
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),
                          completed=self.state.completed_by_node.get(node.node_id, 0),
-                         running=self.state.running_on(node.node_id))
+                         running=self.state.running_on(node.node_id), reputation=self.state.reputation(node.node_id),
+                         reported=self.liveness.reported.get(node.node_id))
 
 
 # --------------------------------------------------------------------------- JobService
@@ -164,14 +175,14 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             raise Refused(400, "initial_data is not supported: upload the data set and name it in config.dataset_uri")
         config = request.config
         job_id = check_id("config.job_id", config.job_id) if config.job_id else uuid.uuid4().hex
-        spec = spec_from_config(config)
+        spec = spec_from_config(config, nodes=self.s.state.online_nodes())
         await self.s.commands.job(job_id, Submit(job_id, spec))
         return job_pb2.SubmitJobResponse(job_id=job_id, status=common_pb2.STATUS_SUCCESS)
 
     @unary(job_pb2.GetJobStatusResponse)
     async def GetJobStatus(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        return job_pb2.GetJobStatusResponse(status=job_status(self.s.job(request.job_id)))
+        return job_pb2.GetJobStatusResponse(status=self.s.job_status(self.s.job(request.job_id)))
 
     @unary(job_pb2.CancelJobResponse)
     async def CancelJob(self, request, context):
@@ -193,15 +204,15 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     async def ListJobs(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
         size, offset = _page(request.page_size, request.page_token)
-        if request.filter_type not in _VALUES["JobType"]:
+        if request.filter_type not in ENUM_VALUES["JobType"]:
             raise Refused(400, f"filter_type {request.filter_type} is unknown; use a JobType")
-        if request.filter_status not in _VALUES["StatusCode"]:
+        if request.filter_status not in ENUM_VALUES["StatusCode"]:
             raise Refused(400, f"filter_status {request.filter_status} is unknown; use a StatusCode")
         _text("user_id", request.user_id, 256)
         jobs = [j for j in reversed(self.s.state.jobs.values()) if _listed(j, request)]
         page = jobs[offset:offset + size]
         more = offset + size < len(jobs)
-        return job_pb2.ListJobsResponse(jobs=[job_status(j) for j in page], total_count=len(jobs),
+        return job_pb2.ListJobsResponse(jobs=[self.s.job_status(j) for j in page], total_count=len(jobs),
                                         next_page_token=str(offset + size) if more else "")
 
     async def StreamJobUpdates(self, request, context):
@@ -250,20 +261,26 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
 
     @unary(node_pb2.RegisterNodeResponse)
     async def RegisterNode(self, request, context):
+        """A node id belongs to whoever registered it first: registering it again needs
+        that node's earlier session token (``authorization: Bearer``); without it the
+        caller gets a fresh id and the holder of the id is untouched."""
         if not request.HasField("info"):
             raise Refused(400, "info is missing: a RegisterNodeRequest needs the node's NodeInfo")
         self.s.auth.check_registration(request.authentication_token)
         fields = registration_from_info(request.info)
         node_id = request.info.node_id or uuid.uuid4().hex
-        for _ in range(4):
-            old = self.s.state.nodes.get(node_id)
-            event_id = new_event_id()
-            token = self.s.auth.session_token(node_id, event_id)
-            event = NodeRegistered(node_id=node_id, event_id=event_id, session_token_sha256=token_sha256(token), **fields)
-            if await self.s.commands.append([event], old.version if old else 0):
-                break
-        else:
-            raise Refused(409, f"node {node_id!r} is registering concurrently; try again")
+        old = self.s.state.nodes.get(node_id)
+        if old is not None and not self.s.auth.holds_session(context.invocation_metadata(), old):
+            log.warning("node id %s is taken and the caller did not prove to hold it; giving it a fresh id", node_id)
+            node_id, old = uuid.uuid4().hex, None
+        proven = old is not None
+
+        def registration(version: int) -> Register:  # the token derives from the registration's id
+            token = self.s.auth.session_token(node_id, registration_id(node_id, version))
+            return Register(token_sha256=token_sha256(token), proven=proven, **fields)
+
+        (event,) = await self.s.commands.node(node_id, registration)
+        token = self.s.auth.session_token(node_id, event.event_id)
         if old is not None and old.endpoint != event.endpoint:
             await self.s.dispatcher.forget(old.endpoint)
         if self.s.state.node_jobs.get(node_id):
@@ -291,24 +308,24 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             check_finite(f"metrics.{field}", getattr(point, field), minimum=0.0)
         self.s.liveness.beat(node.node_id)
         self.s.liveness.record_metrics(node.node_id, point)
+        if request.HasField("current_status"):
+            self.s.liveness.reported[node.node_id] = request.current_status
         await self._publish(node.node_id, request, point)
         return node_pb2.HeartbeatResponse(status=common_pb2.STATUS_SUCCESS, keep_alive=True,
-                                          jobs_to_cancel=self._to_cancel(node.node_id, request.active_jobs))
-
-    def _to_cancel(self, node_id: str, active: list[str]) -> list[str]:
-        jobs = self.s.state.jobs
-        out = [j for j in sorted(self.s.state.node_jobs.get(node_id, ())) if jobs[j].cancel_requested]
-        for job_id in active:
-            job = jobs.get(job_id)
-            if job is None or job_id in out:
-                continue
-            if job.status in TERMINAL or (job.node_id is not None and job.node_id != node_id):
-                out.append(job_id)
-        return out
+                                          jobs_to_cancel=jobs_to_cancel(
+                                              node.node_id, self.s.state.node_jobs.get(node.node_id, frozenset()),
+                                              request.active_jobs, self.s.state.jobs))
 
     async def _publish(self, node_id: str, request, point) -> None:
-        beat = NodeHeartbeat(node_id=node_id, active_jobs=list(request.active_jobs)[:1000],
-                             cpu_percent=point.cpu_usage * 100.0, gpu_percent=point.gpu_usage * 100.0)
+        info = request.current_status
+        gpus = [d for d in info.devices if d.device_type != common_pb2.DEVICE_CPU]
+        gpu_total = sum(d.memory_total for d in gpus)
+        beat = NodeHeartbeat(
+            node_id=node_id, active_jobs=list(request.active_jobs)[:1000],
+            cpu_percent=point.cpu_usage * 100.0, gpu_percent=point.gpu_usage * 100.0,
+            ram_total_bytes=max(0, info.ram_total), ram_used_bytes=max(0, info.ram_total - info.ram_available),
+            gpu_memory_total_bytes=gpu_total if gpus else None,
+            gpu_memory_used_bytes=sum(max(0, d.memory_total - d.memory_available) for d in gpus) if gpus else None)
         try:
             await self.s.bus.publish_telemetry(beat)
         except Exception as exc:  # telemetry is best effort; the beat itself counted
@@ -355,11 +372,12 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             artifact_uri=_text("result.model_weights_uri", r.model_weights_uri, 4096) or None,
             sha256=_text("result.model_weights_hash", r.model_weights_hash, 128) or None,
             size_bytes=_non_negative("result.model_size", r.model_size),
-            compute_seconds=float(_non_negative("result.total_compute_time", r.total_compute_time)),
+            compute_seconds=_compute_seconds(r),
             error=_text("error.message", request.error.message, 4096),
+            error_code=_error_code(request.error.code),
             retryable=request.retryable,
         )
-        await finish(self.s, job.job_id, command)
+        await self.s.commands.job(job.job_id, command)
         return node_pb2.ReportCompletionResponse(status=common_pb2.STATUS_SUCCESS)
 
     @unary(node_pb2.GetNodeMetricsResponse)
@@ -376,14 +394,17 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.GetNodeMetricsResponse(metrics=points)
 
 
-async def finish(s: Services, job_id: str, command: Finish) -> None:
-    """Record the end of a run; a retried report of a recorded end answers success."""
-    job = s.state.jobs[job_id]
-    if job.status == "cancelled":
-        return
-    if job.done and job.node_id == command.node_id and command.attempt in (0, job.attempt):
-        return
-    await s.commands.job(job_id, command)
+def _compute_seconds(result) -> float:
+    """``compute_seconds`` (ours, exact) where the node sent it, else the protocol's whole seconds."""
+    whole = float(_non_negative("result.total_compute_time", result.total_compute_time))
+    exact = check_finite("result.compute_seconds", result.compute_seconds, minimum=0.0)
+    return exact or whole
+
+
+def _error_code(code: int) -> int:
+    if code and not 400 <= code <= 599:
+        raise Refused(400, f"error.code must be an HTTP-style code 400..599, or 0 (got {code})")
+    return code
 
 
 def _attempt(value: int) -> int:
@@ -429,17 +450,19 @@ class NodeDiscoveryService(node_pb2_grpc.NodeDiscoveryServiceServicer):
     @unary(node_pb2.FindNodesResponse)
     async def FindNodes(self, request, context):
         self.s.auth.check_client(context.invocation_metadata())
-        if request.required_device not in _VALUES["DeviceType"]:
+        if request.required_device not in ENUM_VALUES["DeviceType"]:
             raise Refused(400, f"required_device {request.required_device} is unknown; use a DeviceType")
         if request.min_memory < 0:
             raise Refused(400, f"min_memory must be >= 0 bytes (got {request.min_memory})")
-        check_finite("min_reputation", request.min_reputation)
-        _text("preferred_region", request.preferred_region, 256)
+        min_reputation = check_finite("min_reputation", request.min_reputation)
+        region = _text("preferred_region", request.preferred_region, 256)
         if not 0 <= request.max_results <= MAX_PAGE:
             raise Refused(400, f"max_results must be 0..{MAX_PAGE} (got {request.max_results}); 0 means {DEFAULT_PAGE}")
         need = Requirements(device=DEVICE_NAMES.get(request.required_device), min_memory_bytes=request.min_memory)
-        found = [n for n in self.s.state.online_nodes() if fits(need, n.devices, n.ram_bytes)]
-        found.sort(key=lambda n: (self.s.state.running_on(n.node_id) / n.slots, n.node_id))
+        found = [n for n in self.s.state.online_nodes() if fits(need, n.devices, n.ram_bytes)
+                 and self.s.state.reputation(n.node_id) >= min_reputation]
+        found.sort(key=lambda n: (bool(region) and n.region != region,  # the preferred region first
+                                  self.s.state.running_on(n.node_id) / n.slots, n.node_id))
         limit = request.max_results or DEFAULT_PAGE
         return node_pb2.FindNodesResponse(nodes=[self.s.node_info(n) for n in found[:limit]])
 
@@ -503,7 +526,7 @@ class JobStatusService(node_pb2_grpc.JobStatusServiceServicer):
             compute_seconds=_non_negative("total_compute_time", request.total_compute_time) / 1000.0,
             error=_text("error_message", request.error_message, 4096),
         )
-        await finish(self.s, job.job_id, command)
+        await self.s.commands.job(job.job_id, command)
         return node_pb2.ReportJobResultResponse(status=common_pb2.STATUS_SUCCESS)
 
 

@@ -6,8 +6,11 @@
     ...
     await runner.cleanup()
 
-Reads come from the DuckDB projection (each in a worker thread with its own cursor, so
-the event loop never waits on DuckDB). Every error is JSON,
+Reads come from the DuckDB projection, each in a worker thread with its own cursor, so
+the event loop never waits on DuckDB. Users' SQL runs in a pool of its own
+(``QueryPool``: a few threads, a short waiting line, then 429 with ``Retry-After``)
+within ``SqlLimits`` (time, bytes per value, bytes per answer: 400 for a timeout, 413
+for size), so long queries never delay the API's own reads. Every error is JSON,
 ``{"error": {"code": 404, "message": "..."}}``; a user's mistake is a 4xx, never a 500.
 With an API key configured every ``/api/v1`` path but the OpenAPI document needs
 ``Authorization: Bearer <key>``; ``/api/health`` stays open for probes.
@@ -16,20 +19,25 @@ With an API key configured every ``/api/v1`` path but the OpenAPI document needs
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import msgspec
 from aiohttp import web
 
 from central.readmodel.projection import JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
-from central.readmodel.sql import QueryResult, SqlError, SqlRefused
+from central.readmodel.query_pool import QueryPool, SqlBusy
+from central.readmodel.sql import MAX_ROWS, QueryResult, SqlError, SqlLimits, SqlRefused, SqlTooLarge
 
 log = logging.getLogger(__name__)
 
 PROJECTION = web.AppKey("projection", Projection)
-_encoder = msgspec.json.Encoder(decimal_format="number")
+_encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=str)  # str: any odd SQL value type
+READ_THREADS = 4  # the API's own reads of the projection
+SQL_WORKERS, SQL_WAITING = 4, 4  # users' SQL: running at once, and waiting for a thread
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):
@@ -61,22 +69,25 @@ class NodeMetrics(msgspec.Struct, kw_only=True):
 
 class SqlRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sql: str
-    max_rows: int = 10_000
+    max_rows: int = MAX_ROWS
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(value), status=status, content_type="application/json")
 
 
-def error_response(code: int, message: str) -> web.Response:
-    return json_response(ErrorBody(error=ErrorDetail(code=code, message=message)), status=code)
+def error_response(code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    response = json_response(ErrorBody(error=ErrorDetail(code=code, message=message)), status=code)
+    response.headers.update(headers or {})
+    return response
 
 
 def make_app(
@@ -85,12 +96,17 @@ def make_app(
     scheduler_status: Callable[[], dict],
     scheduler_queue: Callable[[], list[dict]],
     api_key: str | None = None,
+    sql_limits: SqlLimits = SqlLimits(),
+    sql_workers: int = SQL_WORKERS,
+    sql_waiting: int = SQL_WAITING,
 ) -> web.Application:
     """The REST application over ``projection``; the two callables give the scheduler's
     live view (called on the event loop, so they must be quick and not block)."""
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(api_key)])
     app[PROJECTION] = projection
-    routes = _Routes(projection, scheduler_status, scheduler_queue)
+    pool = QueryPool(functools.partial(projection.query, limits=sql_limits), workers=sql_workers, waiting=sql_waiting)
+    routes = _Routes(projection, scheduler_status, scheduler_queue, pool)
+    app.on_cleanup.append(routes.close)
     app.router.add_get("/api/health", routes.health)
     app.router.add_get("/api/v1/jobs", routes.jobs)
     app.router.add_get("/api/v1/jobs/{job_id}", routes.job)
@@ -116,10 +132,21 @@ async def serve_rest(app: web.Application, host: str = "0.0.0.0", port: int = 80
 
 
 class _Routes:
-    def __init__(self, projection: Projection, status: Callable[[], dict], queue: Callable[[], list[dict]]) -> None:
+    def __init__(self, projection: Projection, status: Callable[[], dict], queue: Callable[[], list[dict]],
+                 pool: QueryPool) -> None:
         self.projection = projection
         self.scheduler_status = status
         self.scheduler_queue = queue
+        self.sql_pool = pool
+        self._reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="cyxwiz-rest")
+
+    async def close(self, app: web.Application) -> None:
+        self.sql_pool.close()
+        self._reads.shutdown(wait=False, cancel_futures=True)
+
+    async def _read(self, read: Callable, *args: Any) -> Any:
+        """``read(*args)`` on the API's own read threads (never behind users' SQL)."""
+        return await asyncio.get_running_loop().run_in_executor(self._reads, functools.partial(read, *args))
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response(Health(status="ok", projection_seq=self.projection.checkpoint()))
@@ -127,25 +154,25 @@ class _Routes:
     async def jobs(self, request: web.Request) -> web.Response:
         state = request.query.get("state") or None
         limit = _int_param(request, "limit", default=100, low=1, high=10_000)
-        rows = await asyncio.to_thread(self.projection.jobs, state, limit)
+        rows = await self._read(self.projection.jobs, state, limit)
         return json_response(JobList(jobs=rows))
 
     async def job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        detail = await asyncio.to_thread(self.projection.job, job_id)
+        detail = await self._read(self.projection.job, job_id)
         if detail is None:
             raise ApiError(404, f"no job {job_id!r}")
         return json_response(detail)
 
     async def nodes(self, request: web.Request) -> web.Response:
-        return json_response(NodeList(nodes=await asyncio.to_thread(self.projection.nodes)))
+        return json_response(NodeList(nodes=await self._read(self.projection.nodes)))
 
     async def node_metrics(self, request: web.Request) -> web.Response:
         node_id = request.match_info["node_id"]
         limit = _int_param(request, "limit", default=100, low=1, high=10_000)
-        if not await asyncio.to_thread(self.projection.node_exists, node_id):
+        if not await self._read(self.projection.node_exists, node_id):
             raise ApiError(404, f"no node {node_id!r}")
-        rows = await asyncio.to_thread(self.projection.node_metrics, node_id, limit)
+        rows = await self._read(self.projection.node_metrics, node_id, limit)
         return json_response(NodeMetrics(node_id=node_id, metrics=rows))
 
     async def queue(self, request: web.Request) -> web.Response:
@@ -165,9 +192,13 @@ class _Routes:
         if not 1 <= query.max_rows <= 100_000:
             raise ApiError(400, f"max_rows must be between 1 and 100000 (got {query.max_rows})")
         try:
-            result = await asyncio.to_thread(self.projection.query, query.sql, max_rows=query.max_rows)
+            result = await self.sql_pool.run(query.sql, max_rows=query.max_rows)
+        except SqlTooLarge as exc:
+            raise ApiError(413, str(exc)) from exc
         except (SqlRefused, SqlError) as exc:
             raise ApiError(400, str(exc)) from exc
+        except SqlBusy as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from exc
         return json_response(result)
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -193,7 +224,7 @@ async def _errors_middleware(request: web.Request, handler) -> web.StreamRespons
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.code, exc.message)
+        return error_response(exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -261,7 +292,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/sql": {"post": {
                 "summary": "read-only SQL over the projection",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": sql_req}}},
-                "responses": answer(sql_res, 400)}},
+                "responses": answer(sql_res, 400, 413, 429)}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [], "responses": answer(any_object)}},
         },
     }

@@ -7,21 +7,19 @@ protocol's answers from central's state. Generated protobuf types stop here.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from central.lifecycle.deciders import JobState, NodeState, Refused
+from central.adapters.job_limits import MAX_NAME, check_spec
+from central.lifecycle.deciders import JobState, Refused
+from central.lifecycle.nodes import NodeState
 from events import Device, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-DATASET_SCHEMES = ("file://", "builtin://", "synthetic://", "nats://")
-MAX_EPOCHS = 1_000_000
-MAX_BATCH = 1 << 24
 MAX_SLOTS = 1024
-MAX_TEXT = 65536
 
 DEVICE_NAMES = {
     common_pb2.DEVICE_CPU: "cpu",
@@ -33,7 +31,7 @@ DEVICE_NAMES = {
 DEVICE_TYPES = {name: number for number, name in DEVICE_NAMES.items()}
 
 # the numbers each protocol enum defines (``EnumTypeWrapper.values()`` builds a list per call)
-_VALUES = {
+ENUM_VALUES = {
     "JobType": frozenset(job_pb2.JobType.values()),
     "JobPriority": frozenset(job_pb2.JobPriority.values()),
     "DeviceType": frozenset(common_pb2.DeviceType.values()),
@@ -78,55 +76,35 @@ def check_metrics(what: str, metrics) -> dict[str, float]:
 # --------------------------------------------------------------------------- jobs in
 
 
-def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "") -> JobSpec:
-    """A JobSpec from a submitted JobConfig; raises ``Refused(400)`` naming the bad field."""
+def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "", *, nodes: Iterable[NodeState] = ()) -> JobSpec:
+    """A JobSpec from a submitted JobConfig; raises ``Refused(400)`` naming the bad field.
+
+    ``nodes`` are the online nodes: the model must fit the largest (``check_spec``)."""
     if config.job_type != job_pb2.JOB_TYPE_TRAINING:
-        got = job_pb2.JobType.Name(config.job_type) if config.job_type in _VALUES["JobType"] else config.job_type
+        got = job_pb2.JobType.Name(config.job_type) if config.job_type in ENUM_VALUES["JobType"] else config.job_type
         raise Refused(400, f"config.job_type {got} is not supported: central runs JOB_TYPE_TRAINING jobs")
-    if not 0 < config.epochs <= MAX_EPOCHS:
-        raise Refused(400, f"config.epochs must be 1..{MAX_EPOCHS} (got {config.epochs})")
-    if not 0 < config.batch_size <= MAX_BATCH:
-        raise Refused(400, f"config.batch_size must be 1..{MAX_BATCH} (got {config.batch_size})")
-    if config.priority not in _VALUES["JobPriority"]:
+    if config.priority not in ENUM_VALUES["JobPriority"]:
         raise Refused(400, f"config.priority {config.priority} is unknown; use PRIORITY_LOW..PRIORITY_CRITICAL (0-3)")
-    if config.required_device not in _VALUES["DeviceType"]:
+    if config.required_device not in ENUM_VALUES["DeviceType"]:
         raise Refused(400, f"config.required_device {config.required_device} is unknown; use a DeviceType")
     if config.estimated_memory < 0:
         raise Refused(400, f"config.estimated_memory must be >= 0 bytes (got {config.estimated_memory})")
-    uri = config.dataset_uri
-    if not uri.startswith(DATASET_SCHEMES) or len(uri) > MAX_TEXT:
-        raise Refused(400, f"config.dataset_uri {uri[:80]!r} must start with one of {', '.join(DATASET_SCHEMES)}")
-    _check_model_definition(config.model_definition)
     hyper = dict(config.hyperparameters)
     name = hyper.pop("name", "")  # the job's display name rides in hyperparameters; it is no training setting
-    if sum(len(k) + len(v) for k, v in hyper.items()) > MAX_TEXT:
-        raise Refused(400, f"config.hyperparameters are too large (over {MAX_TEXT} characters)")
-    return JobSpec(
+    spec = JobSpec(
         job_type="JOB_TYPE_TRAINING",
         model_definition=config.model_definition,
         hyperparameters=hyper,
-        dataset_uri=uri,
+        dataset_uri=config.dataset_uri,
         epochs=config.epochs,
         batch_size=config.batch_size,
         priority=config.priority,
         requirements=Requirements(device=DEVICE_NAMES.get(config.required_device),
                                   min_memory_bytes=config.estimated_memory),
-        name=name[:256],
+        name=name,
         submitted_by=submitted_by,
     )
-
-
-def _check_model_definition(text: str) -> None:
-    if not text:
-        return
-    if len(text) > MAX_TEXT:
-        raise Refused(400, f"config.model_definition is too long ({len(text)} characters, at most {MAX_TEXT})")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise Refused(400, f"config.model_definition is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise Refused(400, "config.model_definition must be a JSON object, e.g. {\"type\": \"mlp\"}")
+    return check_spec(spec, nodes=nodes, where="config", name_field='config.hyperparameters["name"]')
 
 
 def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, resume_epoch: int) -> job_pb2.JobConfig:
@@ -153,7 +131,7 @@ def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, res
 # --------------------------------------------------------------------------- jobs out
 
 
-def job_status(job: JobState) -> job_pb2.JobStatus:
+def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
     status = job_pb2.JobStatus(
         job_id=job.job_id,
         status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
@@ -170,9 +148,11 @@ def job_status(job: JobState) -> job_pb2.JobStatus:
         checkpoint_uri=job.checkpoint_uri or "",
         total_epochs=job.epochs,
         name=job.name,
+        waiting_reason=waiting_reason if job.status == "queued" else "",
     )
     if job.error:
-        status.error.CopyFrom(common_pb2.Error(code=500 if job.status == "failed" else 0, message=job.error))
+        code = (job.error_code or 500) if job.status == "failed" else 0  # what the node said, else a failure
+        status.error.CopyFrom(common_pb2.Error(code=code, message=job.error))
     if job.artifact:
         status.model_weights_uri, status.model_weights_hash, status.model_size = job.artifact
     return status
@@ -187,8 +167,7 @@ def registration_from_info(info: node_pb2.NodeInfo) -> dict:
 
     if info.node_id:
         check_id("info.node_id", info.node_id)
-    if len(info.name) > 256:
-        raise Refused(400, f"info.name is too long ({len(info.name)} characters, at most 256)")
+    _check_length("info.name", info.name, MAX_NAME)
     try:
         endpoint = node_endpoint(info.ip_address, info.port)
     except ValueError as exc:
@@ -203,19 +182,32 @@ def registration_from_info(info: node_pb2.NodeInfo) -> dict:
         raise Refused(400, f"info.devices lists {len(info.devices)} devices, at most 256")
     devices = []
     for i, d in enumerate(info.devices):
-        if d.device_type not in _VALUES["DeviceType"]:
+        if d.device_type not in ENUM_VALUES["DeviceType"]:
             raise Refused(400, f"info.devices[{i}].device_type {d.device_type} is unknown")
         if min(d.memory_total, d.vram_total, d.memory_available, d.vram_available) < 0:
             raise Refused(400, f"info.devices[{i}] memory must be >= 0 bytes")
-        devices.append(Device(type=DEVICE_NAMES.get(d.device_type, "unknown"), name=(d.device_name or d.gpu_model)[:256],
+        _check_length(f"info.devices[{i}].device_name", d.device_name, MAX_NAME)
+        _check_length(f"info.devices[{i}].gpu_model", d.gpu_model, MAX_NAME)
+        devices.append(Device(type=DEVICE_NAMES.get(d.device_type, "unknown"), name=d.device_name or d.gpu_model,
                               memory_bytes=max(d.memory_total, d.vram_total)))
     v = info.version
-    version = f"{v.major}.{v.minor}.{v.patch}" + (f"+{v.build[:64]}" if v.build else "")
+    _check_length("info.version.build", v.build, 64)
+    version = f"{v.major}.{v.minor}.{v.patch}" + (f"+{v.build}" if v.build else "")
+    _check_length("info.region", info.region, 64)
     return dict(name=info.name, endpoint=endpoint, devices=devices, cpu_cores=info.cpu_cores,
-                ram_bytes=info.ram_total, slots=max(1, info.slots), version=version)
+                ram_bytes=info.ram_total, slots=max(1, info.slots), version=version, region=info.region)
 
 
-def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running: int) -> node_pb2.NodeInfo:
+def _check_length(what: str, value: str, limit: int) -> None:
+    """Free text over its limit is refused, never cut: the caller learns what was kept."""
+    if len(value) > limit:
+        raise Refused(400, f"{what} is too long ({len(value)} characters, at most {limit})")
+
+
+def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running: int, reputation: float = 1.0,
+              reported: node_pb2.NodeInfo | None = None) -> node_pb2.NodeInfo:
+    """The node as central knows it; what changes between registrations (available
+    memory) comes from ``reported``, the NodeInfo of its latest heartbeat (0 when none)."""
     host, _, port = node.endpoint.rpartition(":")
     info = node_pb2.NodeInfo(
         node_id=node.node_id,
@@ -228,13 +220,18 @@ def node_info(node: NodeState, *, last_seen_unix: float, completed: int, running
         is_online=node.status == "online",
         last_heartbeat=int(last_seen_unix),
         slots=node.slots,
+        region=node.region,
+        reputation_score=reputation,
+        ram_available=reported.ram_available if reported is not None else 0,
     )
     major, minor, patch = (_version_parts(node.version_text) + [0, 0, 0])[:3]
     info.version.CopyFrom(common_pb2.Version(major=major, minor=minor, patch=patch))
-    for d in node.devices:
+    beat = list(reported.devices) if reported is not None else []
+    for i, d in enumerate(node.devices):
+        available = beat[i].memory_available if i < len(beat) else 0
         info.devices.append(common_pb2.DeviceCapabilities(
             device_type=DEVICE_TYPES.get(d.type, common_pb2.DEVICE_UNKNOWN), device_name=d.name,
-            memory_total=d.memory_bytes, memory_available=d.memory_bytes))
+            memory_total=d.memory_bytes, memory_available=available))
     return info
 
 

@@ -25,15 +25,15 @@ from rich.console import Console
 from rich.table import Table
 
 from bus import BusError, EventBus, default_home, open_bus
-from bus.errors import BusUnavailable
 from bus.loop import run as run_loop
 from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
-from central.readmodel.sql import QueryResult, SqlError, SqlRefused
-from events import EVENT_TYPES, InvalidEvent, build, subject_for
+from central.adapters.job_limits import check_spec
+from central.lifecycle.errors import Refused
+from central.readmodel.sql import QueryResult, SqlError, SqlRefused, SqlTooLarge
+from events import EVENT_TYPES, CyxwizError, InvalidEvent, JobSubmitted, build, subject_for
 
-EXIT_ENV = 1  # the environment: NATS or the database not reachable
-EXIT_INPUT = 2  # the user's input: bad event data, refused or broken SQL
+from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -71,10 +71,8 @@ def sql_command(
     """Run read-only SQL over the event history (tables: events, jobs, nodes, epochs, ...)."""
     try:
         result = _run_sql(query, central, db, home, api_key)
-    except (SqlRefused, SqlError) as exc:
-        fail(str(exc), EXIT_INPUT)
-    except ProjectionError as exc:
-        fail(str(exc), EXIT_ENV)
+    except CyxwizError as exc:
+        fail(str(exc), exit_code(exc))
     _print_result(result, "json" if as_json else "csv" if as_csv else "table")
 
 
@@ -100,17 +98,20 @@ def _sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool)
         headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=_REST_TIMEOUT_S) as response:
             return msgspec.json.decode(response.read(), type=QueryResult)
     except urllib.error.HTTPError as exc:
         message = _error_message(exc.read()) or exc.reason
-        if exc.code == 400:
-            raise SqlError(message) from None
-        raise ProjectionError(f"central at {url} answered {exc.code}: {message}") from None
+        if exc.code in (400, 413):  # the query's fault: refused, broken, too slow or too large
+            raise (SqlTooLarge if exc.code == 413 else SqlError)(message) from None
+        raise CyxwizError(f"central at {url} answered {exc.code}: {message}", code=exc.code) from None
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
         if explicit:
             raise ProjectionError(f"central's REST API at {url} does not answer ({exc}); drop --central to read the file") from None
         return None
+
+
+_REST_TIMEOUT_S = 120  # central stops a query at its own limit (30 s by default) and answers why
 
 
 def _error_message(body: bytes) -> str | None:
@@ -154,8 +155,12 @@ def publish_command(
     try:
         event = build(event_type, fields)
         subject_for(event)  # an id that cannot be a subject token is bad data too
+        if isinstance(event, JobSubmitted):
+            check_spec(event.spec)  # the job SubmitJob would refuse is refused here too, in the same words
     except InvalidEvent as exc:
         fail(str(exc), EXIT_INPUT)
+    except Refused as exc:
+        fail(f"JobSubmitted: {exc.message}", EXIT_INPUT)
 
     async def publish(bus: EventBus) -> int:
         return await bus.append(event)
@@ -255,9 +260,7 @@ def _with_bus(nats_url: str | None, home: Path | None, action) -> Any:
 
     try:
         return run_loop(main())
-    except BusUnavailable as exc:
-        fail(str(exc), EXIT_ENV)
     except BusError as exc:
-        fail(str(exc), EXIT_ENV)
+        fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -1,7 +1,6 @@
 """``cyxwiz submit``, ``cyxwiz jobs``, ``cyxwiz nodes``: the CLI for people, over gRPC.
 
-Exit codes: 0 done; 1 the job failed or was cancelled (with --follow / jobs wait);
-2 bad input (flags, job file); 3 central unreachable; 4 unknown job id; 5 refused.
+Exit codes: ``central.cli.exits`` (one table for every command).
 """
 
 from __future__ import annotations
@@ -16,19 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from central.client import (
-    CentralUnavailable,
-    Client,
-    ClientError,
-    InvalidRequest,
-    JobInfo,
-    NotFound,
-)
+from central.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, exit_code
+from central.client import Client, ClientError, JobInfo
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
-EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_REFUSED = 1, 2, 3, 4, 5
 
 CentralOpt = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL", help="central's gRPC address (default localhost:50051)")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
@@ -46,13 +38,7 @@ def fail(message: str, code: int) -> None:
 
 
 def client_errors(exc: ClientError) -> None:
-    if isinstance(exc, CentralUnavailable):
-        fail(str(exc), EXIT_UNREACHABLE)
-    if isinstance(exc, NotFound):
-        fail(str(exc), EXIT_NOT_FOUND)
-    if isinstance(exc, InvalidRequest):
-        fail(str(exc), EXIT_INPUT)
-    fail(str(exc), EXIT_REFUSED)
+    fail(str(exc), exit_code(exc))
 
 
 def load_job_file(path: Path) -> dict[str, Any]:

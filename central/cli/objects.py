@@ -28,7 +28,9 @@ from bus.loop import run as run_loop
 from events import JobCompleted
 from events.codec import InvalidEvent, job_subject
 
-EXIT_CORRUPT, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_NOT_COMPLETED = 1, 2, 3, 4, 5
+from central.cli.exits import EXIT_FAILED as EXIT_CORRUPT  # noqa: E402
+from central.cli.exits import EXIT_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE  # noqa: E402
+from central.cli.exits import EXIT_REFUSED as EXIT_NOT_COMPLETED  # noqa: E402
 DATASETS_BUCKET = "cyxwiz-datasets"
 CONNECT_TIMEOUT_S = 3.0
 DATASET_SUFFIXES = (".csv", ".npz", ".npy", ".h5", ".hdf5")

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from bus import CREDS_ENV, NatsServer, ensure_server, start_server
 from bus.server import die_with_parent
+from events.errors import CyxwizError
 
 
-class StackError(RuntimeError):
+class StackError(CyxwizError, RuntimeError):
     """A part of the stack did not start; the message says which and why."""
+
+    code = 503
 
 
 @dataclass

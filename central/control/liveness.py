@@ -9,6 +9,9 @@
   attempt + 1 and their last checkpoint; after 3 attempts the job fails. That
   reconciliation runs on every tick, so it also finishes work a crashed central left.
 - A lost node that heartbeats is answered ``keep_alive = false`` and registers again.
+- Central's own pauses do not count against nodes: a node is lost only if central could
+  have heard from it for the whole timeout. A stall of central's loop (a VM pause, GC,
+  SIGSTOP) shows as a late tick, and the time it was stalled extends every deadline.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import nats.errors
 
 from bus import BusError, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import MarkLost, Refused, Requeue
+from central.lifecycle.deciders import Refused, Requeue
+from central.lifecycle.nodes import MarkLost
 from central.lifecycle.state import CentralState
 from events import NodeRegistered
 
@@ -52,7 +56,11 @@ class Liveness:
         self.clock = clock
         self.started = clock()
         self.last_seen: dict[str, float] = {}
+        self.stalled_s = 0.0  # the time central's loop was stalled, all told
+        self._stalled_at_seen: dict[str, float] = {}  # stalled_s when each node was last seen
+        self._last_tick: float | None = None
         self.metrics: dict[str, deque] = {}
+        self.reported: dict = {}  # node id -> the NodeInfo of its latest heartbeat (available memory)
         self.lost_total = 0
         self.requeued_total = 0
         self._sub = None
@@ -64,10 +72,11 @@ class Liveness:
 
     def _on_event(self, event, old, new) -> None:
         if isinstance(event, NodeRegistered):
-            self.last_seen[event.node_id] = self.clock()
+            self.beat(event.node_id)
 
     def beat(self, node_id: str) -> None:
         self.last_seen[node_id] = self.clock()
+        self._stalled_at_seen[node_id] = self.stalled_s
 
     def record_metrics(self, node_id: str, point) -> None:
         history = self.metrics.get(node_id)
@@ -84,8 +93,10 @@ class Liveness:
             self._sub = await self.bus.nc.subscribe("telemetry.node.*", cb=self._on_telemetry)
         except nats.errors.Error as exc:
             log.warning("cannot follow heartbeats sent to other centrals: %s", exc)
+        self._last_tick = self.clock()  # a stall before the first tick counts too
         while True:
             await asyncio.sleep(self.tick_s)
+            self.note_tick()
             try:
                 await self.check()
             except BusError as exc:
@@ -94,13 +105,28 @@ class Liveness:
     async def _on_telemetry(self, msg) -> None:
         self.beat(msg.subject.rsplit(".", 1)[-1])
 
+    def note_tick(self) -> None:
+        """Count how late this tick is: beyond a tenth of the timeout, central was stalled."""
+        now = self.clock()
+        if self._last_tick is not None:
+            late = now - self._last_tick - self.tick_s
+            if late > 0.1 * self.timeout_s:
+                self.stalled_s += late
+                log.warning("central was stalled for %.1fs: node deadlines extended by as much", late)
+        self._last_tick = now
+
+    def silent_for(self, node_id: str, now: float) -> float:
+        """How long central could have heard from the node and did not."""
+        seen = self.last_seen.get(node_id, self.started)
+        stalled_since = self.stalled_s - self._stalled_at_seen.get(node_id, 0.0)
+        return now - seen - stalled_since
+
     async def check(self) -> None:
         """Declare silent nodes lost, then requeue the jobs that lost nodes still hold."""
         now = self.clock()
         for node in list(self.state.online_nodes()):
-            seen = self.last_seen.get(node.node_id, self.started)
-            if now - seen > self.timeout_s:
-                await self._mark_lost(node.node_id, seen)
+            if self.silent_for(node.node_id, now) > self.timeout_s:
+                await self._mark_lost(node.node_id, self.last_seen.get(node.node_id, self.started))
         for node_id, held in list(self.state.node_jobs.items()):
             node = self.state.nodes.get(node_id)
             if held and (node is None or node.status != "online"):
@@ -113,7 +139,8 @@ class Liveness:
         except Refused:
             return  # already lost, or re-registered meanwhile
         self.lost_total += 1
-        log.warning("node %s lost: no heartbeat for %.1fs", node_id, self.clock() - seen)
+        log.warning("node %s lost: no heartbeat for %.1fs while central was listening", node_id,
+                    self.silent_for(node_id, self.clock()))
 
     async def requeue_jobs_of(self, node_id: str, reason: str) -> None:
         for job_id in sorted(self.state.node_jobs.get(node_id, ())):

@@ -22,11 +22,11 @@ from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import Assign, Cancel, JobState, Refused, decide
+from central.lifecycle.deciders import Assign, Cancel, JobState, Refused
 from central.control.dispatcher import Dispatcher
-from central.lifecycle.policy import Candidate, Ranking
+from central.lifecycle.policy import Candidate, Ranking, why_waiting
 from central.lifecycle.state import CentralState
-from events import JobAssigned, Requirements, utc_now
+from events import JobAssigned, Requirements
 
 log = logging.getLogger("cyxwiz.central.scheduler")
 
@@ -51,6 +51,7 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.pending: dict[str, str] = {}  # job id -> node id, until the JobAssigned is folded
+        self.waiting: dict[str, str] = {}  # queued job id -> why the last pass placed it nowhere
         self._pending_by_node: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -119,6 +120,9 @@ class Scheduler:
         if not self.state.has_queued():
             return 0  # most wakes (a job started, an epoch ended) leave nothing to place
         free = Ranking(self.candidates().values())
+        if not free:
+            self._explain(self.state.queued(limit=100))  # every slot busy, or no node: the head of the queue says why
+            return 0
         skipped: list[JobState] = []
         batch: list[tuple[JobState, str]] = []
         while free:
@@ -130,17 +134,32 @@ class Scheduler:
             if job.cancel_requested:
                 self._spawn(self._cancel(job.job_id))
                 continue
-            node_id = free.take(job.spec.requirements if job.spec else ANY)
+            node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node)
             if node_id is None:
                 skipped.append(job)
                 continue
             self._reserve(node_id, job.job_id)
             batch.append((job, node_id))
+        self._explain(skipped)
         for job in skipped:
             self.state.push_queued(job)
         if batch:
             self._spawn(self._assign_batch(batch))
         return len(batch)
+
+    def _explain(self, skipped: list[JobState]) -> None:
+        """Say why each job the pass could not place waits (``jobs show``, the queue)."""
+        for job_id in [j for j in self.waiting if self.state.jobs.get(j) is None or self.state.jobs[j].status != "queued"]:
+            del self.waiting[job_id]
+        if not skipped:
+            return
+        online = [Candidate(n.node_id, n.devices, n.ram_bytes, n.slots) for n in self.state.online_nodes()]
+        reasons: dict = {}
+        for job in skipped:
+            need = job.spec.requirements if job.spec else ANY
+            if need not in reasons:
+                reasons[need] = why_waiting(need, online)
+            self.waiting[job.job_id] = reasons[need]
 
     def _reserve(self, node_id: str, job_id: str) -> None:
         self.pending[job_id] = node_id
@@ -152,22 +171,18 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _assign_batch(self, batch: list[tuple[JobState, str]]) -> None:
-        """Append the pass's JobAssigned events pipelined, each at its job's expected version."""
-        now = utc_now()
-        events = [decide(job, Assign(node_id), now)[0] for job, node_id in batch]
-        try:
-            results = await self.bus.append_each(events, [job.version for job, _ in batch])
-        except BusError as exc:
-            results = [exc] * len(events)
+        """Decide and append the pass's assignments pipelined through the command shell,
+        each at its job's expected version; only the appends that won are dispatched."""
+        results = await self.commands.decide_each([(job.job_id, Assign(node_id)) for job, node_id in batch])
         conflicted = retry = False
-        for (job, _), event, result in zip(batch, events, results):
+        for (job, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
                 self._spawn(self.dispatcher.dispatch(event, result))
                 continue
             self._unpend(job.job_id)
             self.state.push_queued(job)  # dropped there if the job moved on
-            if isinstance(result, ConcurrencyConflict):
+            if isinstance(result, (ConcurrencyConflict, Refused)):
                 self.conflicts += 1
                 conflicted = True
             else:

@@ -1,7 +1,9 @@
-"""Pure job and node deciders: ``decide(state, command, now) -> list[Event]`` and
-``evolve(state, event) -> state``. No I/O; time comes in as ``now``.
+"""The job lifecycle, pure: ``decide(state, command, now, version) -> list[Event]``,
+``anomaly(state, event) -> str | None`` and ``evolve(state, event) -> state``. No I/O.
 
-Job lifecycle (the ``status`` word of ``JobState``)::
+Central's state (``central.lifecycle.state``) and the DuckDB projection
+(``central.readmodel.fold``) both fold the stream through ``anomaly``/``evolve`` here, so
+SQL and gRPC never disagree about a job::
 
     JobSubmitted -> queued -JobAssigned-> assigned -JobStarted-> running -> completed
                       ^                     |                       |      \\-> failed
@@ -11,18 +13,35 @@ Job lifecycle (the ``status`` word of ``JobState``)::
 ``decide`` refuses a command that does not fit the state by raising ``Refused`` with an
 HTTP-style code (404 unknown job, 409 wrong state, 400 invalid). ``evolve`` is total: an
 event that makes no sense for the state (a script's JobCompleted for a cancelled job)
-changes nothing; ``anomaly(state, event)`` says why, so the caller can report it.
+changes nothing; ``anomaly`` says why, so the caller can report it.
 
-Events derived from a node's report have deterministic ids (uuid5 of job, attempt and
-what happened), so a retried report is stored once; a repeated epoch decides nothing.
+Event ids are functions of the decision's inputs, so ``decide`` is a function of its
+arguments and a retried decision is stored once (``Nats-Msg-Id``): central's own
+decisions take ``uuid5(job, version, kind)``; events derived from a node's report take
+``uuid5(job, attempt, what happened)``, so a retried report is stored once too.
+
+Rules worth knowing:
+- SubmitJob is idempotent on ``job_id``: the same spec again decides nothing (success);
+  another spec is refused (409, ``exists``).
+- Epochs are reported in order: a report that skips one is refused (400); a completion
+  needs every epoch of the attempt recorded.
+- A completion from the attempt that was requeued moments earlier (its node fell silent
+  after training every epoch) is accepted while the job has not ended, rather than
+  retrained; the attempt that replaced it is told to stop.
+- Any job that has not ended can be cancelled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 
+import msgspec
+
+from central.lifecycle.errors import Refused
 from events import (
     EpochCompleted,
     Event,
@@ -36,30 +55,51 @@ from events import (
     JobSpec,
     JobStarted,
     JobSubmitted,
-    NodeDeregistered,
-    NodeLost,
-    NodeRegistered,
 )
+
+__all__ = [
+    "ACTIVE", "MAX_ATTEMPTS", "MAX_INVALID_REJECTIONS", "TERMINAL",
+    "Assign", "Cancel", "Fail", "Finish", "JobCommand", "JobState", "JobStatus", "Progress", "Refused",
+    "Reject", "Requeue", "Submit",
+    "anomaly", "decide", "decision_event_id", "evolve", "jobs_to_cancel", "report_event_id", "spec_digest",
+]
 
 MAX_ATTEMPTS = 3
 MAX_INVALID_REJECTIONS = 3
-ACTIVE = frozenset({"assigned", "running"})
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 _NAMESPACE = uuid.UUID("6f1c9a52-3b0e-4c8e-9a57-0c1f3e2d7b11")
 
 
-class Refused(Exception):
-    """A command that does not fit the state; ``code`` is HTTP-style (400/401/404/409/429)."""
+class JobStatus(StrEnum):
+    """The one set of job states, for central, the projection and every answer."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    NEW = "new"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.RUNNING})
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_ENDED_WORD = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "been cancelled"}
+_NAMED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def report_event_id(job_id: str, attempt: int, what: str) -> str:
-    """The deterministic id of an event central derives from a node's report."""
+    """The id of an event central derives from a node's report of ``attempt``."""
     return str(uuid.uuid5(_NAMESPACE, f"{job_id}/{attempt}/{what}"))
+
+
+def decision_event_id(aggregate: str, version: int, kind: str) -> str:
+    """The id of an event central decides on an aggregate at stream ``version``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{aggregate}@{version}/{kind}"))
+
+
+def spec_digest(spec: JobSpec) -> str:
+    """What makes two submissions of one job id the same job (key order does not matter)."""
+    return hashlib.sha256(msgspec.json.encode(spec, order="sorted")).hexdigest()
 
 
 # --------------------------------------------------------------------------- job state
@@ -70,8 +110,9 @@ class JobState:
     """What central remembers of one job; ``spec`` is dropped once the job has ended."""
 
     job_id: str
-    status: str = "new"
+    status: JobStatus = JobStatus.NEW
     spec: JobSpec | None = None
+    spec_sha256: str = ""
     priority: int = 1
     epochs: int = 0
     name: str = ""
@@ -84,12 +125,16 @@ class JobState:
     checkpoint_epoch: int = 0
     cancel_requested: bool = False
     rejections: int = 0
+    excluded_node: str | None = None  # the node a requeue moved it away from
+    requeued_from: tuple[str, int, int] | None = None  # (node, attempt, epochs done) of the attempt requeued last
     started_at: float = 0.0
     ended_at: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    error_code: int = 0  # HTTP-style, from the node's report (0: not said)
+    retryable: bool = False
     artifact: tuple[str, str, int] | None = None  # (uri, sha256, size)
-    version: int = 0  # stream sequence of its last event; set by the state that folds it
+    compute_seconds: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -98,6 +143,13 @@ class JobState:
     def holds(self, node_id: str, attempt: int = 0) -> bool:
         """True when ``node_id`` runs this job now (and ``attempt`` is current, 0: any)."""
         return self.status in ACTIVE and self.node_id == node_id and attempt in (0, self.attempt)
+
+    def finished_by_requeued(self, node_id: str, attempt: int) -> bool:
+        """True when ``node_id``'s ``attempt`` was requeued after recording every epoch:
+        its late completion is the job's completion."""
+        rf = self.requeued_from
+        return (rf is not None and not self.done and rf[0] == node_id and attempt in (0, rf[1])
+                and rf[2] >= self.epochs > 0)
 
 
 # --------------------------------------------------------------------------- job commands
@@ -151,6 +203,7 @@ class Finish:
     size_bytes: int = 0
     compute_seconds: float = 0.0
     error: str = ""
+    error_code: int = 0
     retryable: bool = False
 
 
@@ -167,19 +220,17 @@ class Fail:
 JobCommand = Submit | Assign | Reject | Requeue | Progress | Finish | Cancel | Fail
 
 
-def decide(state: JobState | None, command: JobCommand, now: datetime) -> list[Event]:
-    """The events a command on a job produces; raises ``Refused`` when it does not fit."""
+def decide(state: JobState | None, command: JobCommand, now: datetime, version: int = 0) -> list[Event]:
+    """The events ``command`` produces on a job at stream ``version``; raises ``Refused``."""
     if isinstance(command, Submit):
-        if state is not None and state.status != "new":
-            raise Refused(409, f"job {command.job_id!r} already exists")
-        return [JobSubmitted(job_id=command.job_id, spec=command.spec, occurred_at=now)]
-    if state is None or state.status == "new":
-        raise Refused(404, "unknown job")
+        return _decide_submit(state, command, now)
+    if state is None or state.status == JobStatus.NEW:
+        raise Refused(404, f"unknown job {getattr(state, 'job_id', '')!r}" if state else "unknown job")
     match command:
         case Assign():
-            return _decide_assign(state, command, now)
+            return _decide_assign(state, command, now, version)
         case Reject():
-            return _decide_reject(state, command, now)
+            return _decide_reject(state, command, now, version)
         case Requeue():
             return _decide_requeue(state, command, now)
         case Progress():
@@ -187,7 +238,7 @@ def decide(state: JobState | None, command: JobCommand, now: datetime) -> list[E
         case Finish():
             return _decide_finish(state, command, now)
         case Cancel():
-            return _decide_cancel(state, command, now)
+            return _decide_cancel(state, command, now, version)
         case Fail():
             _require_not_done(state)
             return [JobFailed(job_id=state.job_id, attempt=state.attempt, error=command.error,
@@ -196,31 +247,37 @@ def decide(state: JobState | None, command: JobCommand, now: datetime) -> list[E
     raise Refused(400, f"unknown command {type(command).__name__}")
 
 
+def _decide_submit(state: JobState | None, cmd: Submit, now: datetime) -> list[Event]:
+    if state is not None and state.status != JobStatus.NEW:
+        if state.spec_sha256 == spec_digest(cmd.spec):
+            return []  # the same job again (a retry): it exists, nothing to do
+        raise Refused(409, f"job {cmd.job_id!r} already exists with a different spec; "
+                           "submit it under another job_id", reason="exists")
+    return [JobSubmitted(job_id=cmd.job_id, spec=cmd.spec, occurred_at=now,
+                         event_id=decision_event_id(cmd.job_id, 0, "submitted"))]
+
+
 def _require_not_done(state: JobState) -> None:
     if state.done:
-        raise Refused(409, f"job {state.job_id!r} has already {_ended_word(state.status)}")
+        raise Refused(409, f"job {state.job_id!r} has already {_ENDED_WORD[state.status]}")
 
 
-def _ended_word(status: str) -> str:
-    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[status]
-
-
-def _decide_assign(state: JobState, cmd: Assign, now: datetime) -> list[Event]:
-    if state.status != "queued" or state.cancel_requested:
+def _decide_assign(state: JobState, cmd: Assign, now: datetime, version: int) -> list[Event]:
+    if state.status != JobStatus.QUEUED or state.cancel_requested:
         raise Refused(409, f"job {state.job_id!r} is {state.status}, not queued")
     return [JobAssigned(job_id=state.job_id, node_id=cmd.node_id, attempt=state.attempt,
                         resume_checkpoint=state.checkpoint_uri, resume_epoch=state.checkpoint_epoch,
-                        occurred_at=now)]
+                        occurred_at=now, event_id=decision_event_id(state.job_id, version, f"assigned/{cmd.node_id}"))]
 
 
-def _decide_reject(state: JobState, cmd: Reject, now: datetime) -> list[Event]:
-    if state.status != "assigned" or not state.holds(cmd.node_id, cmd.attempt):
+def _decide_reject(state: JobState, cmd: Reject, now: datetime, version: int) -> list[Event]:
+    if state.status != JobStatus.ASSIGNED or not state.holds(cmd.node_id, cmd.attempt):
         raise Refused(409, f"job {state.job_id!r} is not assigned to node {cmd.node_id!r}")
     rejected = JobRejected(job_id=state.job_id, node_id=cmd.node_id, attempt=state.attempt,
-                           reason=cmd.reason, message=cmd.message, occurred_at=now)
+                           reason=cmd.reason, message=cmd.message, occurred_at=now,
+                           event_id=decision_event_id(state.job_id, version, f"rejected/{cmd.node_id}"))
     if state.cancel_requested:
-        return [rejected, JobCancelled(job_id=state.job_id, at_epoch=state.epochs_done, occurred_at=now,
-                                       event_id=report_event_id(state.job_id, 0, "cancelled"))]
+        return [rejected, _cancelled(state, state.epochs_done, now)]
     if cmd.reason == "invalid" and state.rejections + 1 >= MAX_INVALID_REJECTIONS:
         error = f"rejected as invalid {MAX_INVALID_REJECTIONS} times (last by node {cmd.node_id}): {cmd.message}"
         return [rejected, JobFailed(job_id=state.job_id, attempt=state.attempt, error=error, occurred_at=now,
@@ -232,8 +289,7 @@ def _decide_requeue(state: JobState, cmd: Requeue, now: datetime) -> list[Event]
     if state.status not in ACTIVE:
         raise Refused(409, f"job {state.job_id!r} is {state.status}; only assigned or running jobs are requeued")
     if state.cancel_requested:
-        return [JobCancelled(job_id=state.job_id, at_epoch=state.epochs_done, occurred_at=now,
-                             event_id=report_event_id(state.job_id, 0, "cancelled"))]
+        return [_cancelled(state, state.epochs_done, now)]
     if state.attempt >= MAX_ATTEMPTS:
         error = f"{cmd.reason} on attempt {state.attempt}; giving up after {MAX_ATTEMPTS} attempts"
         return [JobFailed(job_id=state.job_id, node_id=state.node_id, attempt=state.attempt, error=error,
@@ -249,16 +305,19 @@ def _require_holder(state: JobState, node_id: str, attempt: int) -> None:
     if not state.holds(node_id, attempt):
         where = f"attempt {state.attempt} on node {state.node_id!r}" if state.node_id else "no node"
         raise Refused(409, f"node {node_id!r} does not hold job {state.job_id!r} "
-                           f"(attempt {attempt or 'current'}); it is {state.status}, {where}")
+                           f"(attempt {attempt or 'current'}); it is {state.status}, {where}", reason="not_holder")
 
 
 def _decide_progress(state: JobState, cmd: Progress, now: datetime) -> list[Event]:
-    if state.status == "cancelled":
+    if state.status == JobStatus.CANCELLED:
         return []
     _require_holder(state, cmd.node_id, cmd.attempt)
+    if cmd.epoch > state.epochs_done + 1:
+        raise Refused(400, f"job {state.job_id!r}: epoch {cmd.epoch} reported, but epoch {state.epochs_done + 1} "
+                           "is the next one of this attempt: report the epochs in order")
     job, attempt = state.job_id, state.attempt
     out: list[Event] = []
-    if state.status == "assigned":
+    if state.status == JobStatus.ASSIGNED:
         out.append(JobStarted(job_id=job, node_id=cmd.node_id, attempt=attempt,
                               resumed_from_epoch=state.checkpoint_epoch, occurred_at=now,
                               event_id=report_event_id(job, attempt, "started")))
@@ -276,41 +335,64 @@ def _decide_progress(state: JobState, cmd: Progress, now: datetime) -> list[Even
     return out
 
 
-_NAMED_METRICS = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
-
-
 def _cancelled(state: JobState, epoch: int, now: datetime) -> JobCancelled:
     return JobCancelled(job_id=state.job_id, at_epoch=epoch, occurred_at=now,
                         event_id=report_event_id(state.job_id, 0, "cancelled"))
 
 
 def _decide_finish(state: JobState, cmd: Finish, now: datetime) -> list[Event]:
-    if state.status == "cancelled":
+    if state.status == JobStatus.CANCELLED:
         return []
+    if state.done and state.node_id == cmd.node_id and cmd.attempt in (0, state.attempt):
+        return []  # a retried report of the end already recorded
+    if cmd.outcome == "completed" and state.finished_by_requeued(cmd.node_id, cmd.attempt):
+        return [_completed(state, cmd, state.requeued_from[1], now)]
     _require_holder(state, cmd.node_id, cmd.attempt)
     job, attempt = state.job_id, state.attempt
     if cmd.outcome == "cancelled":
         return [_cancelled(state, state.epochs_done, now)]
     if cmd.outcome == "completed":
-        return [JobCompleted(job_id=job, node_id=cmd.node_id, attempt=attempt, metrics=dict(cmd.metrics),
-                             artifact_uri=cmd.artifact_uri, sha256=cmd.sha256, size_bytes=cmd.size_bytes,
-                             compute_seconds=cmd.compute_seconds, occurred_at=now,
-                             event_id=report_event_id(job, attempt, "completed"))]
+        if state.epochs_done < state.epochs:
+            raise Refused(409, f"job {job!r}: completion of attempt {attempt} refused: epochs "
+                               f"{state.epochs_done + 1}..{state.epochs} were never reported; report them first")
+        return [_completed(state, cmd, attempt, now)]
     if cmd.retryable and not state.cancel_requested and attempt < MAX_ATTEMPTS:
         return _decide_requeue(state, Requeue(f"failed on node {cmd.node_id}: {cmd.error}", cmd.node_id), now)
     return [JobFailed(job_id=job, node_id=cmd.node_id, attempt=attempt, error=cmd.error or "failed on the node",
-                      retryable=cmd.retryable, occurred_at=now,
+                      retryable=cmd.retryable, code=cmd.error_code, occurred_at=now,
                       event_id=report_event_id(job, attempt, "failed"))]
 
 
-def _decide_cancel(state: JobState, cmd: Cancel, now: datetime) -> list[Event]:
+def _completed(state: JobState, cmd: Finish, attempt: int, now: datetime) -> JobCompleted:
+    return JobCompleted(job_id=state.job_id, node_id=cmd.node_id, attempt=attempt, metrics=dict(cmd.metrics),
+                        artifact_uri=cmd.artifact_uri, sha256=cmd.sha256, size_bytes=cmd.size_bytes,
+                        compute_seconds=cmd.compute_seconds, occurred_at=now,
+                        event_id=report_event_id(state.job_id, attempt, "completed"))
+
+
+def _decide_cancel(state: JobState, cmd: Cancel, now: datetime, version: int) -> list[Event]:
     _require_not_done(state)
     if state.cancel_requested:
-        return [_cancelled(state, state.epochs_done, now)] if state.status == "queued" else []
-    requested = JobCancelRequested(job_id=state.job_id, reason=cmd.reason, occurred_at=now)
-    if state.status == "queued":
+        return [_cancelled(state, state.epochs_done, now)] if state.status == JobStatus.QUEUED else []
+    requested = JobCancelRequested(job_id=state.job_id, reason=cmd.reason, occurred_at=now,
+                                   event_id=decision_event_id(state.job_id, version, "cancel-requested"))
+    if state.status == JobStatus.QUEUED:
         return [requested, _cancelled(state, state.epochs_done, now)]
     return [requested]
+
+
+def jobs_to_cancel(node_id: str, held: set[str] | frozenset[str], reported_active: list[str],
+                   jobs: dict[str, JobState]) -> list[str]:
+    """What a node's heartbeat answer lists to stop: jobs it holds whose cancel was
+    requested, and jobs it says it runs that have ended or belong to another node."""
+    out = [j for j in sorted(held) if jobs[j].cancel_requested]
+    for job_id in reported_active:
+        job = jobs.get(job_id)
+        if job is None or job_id in out:
+            continue
+        if job.done or (job.node_id is not None and job.node_id != node_id):
+            out.append(job_id)
+    return out
 
 
 # --------------------------------------------------------------------------- job evolve
@@ -319,28 +401,41 @@ def _decide_cancel(state: JobState, cmd: Cancel, now: datetime) -> list[Event]:
 def anomaly(state: JobState | None, event: Event) -> str | None:
     """Why ``event`` cannot apply to ``state`` (None when it applies)."""
     name = type(event).__name__
-    status = "new" if state is None else state.status
+    status = JobStatus.NEW if state is None else state.status
     if isinstance(event, JobSubmitted):
-        return None if status == "new" else f"{name} for a job that already exists ({status})"
-    if status == "new":
+        return None if status == JobStatus.NEW else f"{name} for a job that already exists ({status})"
+    if status == JobStatus.NEW:
         return f"{name} for an unknown job"
+    if isinstance(event, JobCompleted) and state.finished_by_requeued(event.node_id, event.attempt):
+        return None
     if status in TERMINAL:
-        return f"{name} for a job that has {_ended_word(status)}"
+        return f"{name} for a job that has {_ENDED_WORD[status]}"
     match event:
         case JobAssigned():
-            return None if status == "queued" else f"{name} for a job that is {status}, not queued"
-        case JobRejected() | JobStarted():
-            ok = state.holds(event.node_id, event.attempt) and (status == "assigned" or isinstance(event, JobStarted))
-            if isinstance(event, JobStarted) and status == "running":
+            return None if status == JobStatus.QUEUED else f"{name} for a job that is {status}, not queued"
+        case JobRejected():
+            if status == JobStatus.ASSIGNED and state.holds(event.node_id, event.attempt):
+                return None
+            return f"{name} from node {event.node_id!r} attempt {event.attempt}, which does not hold the job"
+        case JobStarted():
+            if status == JobStatus.RUNNING:
                 return f"{name} repeated for attempt {event.attempt}"
-            return None if ok else f"{name} from node {event.node_id!r} attempt {event.attempt}, which does not hold the job"
+            return None if state.holds(event.node_id, event.attempt) else (
+                f"{name} from node {event.node_id!r} attempt {event.attempt}, which does not hold the job")
         case EpochCompleted():
             if not state.holds(event.node_id or state.node_id or "", event.attempt):
                 return f"{name} from attempt {event.attempt}, which does not hold the job"
-            return None if event.epoch > state.epochs_done else f"{name} repeated epoch {event.epoch}"
+            if event.epoch <= state.epochs_done:
+                return f"{name} repeated epoch {event.epoch}"
+            if event.epoch > state.epochs_done + 1:
+                return f"{name} epoch {event.epoch} skips epoch {state.epochs_done + 1}"
+            return None
         case JobCompleted():
-            return None if state.holds(event.node_id or state.node_id or "", event.attempt) else (
-                f"{name} from attempt {event.attempt}, which does not hold the job")
+            if not state.holds(event.node_id or state.node_id or "", event.attempt):
+                return f"{name} from attempt {event.attempt}, which does not hold the job"
+            if state.epochs_done < state.epochs:
+                return f"{name} with epochs {state.epochs_done + 1}..{state.epochs} of attempt {state.attempt} never recorded"
+            return None
         case JobRequeued():
             if status not in ACTIVE:
                 return f"{name} for a job that is {status}"
@@ -350,7 +445,9 @@ def anomaly(state: JobState | None, event: Event) -> str | None:
             if event.node_id and status in ACTIVE and not state.holds(event.node_id, event.attempt):
                 return f"{name} from node {event.node_id!r}, which does not hold the job"
             return None
-        case JobCancelRequested() | JobCancelled():
+        case JobCancelRequested():
+            return "JobCancelRequested repeated" if state.cancel_requested else None
+        case JobCancelled():
             return None
     return f"{name} is not a job event"
 
@@ -362,110 +459,48 @@ def evolve(state: JobState | None, event: Event) -> JobState | None:
     at = event.occurred_at.timestamp()
     match event:
         case JobSubmitted(spec=spec):
-            hp_name = spec.hyperparameters.get("name", "")
-            return JobState(job_id=event.job_id, status="queued", spec=spec, priority=spec.priority,
-                            epochs=spec.epochs, name=spec.name or hp_name, owner=spec.submitted_by,
+            return JobState(job_id=event.job_id, status=JobStatus.QUEUED, spec=spec, spec_sha256=spec_digest(spec),
+                            priority=spec.priority, epochs=spec.epochs,
+                            name=spec.name or spec.hyperparameters.get("name", ""), owner=spec.submitted_by,
                             submitted_at=at)
         case JobAssigned():
-            return replace(state, status="assigned", node_id=event.node_id, attempt=event.attempt)
+            return replace(state, status=JobStatus.ASSIGNED, node_id=event.node_id, attempt=event.attempt)
         case JobRejected():
-            return replace(state, status="queued", node_id=None, rejections=state.rejections + 1)
+            return replace(state, status=JobStatus.QUEUED, node_id=None, rejections=state.rejections + 1)
         case JobStarted():
-            return replace(state, status="running", started_at=state.started_at or at)
+            return replace(state, status=JobStatus.RUNNING, started_at=state.started_at or at)
         case EpochCompleted():
             metrics = dict(event.metrics)
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            for key in _NAMED_METRICS:
                 value = getattr(event, key)
                 if value is not None:
                     metrics[key] = value
             ckpt = (event.checkpoint_uri, event.epoch) if event.checkpoint_uri else (state.checkpoint_uri, state.checkpoint_epoch)
-            return replace(state, status="running", epochs_done=event.epoch, metrics=metrics,
+            return replace(state, status=JobStatus.RUNNING, epochs_done=event.epoch, metrics=metrics,
                            checkpoint_uri=ckpt[0], checkpoint_epoch=ckpt[1], started_at=state.started_at or at)
         case JobCompleted():
             artifact = (event.artifact_uri or "", event.sha256 or "", event.size_bytes)
-            return _ended(state, "completed", at, metrics=dict(event.metrics) or state.metrics,
-                          artifact=artifact, epochs_done=max(state.epochs_done, state.epochs))
+            return _ended(state, JobStatus.COMPLETED, at, metrics=dict(event.metrics) or state.metrics,
+                          artifact=artifact, epochs_done=state.epochs, node_id=event.node_id or state.node_id,
+                          attempt=event.attempt or state.attempt, compute_seconds=event.compute_seconds)
         case JobFailed():
-            return _ended(state, "failed", at, error=event.error)
+            return _ended(state, JobStatus.FAILED, at, error=event.error, retryable=event.retryable,
+                          error_code=event.code)
         case JobRequeued():
-            return replace(state, status="queued", node_id=None, attempt=event.next_attempt,
+            resumed = bool(event.resume_checkpoint)
+            return replace(state, status=JobStatus.QUEUED, node_id=None, attempt=event.next_attempt,
                            checkpoint_uri=event.resume_checkpoint or state.checkpoint_uri,
-                           checkpoint_epoch=event.resume_epoch if event.resume_checkpoint else state.checkpoint_epoch,
-                           epochs_done=event.resume_epoch if event.resume_checkpoint else 0)
+                           checkpoint_epoch=event.resume_epoch if resumed else state.checkpoint_epoch,
+                           epochs_done=event.resume_epoch if resumed else 0,
+                           excluded_node=event.excluded_node,
+                           requeued_from=(state.node_id or "", state.attempt, state.epochs_done))
         case JobCancelRequested():
             return replace(state, cancel_requested=True)
         case JobCancelled():
-            return _ended(state, "cancelled", at)
+            return _ended(state, JobStatus.CANCELLED, at)
     return state
 
 
-def _ended(state: JobState, status: str, at: float, **changes) -> JobState:
+def _ended(state: JobState, status: JobStatus, at: float, **changes) -> JobState:
     """A finished job keeps its summary and drops its spec (compact history)."""
-    return replace(state, status=status, ended_at=at, spec=None, **changes)
-
-
-# --------------------------------------------------------------------------- nodes
-
-
-@dataclass(frozen=True, slots=True)
-class NodeState:
-    node_id: str
-    status: str = "new"  # online, lost, deregistered
-    name: str = ""
-    endpoint: str = ""
-    devices: tuple = ()
-    cpu_cores: int = 0
-    ram_bytes: int = 0
-    slots: int = 1
-    version_text: str = ""
-    token_sha256: str = ""
-    registration_id: str = ""  # event id of its NodeRegistered: the session token derives from it
-    registered_at: float = 0.0
-    lost_at: float = 0.0
-    version: int = 0  # stream sequence of its last event
-
-
-@dataclass(frozen=True, slots=True)
-class MarkLost:
-    last_seen: datetime
-    reason: str = "heartbeat timeout"
-
-
-@dataclass(frozen=True, slots=True)
-class Deregister:
-    reason: str = ""
-
-
-def decide_node(state: NodeState | None, command: MarkLost | Deregister, now: datetime) -> list[Event]:
-    if state is None or state.status == "new":
-        raise Refused(404, "unknown node")
-    if state.status != "online":
-        raise Refused(409, f"node {state.node_id!r} is {state.status}, not online")
-    if isinstance(command, MarkLost):
-        return [NodeLost(node_id=state.node_id, last_seen=command.last_seen, reason=command.reason, occurred_at=now)]
-    return [NodeDeregistered(node_id=state.node_id, reason=command.reason, occurred_at=now)]
-
-
-def node_anomaly(state: NodeState | None, event: Event) -> str | None:
-    if isinstance(event, NodeRegistered):
-        return None
-    if state is None or state.status != "online":
-        return f"{type(event).__name__} for a node that is {'unknown' if state is None else state.status}"
-    return None
-
-
-def evolve_node(state: NodeState | None, event: Event) -> NodeState | None:
-    if node_anomaly(state, event) is not None:
-        return state
-    match event:
-        case NodeRegistered():
-            return NodeState(node_id=event.node_id, status="online", name=event.name, endpoint=event.endpoint,
-                             devices=tuple(event.devices), cpu_cores=event.cpu_cores, ram_bytes=event.ram_bytes,
-                             slots=max(1, event.slots), version_text=event.version,
-                             token_sha256=event.session_token_sha256, registration_id=event.event_id,
-                             registered_at=event.occurred_at.timestamp())
-        case NodeLost():
-            return replace(state, status="lost", lost_at=event.occurred_at.timestamp())
-        case NodeDeregistered():
-            return replace(state, status="deregistered", lost_at=event.occurred_at.timestamp())
-    return state
+    return replace(state, status=status, ended_at=at, spec=None, requeued_from=None, **changes)

@@ -47,6 +47,29 @@ def fits(requirements: Requirements, devices: Iterable[Device], ram_bytes: int) 
     return any(d.type.lower() == wanted and need <= d.memory_bytes for d in devices)
 
 
+def why_waiting(requirements: Requirements, online: Iterable[Candidate]) -> str:
+    """Why a queued job that found no free slot waits: no node could ever run it (the
+    words say what is missing), or the nodes that could are busy."""
+    online = list(online)
+    if not online:
+        return "no node is online"
+    if any(fits(requirements, n.devices, n.ram_bytes) for n in online):
+        return "all slots of the nodes that fit it are busy"
+    wanted = (requirements.device or "").lower()
+    if wanted not in ("", "cpu", "any", "unknown") and not any(d.type.lower() == wanted for n in online for d in n.devices):
+        return f"no online node has a {wanted} device"
+    largest = max(max([n.ram_bytes] + [d.memory_bytes for d in n.devices]) for n in online)
+    return (f"needs {_size(requirements.min_memory_bytes)} of memory; the largest online node has {_size(largest)}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def score(node: Candidate) -> float:
     """Higher is better: load dominates, then completed jobs, then uptime."""
     load = node.running / max(1, node.slots)
@@ -70,7 +93,8 @@ def choose(requirements: Requirements, nodes: Iterable[Candidate]) -> str | None
 class Ranking:
     """The nodes of one scheduling pass, best first.
 
-    ``take(requirements)`` answers what ``choose`` would over the nodes as they are now,
+    ``take(requirements)`` answers what ``choose`` would over the nodes as they are now
+    (``take(requirements, avoid)`` passes over ``avoid`` while another node fits),
     and counts the slot it takes, so a pass placing k jobs on n nodes costs about
     O(n + k log n) instead of O(k n). Requirements that found no node stay unplaceable
     for the rest of the pass (nodes only fill up during it).
@@ -85,22 +109,31 @@ class Ranking:
     def __bool__(self) -> bool:
         return bool(self._nodes)
 
-    def take(self, requirements: Requirements) -> str | None:
+    def take(self, requirements: Requirements, avoid: str | None = None) -> str | None:
+        """The best node that fits; ``avoid`` (a requeued job's excluded node) only when
+        no other fits."""
         if requirements in self._unplaceable:
             return None
         passed_over = []
-        found = None
+        found = fallback = None
         while self._heap:
             entry = heapq.heappop(self._heap)
             node = self._nodes.get(entry[1])
             if node is None or node.running != entry[2]:
                 continue  # an entry from before the node took a slot
-            if fits(requirements, node.devices, node.ram_bytes):
-                found = node
-                break
             passed_over.append(entry)
+            if fits(requirements, node.devices, node.ram_bytes):
+                if node.node_id != avoid:
+                    found = node
+                    passed_over.pop()
+                    break
+                fallback = node
         for entry in passed_over:
             heapq.heappush(self._heap, entry)
+        if found is None and fallback is not None:
+            found = fallback
+            self._heap = [e for e in self._heap if e[1] != found.node_id]
+            heapq.heapify(self._heap)
         if found is None:
             self._unplaceable.add(requirements)
             return None

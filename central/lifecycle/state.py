@@ -1,9 +1,12 @@
 """Central's own state, folded from the event stream: jobs, nodes, and the queue.
 
 The scheduler decides from this, never from DuckDB, so a lagging read model never causes
-a wrong decision. Every job and node carries its version (the stream sequence of its
-last event, anomalies included), which is what an append with an expected version needs.
-An event that does not apply is kept in ``anomalies`` and changes nothing.
+a wrong decision. It folds through the same rules as the projection
+(``central.lifecycle.deciders`` and ``central.lifecycle.nodes``). Every subject has a
+version, the stream sequence of its last message whatever that message held (an
+anomaly, garbage), which is what an append with an expected version needs. A message
+that does not decode, sits on another aggregate's subject, or does not apply is an
+anomaly: logged once with its sequence, kept in ``anomalies``, and it changes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Callable, Iterator
 
 from bus import StoredMessage
 from bus.loop import wait_for_future
-from central.lifecycle.deciders import ACTIVE, JobState, NodeState, anomaly, evolve, evolve_node, node_anomaly
+from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
-from events import Event, InvalidEvent, JobCompleted, JobEvent, NodeEvent
+from events import Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent, job_subject, misplaced, node_subject
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -34,7 +38,9 @@ class CentralState:
         self.nodes: dict[str, NodeState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
+        self.failed_by_node: defaultdict[str, int] = defaultdict(int)
         self.last_seq = 0
+        self.versions: dict[str, int] = {}  # subject -> stream sequence of its last message
         self.anomalies: deque[tuple[int, str, str]] = deque(maxlen=1000)  # (seq, event type, reason)
         self.anomaly_count = 0
         self._queue: list[tuple[int, float, str]] = []
@@ -51,12 +57,17 @@ class CentralState:
         self._wake_seq_waiters()
 
     def apply(self, msg: StoredMessage) -> None:
-        """Fold one stored message; an undecodable one is an anomaly, never an error."""
+        """Fold one stored message; whatever it holds, it is never an error."""
         self.last_seq = max(self.last_seq, msg.seq)
+        self.versions[msg.subject] = msg.seq
         try:
             event = msg.decode()
         except InvalidEvent as exc:
             self._anomaly(msg.seq, "invalid", f"{msg.subject}: {exc}")
+            return
+        wrong = misplaced(event, msg.subject)
+        if wrong is not None:
+            self._anomaly(msg.seq, type(event).__name__, wrong)
             return
         self.apply_event(event, msg.seq)
 
@@ -67,19 +78,26 @@ class CentralState:
         elif isinstance(event, NodeEvent):
             self._apply_node(event, seq)
 
+    def job_version(self, job_id: str) -> int:
+        """The expected version of an append to the job (0: nothing on its subject yet)."""
+        return self.versions.get(job_subject(job_id), 0)
+
+    def node_version(self, node_id: str) -> int:
+        return self.versions.get(node_subject(node_id), 0)
+
     def _apply_job(self, event: JobEvent, seq: int) -> None:
         old = self.jobs.get(event.job_id)
         reason = anomaly(old, event)
         if reason is not None:
             self._anomaly(seq, type(event).__name__, f"job {event.job_id}: {reason}")
-            if old is not None:
-                self.jobs[event.job_id] = replace(old, version=seq)
             return
-        new = replace(evolve(old, event), version=seq)
+        new = evolve(old, event)
         self.jobs[event.job_id] = new
         self._index(old, new)
-        if isinstance(event, JobCompleted) and old is not None and old.node_id:
-            self.completed_by_node[old.node_id] += 1
+        if isinstance(event, JobCompleted) and new.node_id:
+            self.completed_by_node[new.node_id] += 1
+        elif isinstance(event, JobFailed) and event.node_id:
+            self.failed_by_node[event.node_id] += 1
         self._notify(event, old, new)
 
     def _index(self, old: JobState | None, new: JobState) -> None:
@@ -89,7 +107,7 @@ class CentralState:
                 held.discard(old.job_id)
         if new.status in ACTIVE and new.node_id:
             self.node_jobs[new.node_id].add(new.job_id)
-        if new.status == "queued" and (old is None or old.status != "queued"):
+        if new.status == JobStatus.QUEUED and (old is None or old.status != JobStatus.QUEUED):
             self.push_queued(new)
 
     def _apply_node(self, event: NodeEvent, seq: int) -> None:
@@ -97,10 +115,8 @@ class CentralState:
         reason = node_anomaly(old, event)
         if reason is not None:
             self._anomaly(seq, type(event).__name__, f"node {event.node_id}: {reason}")
-            if old is not None:
-                self.nodes[event.node_id] = replace(old, version=seq)
             return
-        new = replace(evolve_node(old, event), version=seq)
+        new = evolve_node(old, event)
         self.nodes[event.node_id] = new
         self._notify(event, old, new)
 
@@ -154,6 +170,11 @@ class CentralState:
 
     def online_nodes(self) -> Iterator[NodeState]:
         return (n for n in self.nodes.values() if n.status == "online")
+
+    def reputation(self, node_id: str) -> float:
+        """The share of the node's finished runs that completed (1.0 before any ended)."""
+        done, failed = self.completed_by_node.get(node_id, 0), self.failed_by_node.get(node_id, 0)
+        return done / (done + failed) if done + failed else 1.0
 
     def running_on(self, node_id: str) -> int:
         held = self.node_jobs.get(node_id)

@@ -6,10 +6,10 @@
     await projector.wait_for_seq(seq, timeout=5)          # read-your-writes for a caller
     columns, rows = projection.query("SELECT state, count(*) FROM jobs GROUP BY 1")
 
-Each batch of messages is checked and folded in Python, against a small index of what
-is committed (each job: ended or not; for jobs not ended their recorded epochs and
-latest assignment; the known nodes), into Arrow tables of final rows and per-row
-deltas; the statements of ``central.readmodel.schema`` insert and merge them. The batch
+Each batch of messages is checked and folded in Python through the lifecycle's own
+rules (``central.lifecycle``: the ones central's state folds with), against an index of
+what is committed (the lifecycle state of every job and node), into Arrow tables of
+final rows and per-row deltas; the statements of ``central.readmodel.schema`` insert and merge them. The batch
 and the stream sequence it ends at are committed in one DuckDB transaction, so after a
 crash the projector resumes from exactly that sequence; the index changes only after
 that commit. A message that does not decode, or makes no sense for its aggregate,
@@ -31,23 +31,27 @@ import msgspec
 
 from bus import StoredMessage
 from central.readmodel import schema as q
-from central.readmodel.fold import _REFUSED, _Batch, _Index
-from central.readmodel.sql import MAX_ROWS, QueryResult, run_read_query
-from events import Device
+from central.readmodel.fold import REFUSED, Batch, Index
+from central.readmodel.sql import MAX_ROWS, QueryResult, SqlLimits, run_read_query
+from events import CyxwizError, Device
 
 EVENTS_STREAM = q.EVENTS_STREAM
 TELEMETRY_STREAM = q.TELEMETRY_STREAM
-_CONFIG = {
+DUCKDB_CONFIG = {
     "enable_external_access": False,  # user SQL runs on this database: no files
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
-class ProjectionError(Exception):
+class ProjectionError(CyxwizError):
     """The projection file cannot be used."""
+
+    code = 503
 
 
 class ProjectionBusy(ProjectionError):
     """Another process (a running central) holds the DuckDB file."""
+
+    code = 409
 
 
 # --- rows as the REST API returns them (also its OpenAPI schemas) -----------------------
@@ -57,6 +61,7 @@ class JobRow(msgspec.Struct, kw_only=True):
     job_id: str
     name: str | None = None
     state: str
+    cancel_requested: bool = False
     job_type: str | None = None
     dataset_uri: str | None = None
     epochs: int | None = None
@@ -81,6 +86,7 @@ class JobRow(msgspec.Struct, kw_only=True):
     size_bytes: int | None = None
     compute_seconds: float | None = None
     error: str | None = None
+    error_code: int | None = None
     updated_seq: int = 0
 
 
@@ -152,7 +158,7 @@ class Projection:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(_CONFIG))
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(DUCKDB_CONFIG))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise ProjectionBusy(
@@ -161,11 +167,23 @@ class Projection:
                 ) from exc
             raise ProjectionError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from exc
         if not read_only:
-            self.con.execute(q.SCHEMA)
+            self._ensure_schema()
         self.con.execute("SET TimeZone = 'UTC'; SET lock_configuration = true")
         self._write_lock = threading.Lock()
         self._last = {s: self._stored_checkpoint(s) for s in (EVENTS_STREAM, TELEMETRY_STREAM)}
-        self._index: _Index | None = None  # loaded by the first apply (read-only never needs it)
+        self._index: Index | None = None  # loaded by the first apply (read-only never needs it)
+
+    def _ensure_schema(self) -> None:
+        """Create the tables; a file of another schema version is emptied first, and the
+        projector replays the stream into it from its (now zero) checkpoint."""
+        stored = None
+        if self.con.execute(q.HAS_SCHEMA_TABLE).fetchone()[0]:
+            stored = self.con.execute(q.STORED_SCHEMA_VERSION).fetchone()[0]
+        has_tables = self.con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+        if stored != q.SCHEMA_VERSION and has_tables:
+            for table in q.TABLES:
+                self.con.execute(f"DROP TABLE IF EXISTS {table}")
+        self.con.execute(q.SCHEMA)
 
     def close(self) -> None:
         self.con.close()
@@ -197,21 +215,21 @@ class Projection:
             return self._last[stream]
         with self._write_lock:
             if self._index is None:
-                self._index = _Index.load(self.con)
+                self._index = Index.load(self.con)
             try:
                 self._commit(stream, fresh)
-            except _REFUSED:
+            except REFUSED:
                 for message in fresh:
                     try:
                         self._commit(stream, [message])
-                    except _REFUSED as exc:
+                    except REFUSED as exc:
                         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                         self._commit(stream, [message], force_bad=f"the projection could not apply it: {why}")
         return self._last[stream]
 
     def _commit(self, stream: str, messages: Sequence[StoredMessage], force_bad: str | None = None) -> None:
         """One transaction: the batch's tables, then the checkpoint; then the index."""
-        batch = _Batch(stream, self._index)
+        batch = Batch(stream, self._index)
         if force_bad is None:
             for message in messages:
                 batch.add(message)
@@ -232,7 +250,7 @@ class Projection:
             try:
                 con.rollback()
             finally:
-                self._index = _Index.load(self.con)  # whatever happened, match the file again
+                self._index = Index.load(self.con)  # whatever happened, match the file again
             raise
         finally:
             for name in tables:
@@ -245,9 +263,14 @@ class Projection:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def query(self, sql: str, *, max_rows: int = MAX_ROWS) -> QueryResult:
-        """Run a user's read-only SQL; raises ``SqlRefused`` or ``SqlError``."""
-        return run_read_query(self.cursor(), sql, max_rows=max_rows)
+    def query(self, sql: str, *, max_rows: int = MAX_ROWS, limits: SqlLimits = SqlLimits()) -> QueryResult:
+        """Run a user's read-only SQL within ``limits`` on a cursor of its own; raises
+        ``SqlRefused`` or ``SqlError`` (``SqlTimeout``, ``SqlTooLarge``)."""
+        cursor = self.cursor()
+        try:
+            return run_read_query(cursor, sql, max_rows=max_rows, limits=limits)
+        finally:
+            cursor.close()
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobRow]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
@@ -283,7 +306,3 @@ def _job(row: dict[str, Any], kind: type) -> Any:
     return msgspec.convert({**row, "hyperparameters": msgspec.json.decode(row["hyperparameters"] or "{}")}, kind)
 
 
-# --- checking and folding a batch in Python ---------------------------------------------
-
-# What makes a batch fall back to one message at a time (DuckDB refused a value, or a
-# number does not fit its Arrow column).

@@ -11,7 +11,7 @@ import duckdb
 
 from bus import EventBus, StoredMessage
 from central.readmodel.projection import (
-    _CONFIG,
+    DUCKDB_CONFIG,
     EVENTS_STREAM,
     TELEMETRY_STREAM,
     Projection,
@@ -57,6 +57,7 @@ class Projector:
         self._fed: list[list[StoredMessage]] | None = None  # batches handed in by feed(), once live
         self._fed_count = 0
         self._fed_arrived: asyncio.Event | None = None
+        self._events_caught_up = asyncio.Event()
 
     # --- a shared subscription ----------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class Projector:
 
     async def _follow_fed(self) -> None:
         await self._catch_up(EVENTS_STREAM)
+        self._events_caught_up.set()
         self._fed = []
         while True:
             await self._fed_arrived.wait()
@@ -99,8 +101,19 @@ class Projector:
                 await self._apply_paced(EVENTS_STREAM, batch, self.min_commit_interval_s)
 
     async def run(self) -> None:
-        """Catch up, then apply live batches forever (cancel the task to stop)."""
-        await asyncio.gather(*(self._follow(stream) for stream in self.streams))
+        """Catch up, then apply live batches forever (cancel the task to stop). Telemetry
+        starts once the events stream has caught up: a heartbeat moves the last_seen of a
+        node row, which must be there (a rebuilt file would otherwise lose them)."""
+        if TELEMETRY_STREAM not in self.streams:
+            return await self._follow(EVENTS_STREAM)
+        events = asyncio.create_task(self._follow(EVENTS_STREAM))
+        caught_up = asyncio.create_task(self._events_caught_up.wait())
+        try:
+            await asyncio.wait([events, caught_up], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.gather(events, self._follow(TELEMETRY_STREAM))
+        finally:
+            events.cancel()
+            caught_up.cancel()
 
     async def catch_up(self) -> int:
         """Apply everything the streams hold now; returns the events stream's checkpoint."""
@@ -129,6 +142,9 @@ class Projector:
     async def _follow(self, stream: str) -> None:
         if stream == EVENTS_STREAM and self._fed_arrived is not None:
             return await self._follow_fed()
+        if stream == EVENTS_STREAM:
+            await self._catch_up(EVENTS_STREAM)
+            self._events_caught_up.set()
         start = self.projection.checkpoint(stream) + 1
         pause = self.telemetry_linger_s if stream == TELEMETRY_STREAM else self.min_commit_interval_s
         async for batch in self.bus.subscribe_batches(start, subjects=_SUBJECTS[stream], max_batch=self.max_batch):
@@ -178,7 +194,7 @@ def _refuse_if_in_use(path: Path) -> None:
     if not path.exists():
         return
     try:
-        duckdb.connect(str(path), read_only=True, config=dict(_CONFIG)).close()
+        duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG)).close()
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise ProjectionBusy(f"{path} is in use by another process (a running central?); stop it first") from exc

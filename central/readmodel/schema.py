@@ -1,5 +1,8 @@
 """The SQL of the read model: its schema, and the few statements that write one batch.
 
+``SCHEMA_VERSION`` changes whenever a table changes shape; a file written with another
+version is emptied and replayed from the stream (the stream is the store of record).
+
 ``central.readmodel.projection`` checks and folds a batch in Python (against its index of the
 jobs and nodes committed so far) into Arrow tables that already hold final rows: new
 rows to insert, and for rows of earlier batches one delta per row. The statements here
@@ -10,22 +13,27 @@ rows it updates.
 
 from __future__ import annotations
 
+from central.lifecycle.deciders import TERMINAL
+
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 
+SCHEMA_VERSION = 3
+
 SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS projection_schema (version INTEGER);
 CREATE TABLE IF NOT EXISTS events (
     seq BIGINT, subject VARCHAR, type VARCHAR, event_id VARCHAR,
     occurred_at TIMESTAMP, stored_at TIMESTAMP, aggregate_id VARCHAR, raw JSON);
 CREATE TABLE IF NOT EXISTS jobs (
-    job_id VARCHAR, name VARCHAR, state VARCHAR, job_type VARCHAR, dataset_uri VARCHAR,
+    job_id VARCHAR, name VARCHAR, state VARCHAR, cancel_requested BOOLEAN, job_type VARCHAR, dataset_uri VARCHAR,
     epochs INTEGER, batch_size INTEGER, priority INTEGER, model_definition VARCHAR,
     hyperparameters JSON, required_device VARCHAR, min_memory_bytes BIGINT,
     submitted_by VARCHAR, node_id VARCHAR, attempt INTEGER, current_epoch INTEGER,
     submitted_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
     final_loss DOUBLE, final_accuracy DOUBLE, final_val_accuracy DOUBLE,
     artifact_uri VARCHAR, sha256 VARCHAR, size_bytes BIGINT, compute_seconds DOUBLE,
-    error VARCHAR, updated_seq BIGINT);
+    error VARCHAR, error_code INTEGER, updated_seq BIGINT);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id VARCHAR, name VARCHAR, endpoint VARCHAR, devices JSON, cpu_cores INTEGER,
     ram_bytes BIGINT, slots INTEGER, version VARCHAR, state VARCHAR,
@@ -47,7 +55,13 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (stream VARCHAR, last_seq BIGIN
 INSERT INTO projection_checkpoint
     SELECT s, 0 FROM (VALUES ('{EVENTS_STREAM}'), ('{TELEMETRY_STREAM}')) v(s)
     WHERE s NOT IN (SELECT stream FROM projection_checkpoint);
+INSERT INTO projection_schema SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT * FROM projection_schema);
 """
+
+TABLES = ("events", "jobs", "nodes", "epochs", "assignments", "node_metrics", "anomalies", "projection_checkpoint",
+          "projection_schema")
+HAS_SCHEMA_TABLE = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'projection_schema';"
+STORED_SCHEMA_VERSION = "SELECT max(version) FROM projection_schema;"
 
 # Arrow tables registered per batch (see central.readmodel.projection): the name each has.
 INSERT_EVENTS = "INSERT INTO events SELECT * FROM b_events;"
@@ -58,19 +72,16 @@ INSERT_ASSIGNMENTS = "INSERT INTO assignments BY NAME SELECT * FROM b_assignment
 INSERT_NODES = "INSERT INTO nodes BY NAME SELECT * FROM b_nodes;"
 INSERT_METRICS = "INSERT INTO node_metrics BY NAME SELECT * FROM b_metrics;"
 
-_FINISH = ("finished_at", "final_loss", "final_accuracy", "final_val_accuracy", "artifact_uri",
-           "sha256", "size_bytes", "compute_seconds", "error")
+_LIFECYCLE = ("state", "cancel_requested", "node_id", "attempt", "current_epoch", "final_loss", "final_accuracy",
+              "final_val_accuracy", "artifact_uri", "sha256", "size_bytes", "compute_seconds", "error", "error_code",
+              "updated_seq")
 
-# A job of an earlier batch: the batch's fold of its events, merged into the row.
+# A job of an earlier batch: its lifecycle columns as the batch leaves it.
 UPDATE_JOBS = f"""
 UPDATE jobs SET
-    state = COALESCE(d.state, jobs.state),
-    node_id = CASE WHEN d.node_changed THEN d.node_id ELSE jobs.node_id END,
-    attempt = GREATEST(jobs.attempt, d.attempt),
-    current_epoch = COALESCE(d.current_epoch, jobs.current_epoch),
+    {", ".join(f"{c} = d.{c}" for c in _LIFECYCLE)},
     started_at = COALESCE(jobs.started_at, d.started_at),
-    {", ".join(f"{c} = CASE WHEN d.finished THEN d.{c} ELSE jobs.{c} END" for c in _FINISH)},
-    updated_seq = d.updated_seq
+    finished_at = COALESCE(jobs.finished_at, d.finished_at)
 FROM b_job_deltas d WHERE jobs.job_id = d.job_id;
 """
 
@@ -110,17 +121,14 @@ BATCH_STATEMENTS: tuple[tuple[str, str], ...] = (
 
 SET_CHECKPOINT = "UPDATE projection_checkpoint SET last_seq = $seq WHERE stream = $stream;"
 
-TERMINAL_STATES = ("completed", "failed", "cancelled")
+TERMINAL_STATES = tuple(sorted(str(s) for s in TERMINAL))  # the lifecycle's, as SQL wants them
 
-# The index the checks need, loaded at open: every job (ended or not), and for jobs not
-# ended their recorded epochs and latest assignment; every node.
-LOAD_JOBS = f"SELECT job_id, state IN {TERMINAL_STATES} FROM jobs;"
-LOAD_EPOCHS = f"""
-SELECT e.job_id, e.attempt, e.epoch FROM epochs e
-WHERE e.job_id IN (SELECT job_id FROM jobs WHERE state NOT IN {TERMINAL_STATES});
+# The index the rules need, loaded at open: every ended job's end state, every node's
+# state, and the events of the jobs not ended (re-folded in stream order).
+LOAD_ENDED_JOBS = f"SELECT job_id, state FROM jobs WHERE state IN {TERMINAL_STATES};"
+LOAD_NODES = "SELECT node_id, state FROM nodes;"
+LOAD_OPEN_JOB_EVENTS = f"""
+SELECT seq, raw FROM events
+WHERE subject LIKE 'events.job.%' AND aggregate_id IN (SELECT job_id FROM jobs WHERE state NOT IN {TERMINAL_STATES})
+ORDER BY seq;
 """
-LOAD_ASSIGNMENTS = f"""
-SELECT job_id, max(seq), arg_max(closed_seq IS NOT NULL, seq) FROM assignments
-WHERE job_id IN (SELECT job_id FROM jobs WHERE state NOT IN {TERMINAL_STATES}) GROUP BY job_id;
-"""
-LOAD_NODES = "SELECT node_id FROM nodes;"
