@@ -27,6 +27,7 @@ from events import JobSpec, JobSubmitted, NodeHeartbeat, subject_for
 from waiting import eventually
 
 BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
+VALID_JOB = json.dumps({"job_id": "j1", "spec": {"dataset_uri": "builtin://digits", "epochs": 1}})
 
 
 @pytest.fixture
@@ -257,7 +258,7 @@ async def test_cli_creds_writes_a_private_seed_file_that_connects_as_its_role(na
 
 async def test_cli_without_credentials_says_so_in_one_line(nats_server):
     done = await asyncio.to_thread(
-        _cyxwiz, "events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {}}',
+        _cyxwiz, "events", "publish", "JobSubmitted", "--data", VALID_JOB,
         "--nats", nats_server.url, env={CREDS_ENV: ""})
     assert done.returncode == 6  # 401: missing or wrong credentials (events.errors.CODES)
     lines = done.stderr.strip().splitlines()
@@ -267,13 +268,13 @@ async def test_cli_without_credentials_says_so_in_one_line(nats_server):
 
 async def test_cli_with_a_readers_credentials_cannot_publish_in_one_line(nats_server, central):
     done = await asyncio.to_thread(
-        _cyxwiz, "events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {}}',
+        _cyxwiz, "events", "publish", "JobSubmitted", "--data", VALID_JOB,
         "--nats", nats_server.url, env={CREDS_ENV: str(nats_server.seed("reader"))})
     assert done.returncode == 6 and "Traceback" not in done.stderr  # 403
     assert len(done.stderr.strip().splitlines()) == 1
     assert "NATS refused publish to 'events.job.j1'" in done.stderr
     published = await asyncio.to_thread(
-        _cyxwiz, "events", "publish", "JobSubmitted", "--data", '{"job_id": "j1", "spec": {}}',
+        _cyxwiz, "events", "publish", "JobSubmitted", "--data", VALID_JOB,
         "--nats", nats_server.url, env={CREDS_ENV: str(nats_server.seed("publisher"))})
     assert published.returncode == 0, published.stderr
     assert await central.last_sequence() == 1
