@@ -21,10 +21,11 @@ from typing import Any, Iterator
 
 import grpc
 
-from central.lifecycle.deciders import TERMINAL
+from central.lifecycle.jobs import TERMINAL
 from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_metadata, dict_to_job_config
+from central.client_deployments import DeploymentCalls, DeploymentInfo  # noqa: F401  (re-exported)
 
 TERMINAL_STATES = frozenset(str(s) for s in TERMINAL)
 
@@ -151,7 +152,7 @@ class NodeSummary:
         return dict(self.__dict__)
 
 
-class Client:
+class Client(DeploymentCalls):
     """A connection to central's gRPC endpoint (``CYXWIZ_CENTRAL``, default localhost:50051)."""
 
     def __init__(self, target: str | None = None, *, api_key: str | None = None, timeout: float = 10.0):

@@ -27,7 +27,10 @@ from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
-from central.adapters.grpc_services import Services, add_services
+from central.adapters.deployments import add_deployment_routes, add_deployment_service
+from central.adapters.grpc_base import Services
+from central.adapters.grpc_services import add_services
+from central.control.deployments import DeploymentControl
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
@@ -163,6 +166,9 @@ class CentralServer:
         services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
+        self.deployments = DeploymentControl(self.state, commands, auth)
+        self.deployments.resume()
+        add_deployment_service(self._grpc, self.deployments, auth)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
         except RuntimeError:  # grpcio raises where older versions returned 0
@@ -213,6 +219,7 @@ class CentralServer:
         self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
         app = make_app(self._projection, scheduler_status=self.scheduler.status,
                        scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)
+        self._gateway = add_deployment_routes(app, self.deployments, self.config.api_key)
         try:
             self._rest_runner, self.rest_port = await serve_rest(app, self.config.host, self.config.rest_port)
         except OSError as exc:
@@ -236,6 +243,9 @@ class CentralServer:
         self._tasks.clear()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
+        if getattr(self, "_gateway", None) is not None:
+            await self._gateway.close()
+            await self.deployments.close()
         if self.liveness is not None:
             await self.liveness.stop()
         if self.dispatcher is not None:

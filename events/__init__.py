@@ -4,9 +4,18 @@
 """
 
 from events.catalog import (
+    DEPLOYMENT_TYPES,
     EVENT_TYPES,
     SCHEMA_VERSIONS,
     TERMINAL_JOB_TYPES,
+    DeploymentDeleted,
+    DeploymentEvent,
+    DeploymentFailed,
+    DeploymentPlaced,
+    DeploymentRequested,
+    DeploymentRunning,
+    DeploymentStats,
+    DeploymentStopped,
     Device,
     EpochCompleted,
     Event,

@@ -55,6 +55,9 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     min_memory_bytes: int = 0  # memory the job needs on that device (or RAM on CPU)
 
 
+DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")  # what JobSpec.dataset_uri may start with ("<scheme>://")
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     job_type: str = "JOB_TYPE_TRAINING"
     model_definition: str = ""  # JSON text, e.g. '{"type": "mlp", "hidden": [64]}'
@@ -181,6 +184,67 @@ class JobCancelled(JobEvent, frozen=True, kw_only=True):
     at_epoch: int = 0
 
 
+# --- deployments: subject events.deployment.<deployment_id> ------------------------------
+# Appended by central (its DeploymentService places a deployment on a node and follows
+# it there); nodes never publish to events.>. DeploymentFailed with ``lost`` set means
+# the node holding it was lost: the deployment may be placed again.
+
+
+class DeploymentEvent(EventBase, frozen=True, kw_only=True):
+    deployment_id: str
+
+
+class DeploymentRequested(DeploymentEvent, frozen=True, kw_only=True):
+    model_id: str = ""  # the completed job whose model is served
+    model_uri: str = ""  # nats://cyxwiz-models/<job id>
+    sha256: str = ""
+    name: str = ""
+    node_id: str | None = None  # a node asked for (id or name), else central chooses
+    max_batch: int = 0
+    runtime_params: dict[str, str] = {}
+    user_id: str = ""
+
+
+class DeploymentPlaced(DeploymentEvent, frozen=True, kw_only=True):
+    node_id: str
+    endpoint: str = ""  # the node's gRPC endpoint central controls it through
+
+
+class DeploymentRunning(DeploymentEvent, frozen=True, kw_only=True):
+    node_id: str
+    grpc_endpoint: str = ""  # InferenceService and the OIP on the node
+    http_endpoint: str = ""  # /v1/predict and /v2 on the node
+    load_seconds: float = 0.0
+
+
+class DeploymentFailed(DeploymentEvent, frozen=True, kw_only=True):
+    error: str
+    node_id: str | None = None
+    lost: bool = False
+
+
+class DeploymentStopped(DeploymentEvent, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+class DeploymentDeleted(DeploymentEvent, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+# --- telemetry: subject telemetry.deployment.<deployment_id>, published by the node -------
+
+
+class DeploymentStats(DeploymentEvent, frozen=True, kw_only=True):
+    node_id: str = ""
+    window_start: datetime
+    window_s: float = 5.0
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    mean_batch: float = 0.0
+
+
 Event = (
     NodeRegistered
     | NodeLost
@@ -196,6 +260,13 @@ Event = (
     | JobRequeued
     | JobCancelRequested
     | JobCancelled
+    | DeploymentRequested
+    | DeploymentPlaced
+    | DeploymentRunning
+    | DeploymentFailed
+    | DeploymentStopped
+    | DeploymentDeleted
+    | DeploymentStats
 )
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
@@ -204,5 +275,9 @@ EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
 # passed through the upcasters in events.codec before it is decoded.
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 
-TELEMETRY_TYPES = frozenset({"NodeHeartbeat"})
+TELEMETRY_TYPES = frozenset({"NodeHeartbeat", "DeploymentStats"})
+DEPLOYMENT_TYPES = frozenset({
+    "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
+    "DeploymentDeleted",
+})
 TERMINAL_JOB_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})

@@ -18,6 +18,7 @@ from events.catalog import (
     SCHEMA_VERSIONS,
     TELEMETRY_TYPES,
     Event,
+    DeploymentEvent,
     JobEvent,
     NodeEvent,
 )
@@ -125,12 +126,17 @@ def aggregate_id(event: Event) -> str:
         return event.job_id
     if isinstance(event, NodeEvent):
         return event.node_id
+    if isinstance(event, DeploymentEvent):
+        return event.deployment_id
     raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
 
 def subject_for(event: Event) -> str:
     """``events.job.<id>``, ``events.node.<id>``, or ``telemetry.node.<id>``."""
     name = type(event).__name__
+    if isinstance(event, DeploymentEvent):
+        kind = "telemetry" if name in TELEMETRY_TYPES else "events"
+        return f"{kind}.deployment.{_token(event.deployment_id)}"
     if name in TELEMETRY_TYPES:
         return f"telemetry.node.{_token(event.node_id)}"
     if isinstance(event, JobEvent):
@@ -158,6 +164,9 @@ def _on_its_subject(event: Event, subject: str) -> bool:
     holds no whitespace, so only the characters a token forbids need a look)."""
     if isinstance(event, JobEvent):
         aggregate, prefix = event.job_id, "events.job."
+    elif isinstance(event, DeploymentEvent):
+        aggregate = event.deployment_id
+        prefix = "telemetry.deployment." if type(event).__name__ in TELEMETRY_TYPES else "events.deployment."
     else:
         aggregate = event.node_id
         prefix = "telemetry.node." if type(event).__name__ in TELEMETRY_TYPES else "events.node."

@@ -19,8 +19,9 @@ them (``raise X(...) from exc``), so nothing else tells errors apart by their te
     │                      SqlTimeout 400, SqlTooLarge 413, SqlBusy 429 (retryable)
     ├── central.client.ClientError      by code      what central answered the Python client
     ├── central.cli.stack.StackError    503          a part of `cyxwiz up` did not start
-    └── node: DatasetError 400, CheckpointError 400, TrainingError 422, Busy 429, Conflict 409,
-              CentralError (by code)
+    ├── node: DatasetError 400, CheckpointError 400, TrainingError 422, Busy 429, Conflict 409,
+    │         CentralError (by code)
+    └── node.serving.ServingError       400/401/404/409/429/503  a deployment or inference request
 
 Pure: no I/O, no imports beyond the standard library.
 """

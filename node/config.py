@@ -20,6 +20,7 @@ DEFAULT_CENTRAL = "localhost:50051"
 DEFAULT_NODE_PORT = 50054
 DEFAULT_DEPLOY_PORT = 50052
 DEFAULT_TERMINAL_PORT = 50053
+DEFAULT_INFER_HTTP_PORT = 8082
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_NATS_PORT = 4222
 
@@ -54,10 +55,13 @@ class NodeConfig:
     node_id: str | None = None
     checkpoint_every: int = 1
     ready_file: Path | None = None
+    infer_http_port: int | None = None
+    api_key: str | None = None
+    model_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
-                           ("--terminal-port", self.terminal_port)):
+                           ("--terminal-port", self.terminal_port), ("--infer-http-port", self.http_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{flag}: port must be 0..65535 (got {port})")
         if not self.heartbeat_s > 0:
@@ -67,6 +71,13 @@ class NodeConfig:
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every: must be >= 0 (got {self.checkpoint_every})")
         central_host(self.central)  # raises ConfigError when malformed
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP inference port: as set, else 8082, else 0 when the deploy port is 0 (tests, many nodes)."""
+        if self.infer_http_port is not None:
+            return self.infer_http_port
+        return 0 if self.deploy_port == 0 else DEFAULT_INFER_HTTP_PORT
 
     @property
     def nats_url(self) -> str:
@@ -127,6 +138,9 @@ _ENV = {
     "home": "CYXWIZ_HOME",
     "name": "CYXWIZ_NODE_NAME",
     "advertise_host": "CYXWIZ_ADVERTISE_HOST",
+    "infer_http_port": "CYXWIZ_INFER_HTTP_PORT",
+    "api_key": "CYXWIZ_API_KEY",
+    "model_roots": "CYXWIZ_MODEL_ROOTS",
 }
 
 
@@ -154,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", help="node id to ask for (default: a new one per process)")
     p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
     p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
+    p.add_argument("--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)")
+    p.add_argument("--api-key", help="key that deployment and inference calls must send as Bearer (CYXWIZ_API_KEY)")
+    p.add_argument("--model-root", dest="model_roots", action="append",
+                   help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)")
     return p
 
 
@@ -165,7 +183,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     for key, value in args.items():
         if value is None and key in _ENV and env.get(_ENV[key]):
             value = env[_ENV[key]]
-            if key == "data_roots":
+            if key in ("data_roots", "model_roots"):
                 value = [part for part in str(value).split(os.pathsep) if part]
         if value is not None:
             raw[key] = value
@@ -175,10 +193,12 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         values[key] = _convert(key, value)
     if "data_roots" not in values:
         values["data_roots"] = (Path.cwd() / "data", home / "data")
+    if "model_roots" not in values:
+        values["model_roots"] = (Path.cwd() / "models", home / "models")
     return NodeConfig(**values)
 
 
-_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every"}
+_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port"}
 
 
 def _convert(key: str, value: object) -> object:
@@ -193,7 +213,7 @@ def _convert(key: str, value: object) -> object:
             return float(str(value))
         except ValueError:
             raise ConfigError(f"--heartbeat: expected a number of seconds (got {value!r})") from None
-    if key == "data_roots":
+    if key in ("data_roots", "model_roots"):
         return tuple(Path(str(v)).expanduser().resolve() for v in value)  # type: ignore[union-attr]
     if key in ("ready_file", "nats_creds"):
         return Path(str(value))

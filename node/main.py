@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
 from node.config import ConfigError, NodeConfig, parse_config
@@ -28,6 +29,8 @@ from node.executor import Executor
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer, add_idle_services
+from node.serving import Serving
+from node.serving.telemetry import StatsPublisher
 from protos import node_pb2_grpc
 from protos.decode_guard import DecodeGuard
 
@@ -56,7 +59,7 @@ class Node:
         self.store = ArtifactStore(cfg.nats_url, credentials=cfg.nats_creds)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            server = grpc.aio.server(interceptors=[DecodeGuard()])
+            server = grpc.aio.server(interceptors=[DecodeGuard()], options=_MESSAGE_LIMITS)
             self.ports[name] = _bind(server, cfg.bind_host, port, name)
             self._servers[name] = server
         self.agent = Agent(
@@ -77,9 +80,19 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        add_idle_services(self._servers["deploy"], self._servers["terminal"])
+        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id)
+        self.serving = Serving(
+            fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
+            session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
+            public_host=cfg.public_host, on_window=self.serving_stats,
+        )
+        self.serving.add_to(self._servers["deploy"])
+        self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
+        self.serving.grpc_port = self.ports["deploy"]
+        add_idle_services(None, self._servers["terminal"])
         for server in self._servers.values():
             await server.start()
+        self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
 
     async def register(self) -> None:
         """Register (retrying while central is away), then heartbeat in the background."""
@@ -99,11 +112,14 @@ class Node:
     def ready_info(self) -> dict[str, object]:
         return {
             "node_id": self.node_id, "node_service": self.endpoint("node"), "deploy": self.endpoint("deploy"),
-            "terminal": self.endpoint("terminal"), "pid": os.getpid(),
+            "terminal": self.endpoint("terminal"), "infer_http": f"http://{self.endpoint('infer_http')}",
+            "pid": os.getpid(),
         }
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
+        await self.serving.stop()  # answers the inference requests already accepted
+        await self.serving_stats.close()
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
         self.executor.stop_all()
         await asyncio.to_thread(self.executor.join, grace)
@@ -115,6 +131,10 @@ class Node:
         await self.reporter.close()
         await self.agent.close()
         await self.store.close()
+
+
+# inference requests carry batches (a 256 x 4096 float32 batch is 4 MiB, gRPC's default limit)
+_MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:
@@ -143,6 +163,7 @@ def banner(node: Node) -> str:
         f"CyxWiz node {node.node_id} is ready",
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
+        f"  inference:     http://{node.endpoint('infer_http')}",
         f"  terminal:      {node.endpoint('terminal')}",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",
@@ -186,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = parse_config(argv)
-        return asyncio.run(serve(config))
+        return run_loop(serve(config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ __all__ = ["NodeServicer", "add_idle_services", "to_assignment", "validate_job"]
 
 log = logging.getLogger(__name__)
 
-DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")
+from events.catalog import DATASET_SCHEMES  # noqa: E402  (one list for central and node)
 
 
 def validate_job(job: job_pb2.JobConfig) -> str | None:
@@ -175,11 +175,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.GetNodeMetricsResponse(metrics=points)
 
 
-def add_idle_services(deploy_server: grpc.aio.Server, terminal_server: grpc.aio.Server) -> None:
-    """Deployment and terminal services: every method answers UNIMPLEMENTED for now."""
-    deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
-        deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
-    )
+def add_idle_services(deploy_server: grpc.aio.Server | None, terminal_server: grpc.aio.Server) -> None:
+    """Deployment and terminal services: every method answers UNIMPLEMENTED for now
+    (``deploy_server`` None: node.serving serves the deployment port)."""
+    if deploy_server is not None:
+        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
+            deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
+        )
     deployment_pb2_grpc.add_TerminalServiceServicer_to_server(
         deployment_pb2_grpc.TerminalServiceServicer(), terminal_server
     )

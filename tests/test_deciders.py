@@ -10,21 +10,18 @@ from hypothesis import given, settings, strategies as st
 
 from central.lifecycle.deciders import (
     MAX_ATTEMPTS,
-    TERMINAL,
     Assign,
     Cancel,
     Fail,
     Finish,
     Progress,
-    Refused,
     Reject,
     Requeue,
     Submit,
-    anomaly,
     decide,
-    evolve,
-    report_event_id,
 )
+from central.lifecycle.errors import Refused
+from central.lifecycle.jobs import TERMINAL, anomaly, evolve, report_event_id
 from central.lifecycle.nodes import Deregister, MarkLost, decide_node, evolve_node
 from events import (
     EpochCompleted,

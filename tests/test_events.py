@@ -41,6 +41,8 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
         "NodeRegistered", "NodeLost", "NodeDeregistered", "NodeHeartbeat", "JobSubmitted",
         "JobAssigned", "JobRejected", "JobStarted", "EpochCompleted", "JobCompleted",
         "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
+        "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
+        "DeploymentDeleted", "DeploymentStats",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 
@@ -48,6 +50,9 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
 def test_subjects():
     assert subject_for(JobSubmitted(job_id="j1", spec=JobSpec())) == "events.job.j1"
     assert subject_for(NodeHeartbeat(node_id="n1")) == "telemetry.node.n1"
+    from events import DeploymentRunning, DeploymentStats
+    assert subject_for(DeploymentRunning(deployment_id="d1", node_id="n1")) == "events.deployment.d1"
+    assert subject_for(DeploymentStats(deployment_id="d1", window_start=catalog.utc_now())) == "telemetry.deployment.d1"
     with pytest.raises(InvalidEvent, match="contains '.'"):
         subject_for(JobSubmitted(job_id="a.b", spec=JobSpec()))
 

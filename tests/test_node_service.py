@@ -138,7 +138,7 @@ async def test_other_methods_answer_unimplemented(central, nats_server, tmp_path
                 await stub.Heartbeat(node_pb2.HeartbeatRequest())
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         for name, stub_class, call, request in (
-            ("deploy", deployment_pb2_grpc.DeploymentServiceStub, "ListDeployments", deployment_pb2.ListDeploymentsRequest()),
+            ("deploy", deployment_pb2_grpc.TerminalServiceStub, "CloseSession", deployment_pb2.CloseTerminalSessionRequest()),
             ("terminal", deployment_pb2_grpc.TerminalServiceStub, "CloseSession", deployment_pb2.CloseTerminalSessionRequest()),
         ):
             async with grpc.aio.insecure_channel(node.endpoint(name)) as ch:

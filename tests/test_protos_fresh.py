@@ -128,7 +128,8 @@ def _is_reserved(msg: descriptor_pb2.DescriptorProto, number: int, name: str) ->
 
 
 def test_every_file_is_in_the_protocol_package(our_set, public_set) -> None:
-    assert {f.package for f in our_set.file} == {PACKAGE}
+    # open_inference.proto is the Open Inference Protocol, package `inference` (tests/test_serving_protos.py)
+    assert {f.package for f in our_set.file if f.name != "protos/open_inference.proto"} == {PACKAGE}
     assert {f.package for f in public_set.file} == {PACKAGE}
 
 

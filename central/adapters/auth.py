@@ -22,7 +22,7 @@ import secrets
 
 import nats.js.errors
 
-from central.lifecycle.deciders import Refused
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from protos.convert import bearer_token
 

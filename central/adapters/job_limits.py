@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from central.lifecycle.errors import Refused
-from events import JobSpec
+from events import JobSpec, catalog
 from events.model_size import ModelSize, estimate
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "MAX_WIDTH", "NO_NODE_MEMORY", "check_model_size", "check_spec", "largest_node_memory",
 ]
 
-DATASET_SCHEMES = ("file://", "builtin://", "synthetic://", "nats://")
+DATASET_SCHEMES = tuple(f"{scheme}://" for scheme in catalog.DATASET_SCHEMES)
 DEVICE_NAMES = ("cpu", "cuda", "opencl", "metal", "vulkan")
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1 << 24

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from central.adapters.job_limits import MAX_NAME, check_spec
-from central.lifecycle.deciders import JobState, Refused
+from central.lifecycle.errors import Refused
+from central.lifecycle.jobs import JobState
 from central.lifecycle.nodes import NodeState
 from events import Device, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "central.cli.objects",  # datasets put, models get
     "central.cli.jobs",  # submit, jobs, nodes
     "central.cli.run",  # up, demo
+    "central.cli.deployments",  # deploy, deployments, predict
     "central.cli.nats",  # nats creds, nats authorization
 )
 

@@ -30,7 +30,7 @@ from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
 from central.adapters.job_limits import check_spec
 from central.lifecycle.errors import Refused
-from central.readmodel.sql import QueryResult, SqlError, SqlRefused, SqlTooLarge
+from central.readmodel.sql import QueryResult, SqlError, SqlTooLarge
 from events import EVENT_TYPES, CyxwizError, InvalidEvent, JobSubmitted, build, subject_for
 
 from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
@@ -79,7 +79,7 @@ def sql_command(
 def _run_sql(query: str, central: str | None, db: Path | None, home: Path | None, api_key: str | None) -> QueryResult:
     if db is None:
         url = central or f"http://localhost:{os.environ.get('CYXWIZ_REST_PORT', '8080')}"
-        result = _sql_over_rest(url, query, api_key, explicit=central is not None)
+        result = sql_over_rest(url, query, api_key, explicit=central is not None)
         if result is not None:
             return result
         db = Path(home or default_home()) / "cyxwiz.duckdb"
@@ -90,7 +90,7 @@ def _run_sql(query: str, central: str | None, db: Path | None, home: Path | None
         projection.close()
 
 
-def _sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool) -> QueryResult | None:
+def sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool) -> QueryResult | None:
     """The answer from central, or None when nothing listens there (use the file then)."""
     request = urllib.request.Request(
         url.rstrip("/") + "/api/v1/sql",

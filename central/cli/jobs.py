@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from central.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE, exit_code
+from central.cli.exits import EXIT_FAILED, EXIT_INPUT, exit_code
 from central.client import Client, ClientError, JobInfo
 
 console = Console()
@@ -141,152 +141,153 @@ def print_job_result(info: JobInfo) -> None:
 
 def register(app: typer.Typer) -> None:
     jobs_app = typer.Typer(help="List, show, follow and cancel jobs.", no_args_is_help=False, invoke_without_command=True)
-
-    @app.command()
-    def submit(
-        dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset URI: builtin://digits, file://..., nats://NAME, synthetic://classification?n=..."),
-        model: str = typer.Option("mlp", "--model", "-m", help="mlp, linear, cnn, or a JSON model definition"),
-        epochs: int = typer.Option(10, "--epochs", "-e"),
-        batch_size: int = typer.Option(64, "--batch-size", "-b"),
-        learning_rate: Optional[float] = typer.Option(None, "--lr", help="learning rate"),
-        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, adamw or sgd"),
-        hp: list[str] = typer.Option([], "--hp", help="extra hyperparameter key=value (repeatable)"),
-        priority: str = typer.Option("normal", "--priority", help="low, normal, high, critical"),
-        device: Optional[str] = typer.Option(None, "--device", help="required device: cpu or cuda"),
-        name: Optional[str] = typer.Option(None, "--name"),
-        file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings"),
-        follow: bool = typer.Option(False, "--follow", help="show live progress until the job ends"),
-        central: Optional[str] = CentralOpt,
-        as_json: bool = JsonOpt,
-    ) -> None:
-        """Submit a training job (flags or a job file); --follow to watch it train."""
-        try:
-            spec = load_job_file(file) if file else {}
-            if dataset:
-                spec["dataset_uri"] = dataset
-            if "dataset_uri" not in spec:
-                raise ValueError("give a dataset with --dataset URI (e.g. builtin://digits) or a job file with --file")
-            if not file or "model" not in spec:
-                spec["model"] = parse_model(model)
-            if not file:
-                spec.update(epochs=epochs, batch_size=batch_size, priority=priority)
-            hyper = {**spec.get("hyperparameters", {}), **parse_hyperparameters(hp)}
-            if learning_rate is not None:
-                hyper["learning_rate"] = learning_rate
-            if optimizer:
-                hyper["optimizer"] = optimizer
-            spec["hyperparameters"] = hyper
-            if device:
-                spec["device"] = device
-            if name:
-                spec["name"] = name
-        except ValueError as exc:
-            fail(str(exc), EXIT_INPUT)
-        try:
-            with Client(central) as client:
-                job_id = client.submit(**spec)
-                if not follow:
-                    print(json.dumps({"job_id": job_id}) if as_json else job_id)
-                    return
-                if not as_json:
-                    console.print(f"submitted [bold]{job_id}[/bold]")
-                final = follow_job(client, job_id, as_json=as_json)
-        except ClientError as exc:
-            client_errors(exc)
-        if not as_json:
-            print_job_result(final)
-        if final.state != "completed":
-            raise typer.Exit(EXIT_FAILED)
-
-    @jobs_app.callback()
-    def jobs_default(
-        ctx: typer.Context,
-        limit: int = typer.Option(100, "--limit"),
-        central: Optional[str] = CentralOpt,
-        as_json: bool = JsonOpt,
-    ) -> None:
-        """List jobs (or use a sub-command: show, cancel, follow)."""
-        if ctx.invoked_subcommand is not None:
-            return
-        try:
-            with Client(central) as client:
-                jobs = client.jobs(limit=limit)
-        except ClientError as exc:
-            client_errors(exc)
-        if as_json:
-            print(json.dumps([j.to_dict() for j in jobs], indent=2))
-            return
-        table = Table("job", "name", "state", "node", "epoch", "loss", "accuracy")
-        for job in jobs:
-            m = job.metrics
-            acc = m.get("val_accuracy", m.get("accuracy"))
-            table.add_row(
-                job.job_id, job.name, job.state, job.node_id or "-", f"{job.epoch}/{job.total_epochs}",
-                f"{m['loss']:.4f}" if "loss" in m else "-", f"{acc:.3f}" if acc is not None else "-",
-            )
-        console.print(table)
-
-    @jobs_app.command("show")
-    def jobs_show(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
-        """Show one job with its latest metrics."""
-        try:
-            with Client(central) as client:
-                info = client.status(job_id)
-        except ClientError as exc:
-            client_errors(exc)
-        if as_json:
-            print(json.dumps(info.to_dict(), indent=2))
-            return
-        table = Table(show_header=False)
-        for key, value in info.to_dict().items():
-            if key == "metrics":
-                value = ", ".join(f"{k}={v:.4f}" for k, v in sorted(value.items())) or "-"
-            table.add_row(key, str(value))
-        console.print(table)
-
-    @jobs_app.command("follow")
-    def jobs_follow(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
-        """Watch a job until it ends."""
-        try:
-            with Client(central) as client:
-                final = follow_job(client, job_id, as_json=as_json)
-        except ClientError as exc:
-            client_errors(exc)
-        if not as_json:
-            print_job_result(final)
-        if final.state != "completed":
-            raise typer.Exit(EXIT_FAILED)
-
-    @jobs_app.command("cancel")
-    def jobs_cancel(job_id: str, reason: str = typer.Option("", "--reason"), central: Optional[str] = CentralOpt) -> None:
-        """Cancel a job: a queued one at once, a running one at its next step."""
-        try:
-            with Client(central) as client:
-                client.cancel(job_id, reason)
-        except ClientError as exc:
-            client_errors(exc)
-        console.print(f"cancel requested for {job_id}")
-
+    app.command("submit")(submit)
+    jobs_app.callback()(jobs_default)
+    jobs_app.command("show")(jobs_show)
+    jobs_app.command("follow")(jobs_follow)
+    jobs_app.command("cancel")(jobs_cancel)
     app.add_typer(jobs_app, name="jobs")
+    app.command("nodes")(nodes)
 
-    @app.command()
-    def nodes(central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
-        """List the compute nodes central knows."""
-        try:
-            with Client(central) as client:
-                found = client.nodes()
-        except ClientError as exc:
-            client_errors(exc)
-        if as_json:
-            print(json.dumps([n.to_dict() for n in found], indent=2))
-            return
-        table = Table("node", "name", "endpoint", "online", "devices", "cores", "RAM GiB", "slots", "done")
-        for n in found:
-            table.add_row(
-                n.node_id, n.name, n.endpoint, "yes" if n.online else "no", ", ".join(n.devices),
-                str(n.cpu_cores), f"{n.ram_bytes / 2**30:.1f}", str(n.slots), str(n.jobs_completed),
-            )
-        console.print(table)
+
+def submit(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset URI: builtin://digits, file://..., nats://NAME, synthetic://classification?n=..."),
+    model: str = typer.Option("mlp", "--model", "-m", help="mlp, linear, cnn, or a JSON model definition"),
+    epochs: int = typer.Option(10, "--epochs", "-e"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b"),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="learning rate"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, adamw or sgd"),
+    hp: list[str] = typer.Option([], "--hp", help="extra hyperparameter key=value (repeatable)"),
+    priority: str = typer.Option("normal", "--priority", help="low, normal, high, critical"),
+    device: Optional[str] = typer.Option(None, "--device", help="required device: cpu or cuda"),
+    name: Optional[str] = typer.Option(None, "--name"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings"),
+    follow: bool = typer.Option(False, "--follow", help="show live progress until the job ends"),
+    central: Optional[str] = CentralOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Submit a training job (flags or a job file); --follow to watch it train."""
+    try:
+        spec = load_job_file(file) if file else {}
+        if dataset:
+            spec["dataset_uri"] = dataset
+        if "dataset_uri" not in spec:
+            raise ValueError("give a dataset with --dataset URI (e.g. builtin://digits) or a job file with --file")
+        if not file or "model" not in spec:
+            spec["model"] = parse_model(model)
+        if not file:
+            spec.update(epochs=epochs, batch_size=batch_size, priority=priority)
+        hyper = {**spec.get("hyperparameters", {}), **parse_hyperparameters(hp)}
+        if learning_rate is not None:
+            hyper["learning_rate"] = learning_rate
+        if optimizer:
+            hyper["optimizer"] = optimizer
+        spec["hyperparameters"] = hyper
+        if device:
+            spec["device"] = device
+        if name:
+            spec["name"] = name
+    except ValueError as exc:
+        fail(str(exc), EXIT_INPUT)
+    try:
+        with Client(central) as client:
+            job_id = client.submit(**spec)
+            if not follow:
+                print(json.dumps({"job_id": job_id}) if as_json else job_id)
+                return
+            if not as_json:
+                console.print(f"submitted [bold]{job_id}[/bold]")
+            final = follow_job(client, job_id, as_json=as_json)
+    except ClientError as exc:
+        client_errors(exc)
+    if not as_json:
+        print_job_result(final)
+    if final.state != "completed":
+        raise typer.Exit(EXIT_FAILED)
+
+def jobs_default(
+    ctx: typer.Context,
+    limit: int = typer.Option(100, "--limit"),
+    central: Optional[str] = CentralOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List jobs (or use a sub-command: show, cancel, follow)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        with Client(central) as client:
+            jobs = client.jobs(limit=limit)
+    except ClientError as exc:
+        client_errors(exc)
+    if as_json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return
+    table = Table("job", "name", "state", "node", "epoch", "loss", "accuracy")
+    for job in jobs:
+        m = job.metrics
+        acc = m.get("val_accuracy", m.get("accuracy"))
+        table.add_row(
+            job.job_id, job.name, job.state, job.node_id or "-", f"{job.epoch}/{job.total_epochs}",
+            f"{m['loss']:.4f}" if "loss" in m else "-", f"{acc:.3f}" if acc is not None else "-",
+        )
+    console.print(table)
+
+def jobs_show(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
+    """Show one job with its latest metrics."""
+    try:
+        with Client(central) as client:
+            info = client.status(job_id)
+    except ClientError as exc:
+        client_errors(exc)
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return
+    table = Table(show_header=False)
+    for key, value in info.to_dict().items():
+        if key == "metrics":
+            value = ", ".join(f"{k}={v:.4f}" for k, v in sorted(value.items())) or "-"
+        table.add_row(key, str(value))
+    console.print(table)
+
+def jobs_follow(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
+    """Watch a job until it ends."""
+    try:
+        with Client(central) as client:
+            final = follow_job(client, job_id, as_json=as_json)
+    except ClientError as exc:
+        client_errors(exc)
+    if not as_json:
+        print_job_result(final)
+    if final.state != "completed":
+        raise typer.Exit(EXIT_FAILED)
+
+def jobs_cancel(job_id: str, reason: str = typer.Option("", "--reason"), central: Optional[str] = CentralOpt) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step."""
+    try:
+        with Client(central) as client:
+            client.cancel(job_id, reason)
+    except ClientError as exc:
+        client_errors(exc)
+    console.print(f"cancel requested for {job_id}")
+
+
+def nodes(central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
+    """List the compute nodes central knows."""
+    try:
+        with Client(central) as client:
+            found = client.nodes()
+    except ClientError as exc:
+        client_errors(exc)
+    if as_json:
+        print(json.dumps([n.to_dict() for n in found], indent=2))
+        return
+    table = Table("node", "name", "endpoint", "online", "devices", "cores", "RAM GiB", "slots", "done")
+    for n in found:
+        table.add_row(
+            n.node_id, n.name, n.endpoint, "yes" if n.online else "no", ", ".join(n.devices),
+            str(n.cpu_cores), f"{n.ram_bytes / 2**30:.1f}", str(n.slots), str(n.jobs_completed),
+        )
+    console.print(table)
 
 
 def _sps(metrics: dict[str, float]) -> float | None:

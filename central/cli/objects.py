@@ -165,6 +165,7 @@ def register(app: typer.Typer) -> None:
     def models_get(
         job_id: str = typer.Argument(..., help="the job whose trained model to download"),
         output: Path = typer.Option(..., "--output", "-o", help="file to write the model to"),
+        fmt: str = typer.Option("cyxwiz", "--format", help="cyxwiz (the artifact as stored) or safetensors"),
         nats: Optional[str] = NatsOpt,
         home: Path = HomeOpt,
     ) -> None:
@@ -172,7 +173,16 @@ def register(app: typer.Typer) -> None:
         try:
             if output.is_dir():
                 raise CommandError(f"-o {str(output)!r} is a directory; name a file", EXIT_INPUT)
+            if fmt not in ("cyxwiz", "safetensors"):
+                raise CommandError(f"--format {fmt!r}: choose cyxwiz or safetensors", EXIT_INPUT)
             data, event = run_loop(_with_bus(nats, home, lambda bus: fetch_model(bus, job_id)))
+            if fmt == "safetensors":  # central.cli.model_export
+                from central.cli.model_export import ArtifactError, to_safetensors
+
+                try:
+                    data = to_safetensors(data)
+                except ArtifactError as exc:
+                    raise CommandError(f"job {job_id!r}: {exc}", EXIT_CORRUPT) from exc
             try:
                 write_atomically(output, data)
             except OSError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -11,12 +10,16 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from central.cli.jobs import EXIT_FAILED, EXIT_UNREACHABLE, err_console, fail, follow_job, print_job_result
+from central.cli.data import sql_over_rest
+from events.errors import CyxwizError
+from central.cli.exits import EXIT_FAILED, EXIT_UNREACHABLE
+from central.cli.jobs import err_console, fail, follow_job, print_job_result
 from central.client import CentralUnavailable, Client, ClientError
 from central.cli.stack import Stack, StackConfig, StackError
 
@@ -66,22 +69,10 @@ def _interrupt(signum, _frame):
     raise KeyboardInterrupt
 
 
-def rest_sql(rest_url: str, sql: str, timeout: float = 10.0) -> dict:
-    request = urllib.request.Request(
-        rest_url.rstrip("/") + "/api/v1/sql",
-        data=json.dumps({"sql": sql}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise ValueError(f"SQL refused ({exc.code}): {message}") from None
+def rest_sql(rest_url: str, sql: str) -> dict:
+    """Central's answer to ``sql`` as a dict (columns, rows), through the CLI's one REST
+    SQL client (``central.cli.data.sql_over_rest``); refusals raise its errors."""
+    return msgspec.to_builtins(sql_over_rest(rest_url, sql, None, explicit=True))
 
 
 def print_sql(result: dict, title: str) -> None:
@@ -192,6 +183,6 @@ def _run_demo(central: str, rest: str, epochs: int) -> None:
         console.print(DEMO_SQL.format(job_id=job_id), style="dim")
         print_sql(result, f"epochs of {job_id}")
         print_sql(rest_sql(rest, DEMO_SQL_EVENTS), "events by type")
-    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+    except (CyxwizError, urllib.error.URLError, OSError, KeyError, ValueError) as exc:
         fail(f"the SQL query through {rest} failed: {exc}", EXIT_FAILED)
     console.print("\nTry: [bold]cyxwiz sql \"SELECT * FROM jobs\"[/bold] (with the stack up: [bold]cyxwiz up[/bold])")

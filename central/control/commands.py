@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Callable, Sequence
 
 from bus import BusError, ConcurrencyConflict, EventBus
-from central.lifecycle.deciders import Finish, JobCommand, Progress, Refused, decide
+from central.lifecycle.deciders import Finish, JobCommand, Progress, decide
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import decide_node
 from central.lifecycle.state import CentralState
 from events import Event, utc_now

@@ -20,7 +20,8 @@ from google.protobuf.message import DecodeError
 from bus import BusError
 from central.adapters.auth import Auth
 from central.control.commands import Commands
-from central.lifecycle.deciders import Refused, Reject
+from central.lifecycle.deciders import Reject
+from central.lifecycle.errors import Refused
 from central.control.dispatch_worker import DispatchWorker, WorkerCallError
 from central.adapters.specs import config_from_spec
 from central.lifecycle.state import CentralState

@@ -27,7 +27,8 @@ import nats.errors
 
 from bus import BusError, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import Refused, Requeue
+from central.lifecycle.deciders import Requeue
+from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import MarkLost
 from central.lifecycle.state import CentralState
 from events import NodeRegistered

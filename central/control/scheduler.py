@@ -22,7 +22,9 @@ from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
 from central.control.commands import Commands
-from central.lifecycle.deciders import Assign, Cancel, JobState, Refused
+from central.lifecycle.deciders import Assign, Cancel
+from central.lifecycle.errors import Refused
+from central.lifecycle.jobs import JobState
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking, why_waiting
 from central.lifecycle.state import CentralState

@@ -1,3 +1,5 @@
-"""The lifecycle: pure rules for jobs and nodes (``decide``/``evolve``/``anomaly``), the
-scheduling policy, and central's own state folded from the stream through those rules.
-Nothing here does I/O except ``state``'s waiters."""
+"""The lifecycle, pure: what a job, a node and a deployment are and how events change
+them (``jobs``, ``nodes``, ``deployments``: ``anomaly``/``evolve``, used alike by
+central's state and the read model), the decisions that produce those events
+(``deciders``, and ``decide_node`` in ``nodes``), the refusal they raise (``errors``),
+the scheduling policy (``policy``), and central's folded state (``state``)."""

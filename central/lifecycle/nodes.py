@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from central.lifecycle.deciders import decision_event_id
+from central.lifecycle.jobs import decision_event_id
 from central.lifecycle.errors import Refused
 from events import Device, Event, NodeDeregistered, NodeLost, NodeRegistered
 

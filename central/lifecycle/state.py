@@ -2,7 +2,7 @@
 
 The scheduler decides from this, never from DuckDB, so a lagging read model never causes
 a wrong decision. It folds through the same rules as the projection
-(``central.lifecycle.deciders`` and ``central.lifecycle.nodes``). Every subject has a
+(``central.lifecycle.jobs`` and ``central.lifecycle.nodes``). Every subject has a
 version, the stream sequence of its last message whatever that message held (an
 anomaly, garbage), which is what an append with an expected version needs. A message
 that does not decode, sits on another aggregate's subject, or does not apply is an
@@ -15,15 +15,16 @@ import asyncio
 import heapq
 import logging
 from collections import defaultdict, deque
-from dataclasses import replace
 from typing import Callable, Iterator
 
 from bus import StoredMessage
 from bus.loop import wait_for_future
-from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
-from events import Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent, job_subject, misplaced, node_subject
+from central.lifecycle.deployments import DeploymentState, fold_deployment
+from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent,
+                    job_subject, misplaced, node_subject)
 
 log = logging.getLogger("cyxwiz.central.state")
 
@@ -36,6 +37,7 @@ class CentralState:
     def __init__(self) -> None:
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[str, NodeState] = {}
+        self.deployments: dict[str, DeploymentState] = {}
         self.node_jobs: defaultdict[str, set[str]] = defaultdict(set)
         self.completed_by_node: defaultdict[str, int] = defaultdict(int)
         self.failed_by_node: defaultdict[str, int] = defaultdict(int)
@@ -77,6 +79,10 @@ class CentralState:
             self._apply_job(event, seq)
         elif isinstance(event, NodeEvent):
             self._apply_node(event, seq)
+        elif isinstance(event, DeploymentEvent) and not isinstance(event, DeploymentStats):
+            reason = fold_deployment(self.deployments, event, seq)
+            if reason is not None:
+                self._anomaly(seq, type(event).__name__, reason)
 
     def job_version(self, job_id: str) -> int:
         """The expected version of an append to the job (0: nothing on its subject yet)."""

@@ -19,13 +19,15 @@ import msgspec
 import pyarrow as pa
 
 from bus import StoredMessage
-from central.lifecycle.deciders import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.readmodel import schema as q
 from central.readmodel.schema import TELEMETRY_STREAM
 from events import InvalidEvent, misplaced
 from events.catalog import JobEvent
 from events.codec import decode_json
+from central.readmodel.deployments import DeploymentBatch
+from events import DeploymentEvent
 
 __all__ = ["REFUSED", "Batch", "Index"]
 
@@ -143,6 +145,7 @@ class Batch:
         self.node_deltas: dict[str, dict[str, Any]] = {}
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
+        self.deployments = DeploymentBatch()  # central.readmodel.deployments
 
     def bad(self, m: StoredMessage, reason: str, raw: str | None = None) -> None:
         if raw is None:
@@ -154,6 +157,8 @@ class Batch:
             event, raw = decode_json(m.data)
         except InvalidEvent as exc:
             return self.bad(m, str(exc))
+        if isinstance(event, DeploymentEvent):  # central.readmodel.deployments
+            return self.deployments.add(self, m, event, raw)
         wrong = misplaced(event, m.subject)
         if wrong is not None:
             return self.bad(m, wrong)

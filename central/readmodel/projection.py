@@ -31,6 +31,7 @@ import msgspec
 
 from bus import StoredMessage
 from central.readmodel import schema as q
+from central.readmodel.deployments import DEPLOYMENT_SCHEMA, DEPLOYMENT_STATEMENTS, DEPLOYMENT_TABLES
 from central.readmodel.fold import REFUSED, Batch, Index
 from central.readmodel.sql import MAX_ROWS, QueryResult, SqlLimits, run_read_query
 from events import CyxwizError, Device
@@ -181,9 +182,10 @@ class Projection:
             stored = self.con.execute(q.STORED_SCHEMA_VERSION).fetchone()[0]
         has_tables = self.con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
         if stored != q.SCHEMA_VERSION and has_tables:
-            for table in q.TABLES:
+            for table in (*q.TABLES, *DEPLOYMENT_TABLES):
                 self.con.execute(f"DROP TABLE IF EXISTS {table}")
         self.con.execute(q.SCHEMA)
+        self.con.execute(DEPLOYMENT_SCHEMA)
 
     def close(self) -> None:
         self.con.close()
@@ -235,11 +237,11 @@ class Projection:
                 batch.add(message)
         else:
             batch.bad(messages[0], force_bad)
-        tables = batch.tables()
+        tables = batch.deployments.tables(self.con, batch) | batch.tables()
         con = self.con
         con.begin()
         try:
-            for name, statement in q.BATCH_STATEMENTS:
+            for name, statement in (*q.BATCH_STATEMENTS, *DEPLOYMENT_STATEMENTS):
                 table = tables.get(name)
                 if table is not None:
                     con.register(name, table)

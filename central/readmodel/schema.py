@@ -13,7 +13,7 @@ rows it updates.
 
 from __future__ import annotations
 
-from central.lifecycle.deciders import TERMINAL
+from central.lifecycle.jobs import TERMINAL
 
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"

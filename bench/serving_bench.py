@@ -1,0 +1,320 @@
+"""Serving speed against honest references, in one run: ``python bench/serving_bench.py``.
+
+References: the same jitted predict called in-process (the limit), and a plain aiohttp
+handler wrapping it (what a user would write by hand). The server (node.serving: gRPC
+and HTTP) and the plain handler run in a child process; the clients run here.
+
+Measures (issue 11):
+1. CreateDeployment -> RUNNING for the digits MLP, compilation included;
+2. /v1/predict over HTTP at concurrency 1: p50/p99 against in-process and plain aiohttp;
+3. OIP ModelInfer over gRPC at concurrency 64: requests/s, client included;
+4. batching on against off at concurrency 64: throughput and p95;
+5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU).
+
+Prints one JSON document (and writes it to ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def make_model(kind: str, path: Path) -> tuple[np.ndarray, int]:
+    """Write a model artifact; return sample inputs and the batch size to use."""
+    import jax
+
+    from node import checkpoint
+    from node.datasets import load_dataset
+    from node.models import build_model
+    from node.trainer import TrainConfig, Trainer
+
+    if kind == "digits":
+        d = load_dataset("builtin://digits", data_roots=[])
+        from node.datasets import Dataset
+
+        data = Dataset("builtin://digits", d.x.reshape(len(d.x), -1), d.y, "classification", 10)
+        cfg = TrainConfig.from_job({"learning_rate": "0.003", "seed": "0"}, epochs=3, batch_size=64,
+                                   model_definition=json.dumps({"type": "mlp", "hidden": [128]}))
+        path.write_bytes(Trainer(cfg, data).run().model_bytes)
+        return data.x[:256], 1
+    definition = {"type": "mlp", "hidden": [4096, 4096], "activation": "relu", "dropout": 0.0}
+    model = build_model(definition, sample_shape=(4096,), output_dim=10)
+    params = model.init(jax.random.PRNGKey(0))
+    meta = {"kind": "model", "model_definition": model.definition, "sample_shape": [4096], "output_dim": 10,
+            "task": "classification", "class_names": [], "epochs": 0}
+    path.write_bytes(checkpoint.to_bytes(params, meta))
+    return np.random.default_rng(0).standard_normal((256, 4096), dtype=np.float32), 256
+
+
+def in_process(path: Path, x: np.ndarray, batch: int, n: int) -> dict:
+    """The same compiled predict (weights on the device), called directly on host arrays."""
+    from node.serving import source
+    from node.serving.runner import Predictor
+
+    loaded = source.load(path.read_bytes(), source.ModelSource("m", "file://" + str(path), None))
+    predictor = Predictor(loaded, max_batch=max(batch, 64))
+    predictor.compile_rest()
+    xs = x[:batch]
+    for _ in range(50):
+        predictor(xs)
+    times = []
+    started = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        predictor(xs)
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - started
+    return {**_percentiles(times), "samples_per_s": n * batch / total, "device": str(predictor.device)}
+
+
+def _percentiles(times: list[float]) -> dict:
+    ms = np.asarray(times) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "n": len(times)}
+
+
+# --- the server (child process) ---------------------------------------------------------------------
+
+
+async def serve(models: Path, port_file: Path) -> None:
+    import grpc
+    from aiohttp import web
+
+    from node.serving import Serving, source
+    from node.serving.runner import Predictor
+
+    async def fetch(uri: str) -> bytes:
+        raise RuntimeError("bench serves local files only")
+
+    serving = Serving(fetch=fetch, model_roots=(models,), api_key=None)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.max_send_message_length", 64 << 20)])
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    serving.add_to(server)
+    await server.start()
+    http_port = await serving.start_http("127.0.0.1", 0)
+
+    path = models / "digits.cyx"
+    predictor = None
+    if path.exists():
+        loaded = source.load(path.read_bytes(), source.ModelSource("m", "file://" + str(path), None))
+        predictor = Predictor(loaded, max_batch=1)
+
+    async def plain(request: web.Request) -> web.Response:  # what a user writes by hand
+        body = await request.json()
+        x = np.asarray(body["input"], np.float32).reshape(1, -1)
+        out = predictor(x)
+        return web.json_response({"output": out.ravel().tolist(), "shape": list(out.shape)})
+
+    app = web.Application()
+    app.router.add_post("/predict", plain)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    plain_port = site._server.sockets[0].getsockname()[1]
+    port_file.write_text(json.dumps({"grpc": grpc_port, "http": http_port, "plain": plain_port}))
+    await asyncio.Event().wait()
+
+
+# --- clients ----------------------------------------------------------------------------------------
+
+
+def http_latency(port: int, path: str, body: bytes, n: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    headers = {"Content-Type": "application/json"}
+    times = []
+    for i in range(n + 100):
+        t = time.perf_counter()
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        if i >= 100:
+            times.append(time.perf_counter() - t)
+    conn.close()
+    return _percentiles(times)
+
+
+async def create_to_running(grpc_port: int, deployment_id: str, runtime: dict[str, str], file: str = "digits.cyx") -> float:
+    import grpc
+
+    from protos import deployment_pb2 as dp
+    from protos import deployment_pb2_grpc as dpg
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = dpg.DeploymentServiceStub(channel)
+        started = time.perf_counter()
+        await stub.CreateDeployment(dp.CreateDeploymentRequest(config=dp.DeploymentConfig(
+            deployment_id=deployment_id, model=dp.ModelInfo(local_path=file), runtime_params=runtime)))
+        while True:
+            got = await stub.GetDeployment(dp.GetDeploymentRequest(deployment_id=deployment_id))
+            if got.deployment.status == dp.DEPLOYMENT_STATUS_RUNNING:
+                return time.perf_counter() - started
+            assert got.deployment.status == dp.DEPLOYMENT_STATUS_LOADING, got.deployment.status_message
+            await asyncio.sleep(0.002)
+
+
+async def oip_load(grpc_port: int, model: str, x: np.ndarray, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` callers each sending ModelInfer back to back for ``seconds``."""
+    import grpc
+
+    from protos import open_inference_pb2 as oip
+    from protos import open_inference_pb2_grpc as oipg
+
+    tensor = oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)
+    request = oip.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[x.astype("<f4").tobytes()])
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
+        stub = oipg.GRPCInferenceServiceStub(channel)
+        for _ in range(20):
+            await stub.ModelInfer(request)
+        times: list[float] = []
+        stop = time.perf_counter() + seconds
+
+        async def caller():
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                await stub.ModelInfer(request)
+                times.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {**_percentiles(times), "rps": len(times) / elapsed, "samples_per_s": len(times) * len(x) / elapsed}
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def run(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    models = tmp / "models"
+    models.mkdir()
+    big_x, big_batch = make_model("mlp4096", models / "mlp4096.cyx")
+    x, batch = make_model("digits", models / "digits.cyx") if args.model == "digits" else (big_x, big_batch)
+    report: dict = {"model": args.model, "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    if args.model == "digits":
+        report["in_process"] = in_process(models / "digits.cyx", x, batch, 2000)
+        report["in_process_mlp4096_b1"] = in_process(models / "mlp4096.cyx", big_x, 1, 50)
+    else:
+        x, batch = big_x, big_batch
+        report["in_process"] = in_process(models / "mlp4096.cyx", x, batch, 300)
+    port_file = tmp / "ports.json"
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(models), str(port_file)],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)})
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        ports = json.loads(port_file.read_text())
+        if args.model == "digits":
+            report.update(asyncio.run(_digits(ports, x, args)))
+        else:
+            report.update(asyncio.run(_large(ports, x, batch, args)))
+    finally:
+        child.kill()
+        child.wait()
+    report["load_avg_end"] = os.getloadavg()
+    return report
+
+
+async def _digits(ports: dict, x: np.ndarray, args) -> dict:
+    out: dict = {}
+    out["create_to_running_s"] = [await create_to_running(ports["grpc"], f"dep-{i}", {}) for i in range(3)]
+    await create_to_running(ports["grpc"], "dep-off", {"batching": "off"})
+    one = x[0].tolist()
+    n = args.requests
+    body = json.dumps({"deployment_id": "dep-0", "input": one}).encode()
+    out["v1_predict_c1"] = await asyncio.to_thread(http_latency, ports["http"], "/v1/predict", body, n)
+    plain = json.dumps({"input": one}).encode()
+    out["plain_aiohttp_c1"] = await asyncio.to_thread(http_latency, ports["plain"], "/predict", plain, n)
+    sample = x[:1]
+    out["oip_grpc_c64_batching_on"] = await oip_load(ports["grpc"], "dep-1", sample, 64, args.seconds)
+    out["oip_grpc_c64_batching_off"] = await oip_load(ports["grpc"], "dep-off", sample, 64, args.seconds)
+    out["oip_grpc_c1"] = await oip_load(ports["grpc"], "dep-2", sample, 1, args.seconds / 2)
+    # batching where the model's compute, not the transport, bounds throughput: the 4096-4096 MLP on CPU
+    await create_to_running(ports["grpc"], "big-on", {"max_batch_size": "64"}, "mlp4096.cyx")
+    await create_to_running(ports["grpc"], "big-off", {"max_batch_size": "64", "batching": "off"}, "mlp4096.cyx")
+    out["mlp4096_c64_batching_on"] = await oip_load(ports["grpc"], "big-on", sample_big(), 64, args.seconds)
+    out["mlp4096_c64_batching_off"] = await oip_load(ports["grpc"], "big-off", sample_big(), 64, args.seconds)
+    return out
+
+
+def sample_big() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, 4096), dtype=np.float32)
+
+
+async def _large(ports: dict, x: np.ndarray, batch: int, args) -> dict:
+    out: dict = {"create_to_running_s": await create_to_running(ports["grpc"], "dep-big", {"max_batch_size": str(batch)},
+                                                                 "mlp4096.cyx")}
+    for concurrency in (1, 4, 8):
+        out[f"oip_grpc_b{batch}_c{concurrency}"] = await oip_load(ports["grpc"], "dep-big", x, concurrency, args.seconds)
+    return out
+
+
+def summarize(r: dict) -> dict:
+    s: dict = {}
+    ip = r["in_process"]
+    if r["model"] == "digits":
+        v1, plain = r["v1_predict_c1"], r["plain_aiohttp_c1"]
+        on, off = r["oip_grpc_c64_batching_on"], r["oip_grpc_c64_batching_off"]
+        s = {
+            "v1_p50_over_in_process_ms": v1["p50_ms"] - ip["p50_ms"], "v1_p99_over_in_process_ms": v1["p99_ms"] - ip["p99_ms"],
+            "plain_aiohttp_p50_over_in_process_ms": plain["p50_ms"] - ip["p50_ms"],
+            "oip_grpc_c64_rps": on["rps"], "batching_throughput_ratio": on["rps"] / off["rps"],
+            "batching_p95_on_ms": on["p95_ms"], "batching_p95_off_ms": off["p95_ms"],
+            "create_to_running_max_s": max(r["create_to_running_s"]),
+        }
+        big_on, big_off = r["mlp4096_c64_batching_on"], r["mlp4096_c64_batching_off"]
+        s.update(mlp4096_batching_throughput_ratio=big_on["rps"] / big_off["rps"],
+                 mlp4096_batching_p95_on_ms=big_on["p95_ms"], mlp4096_batching_p95_off_ms=big_off["p95_ms"])
+    else:
+        best = max((v for k, v in r.items() if k.startswith("oip_grpc_")), key=lambda v: v["samples_per_s"])
+        s = {"served_over_in_process": best["samples_per_s"] / ip["samples_per_s"],
+             "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"]}
+    return s
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        from bus.loop import run as run_loop
+
+        run_loop(serve(Path(sys.argv[2]), Path(sys.argv[3])))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["digits", "mlp4096"], default="digits")
+    p.add_argument("--requests", type=int, default=3000, help="requests for each concurrency-1 latency figure")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds of each throughput figure")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    report = run(args)
+    report["summary"] = summarize(report)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The fast path: a predict function compiled per batch size, and a dynamic batcher.
+
+:class:`Predictor` puts the parameters on the device once and compiles ``predict`` for
+sizes 1 and ``max_batch`` before the deployment is RUNNING, then every power of two
+between in the background, so no request pays compilation; a batch is padded to the
+next compiled size.
+
+:class:`Batcher` owns one worker thread that runs batches. The node's loop hands it
+requests through a bounded queue. The worker takes what is queued; on an idle
+deployment a lone request runs at once; under load (the last batch held more than one
+request) it waits up to ``max_delay_s`` after the first request for more, up to
+``max_batch`` samples. Results go back to the loop once per batch. ``close()`` refuses
+new requests and answers every accepted one before the thread ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from node.serving.errors import NotActive, QueueFull, ServingError
+from node.serving.source import LoadedModel
+
+__all__ = ["Batcher", "Predictor", "batch_sizes"]
+
+log = logging.getLogger(__name__)
+
+
+def batch_sizes(max_batch: int) -> list[int]:
+    """Powers of two below ``max_batch``, then ``max_batch``: the sizes compiled."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch]
+
+
+class Predictor:
+    """``predictor(x)`` for float32 ``x`` of ``[n, *sample_shape]``, any n: probabilities
+    for a classifier (softmax of the model's output), the output itself otherwise.
+
+    Construction compiles sizes 1 and ``max_batch`` (every batch fits one of them, so
+    the deployment can run); :meth:`compile_rest` adds the sizes between, which then
+    serve smaller batches with less padding.
+    """
+
+    def __init__(self, loaded: LoadedModel, max_batch: int) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.max_batch = max_batch
+        self.sample_shape = loaded.sample_shape
+        self.sizes = batch_sizes(max_batch)
+        self.device = jax.devices()[0]
+        self.params = jax.device_put(loaded.params, self.device)
+        apply, softmax = loaded.model.apply, loaded.classification
+
+        def predict(params, x):
+            out = apply(params, x)
+            return jax.nn.softmax(out, axis=-1) if softmax else out
+
+        jitted = jax.jit(predict)
+        self._lower = lambda size: jitted.lower(
+            self.params, jax.ShapeDtypeStruct((size, *self.sample_shape), jnp.float32)
+        ).compile()
+        self._compiled: dict[int, object] = {}
+        self._ready: tuple[int, ...] = ()
+        for size in sorted({1, max_batch}):
+            self._add(size)
+
+    def _add(self, size: int) -> None:
+        self._compiled[size] = self._lower(size)
+        self._ready = tuple(sorted(self._compiled))  # replaced whole: the worker reads it unlocked
+
+    def compile_rest(self) -> None:
+        """Compile the sizes between 1 and ``max_batch`` (from the smallest up)."""
+        for size in self.sizes:
+            if size not in self._compiled and self.params is not None:
+                self._add(size)
+
+    def _size(self, n: int) -> int:
+        for size in self._ready:
+            if size >= n:
+                return size
+        return self.max_batch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if n > self.max_batch:
+            return np.concatenate([self(x[i : i + self.max_batch]) for i in range(0, n, self.max_batch)])
+        size = self._size(n)
+        if size != n:
+            padded = np.zeros((size, *x.shape[1:]), np.float32)
+            padded[:n] = x
+            x = padded
+        return np.asarray(self._compiled[size](self.params, x))[:n]
+
+    def release(self) -> None:
+        """Drop the device buffers and executables."""
+        self.params = None
+        self._ready = ()
+        self._compiled.clear()
+
+
+@dataclass(slots=True)
+class _Item:
+    x: np.ndarray
+    future: asyncio.Future
+
+
+_STOP = None
+
+
+class Batcher:
+    """Runs ``predict`` on batches of queued requests in one worker thread."""
+
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_delay_s: float, queue_size: int,
+        gather: bool = True, on_batch: Callable[[int], None] | None = None, name: str = "batcher",
+    ) -> None:
+        self.predict = predict
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.queue_size = queue_size
+        self.gather = gather
+        self.on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, x: np.ndarray) -> asyncio.Future:
+        """Queue ``x`` (call on the loop); the future gets its rows of the output."""
+        if self._closed:
+            raise NotActive("the deployment is stopping; it takes no new requests")
+        if self._queue.qsize() >= self.queue_size:
+            raise QueueFull(f"the deployment's queue is full ({self.queue_size} requests waiting): retry shortly")
+        future = self._loop.create_future()
+        self._queue.put(_Item(x, future))
+        return future
+
+    def close(self) -> None:
+        """Take no new requests; the worker answers those queued, then ends."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- worker thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        carry: _Item | None = None
+        under_load = False
+        while True:
+            first = carry if carry is not None else self._queue.get()
+            carry = None
+            if first is _STOP:
+                return
+            batch, stop, carry = self._gather(first, under_load)
+            under_load = len(batch) > 1 or carry is not None
+            self._execute(batch)
+            if stop:
+                return
+
+    def _gather(self, first: _Item, under_load: bool) -> tuple[list[_Item], bool, _Item | None]:
+        batch, n = [first], first.x.shape[0]
+        deadline = time.perf_counter() + self.max_delay_s
+        while self.gather and n < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.perf_counter()
+                if not under_load or remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True, None
+            if n + item.x.shape[0] > self.max_batch:
+                return batch, False, item
+            batch.append(item)
+            n += item.x.shape[0]
+        return batch, False, None
+
+    def _execute(self, batch: list[_Item]) -> None:
+        try:
+            x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
+            out, error = self.predict(x), None
+        except Exception as exc:  # a runtime failure of the device (out of memory, ...)
+            log.exception("prediction failed for a batch of %d request(s)", len(batch))
+            out, error = None, ServingError(f"prediction failed on the node: {type(exc).__name__}: {exc}; retry")
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, out, error)
+        except RuntimeError:  # the loop is closed: the process is ending
+            pass
+
+    def _deliver(self, batch: list[_Item], out: np.ndarray | None, error: Exception | None) -> None:
+        if self.on_batch is not None:
+            self.on_batch(sum(item.x.shape[0] for item in batch))
+        start = 0
+        for item in batch:
+            n = item.x.shape[0]
+            if not item.future.done():
+                if error is None:
+                    item.future.set_result(out[start : start + n])
+                else:
+                    item.future.set_exception(error)
+            start += n
