@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import duckdb
 import grpc
 
 from bus import EventBus, NatsServer, open_bus
@@ -30,6 +31,7 @@ from central.control.dispatcher import Dispatcher
 from central.adapters.deployments import add_deployment_routes, add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
+from central.adapters.terminal import add_terminal_services
 from central.control.deployments import DeploymentControl
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
@@ -169,6 +171,7 @@ class CentralServer:
         self.deployments = DeploymentControl(self.state, commands, auth)
         self.deployments.resume()
         add_deployment_service(self._grpc, self.deployments, auth)
+        self.terminals = add_terminal_services(self._grpc, services, self.deployments.terminal_target)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
         except RuntimeError:  # grpcio raises where older versions returned 0
@@ -259,12 +262,11 @@ class CentralServer:
 
 
 async def _close_projection(projection) -> None:
-    """Close the DuckDB file once the projector's last batch (in a thread) is written."""
-    for _ in range(100):
+    """Close the DuckDB file once the projector's last batch (in a thread) is written; a
+    user's query still running in the pool holds the connection a moment longer."""
+    for _ in range(200):
         try:
-            projection.close()
-            return
-        except Exception as exc:  # duckdb: "connection is busy with another call"
-            if "busy" not in str(exc):
-                raise
+            return await asyncio.to_thread(projection.close)
+        except duckdb.ResourceInUseException:
             await asyncio.sleep(0.05)
+    await asyncio.to_thread(projection.close)

@@ -16,6 +16,7 @@ from events.catalog import (
     DeploymentRunning,
     DeploymentStats,
     DeploymentStopped,
+    TERMINAL_SESSION_TYPES,
     Device,
     EpochCompleted,
     Event,
@@ -37,6 +38,9 @@ from events.catalog import (
     NodeLost,
     NodeRegistered,
     Requirements,
+    TerminalSessionClosed,
+    TerminalSessionDenied,
+    TerminalSessionOpened,
     new_event_id,
     utc_now,
 )

@@ -245,6 +245,37 @@ class DeploymentStats(DeploymentEvent, frozen=True, kw_only=True):
     mean_batch: float = 0.0
 
 
+# --- terminal sessions of a node: subject events.node.<node_id> ---------------------------
+# Reported by the node over gRPC (nodes may not publish to events.>) and appended by
+# central. ``session_ref`` is a digest of the session id (the id itself is a secret);
+# ``principal`` is "api-key", "grant:<user>" or "local:<user>". Never keystrokes.
+
+
+class TerminalSessionOpened(NodeEvent, frozen=True, kw_only=True):
+    session_ref: str
+    principal: str
+    user_id: str = ""
+    deployment_id: str = ""
+
+
+class TerminalSessionClosed(NodeEvent, frozen=True, kw_only=True):
+    session_ref: str
+    principal: str
+    user_id: str = ""
+    deployment_id: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    reason: str = ""
+
+
+class TerminalSessionDenied(NodeEvent, frozen=True, kw_only=True):
+    principal: str
+    deployment_id: str = ""
+    reason: str = ""
+
+
 Event = (
     NodeRegistered
     | NodeLost
@@ -267,6 +298,9 @@ Event = (
     | DeploymentStopped
     | DeploymentDeleted
     | DeploymentStats
+    | TerminalSessionOpened
+    | TerminalSessionClosed
+    | TerminalSessionDenied
 )
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
@@ -281,3 +315,4 @@ DEPLOYMENT_TYPES = frozenset({
     "DeploymentDeleted",
 })
 TERMINAL_JOB_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
+TERMINAL_SESSION_TYPES = frozenset({"TerminalSessionOpened", "TerminalSessionClosed", "TerminalSessionDenied"})

@@ -58,6 +58,9 @@ class NodeConfig:
     infer_http_port: int | None = None
     api_key: str | None = None
     model_roots: tuple[Path, ...] = ()
+    terminal: bool = False
+    terminal_user: str | None = None
+    terminal_idle_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
@@ -70,6 +73,9 @@ class NodeConfig:
             raise ConfigError(f"--slots: must be >= 1 (got {self.slots})")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every: must be >= 0 (got {self.checkpoint_every})")
+        if not 0 < self.terminal_idle_timeout_s <= 24 * 3600:
+            raise ConfigError("--terminal-idle-timeout / CYXWIZ_TERMINAL_IDLE_TIMEOUT_S: must be > 0 and at most "
+                              f"86400 seconds; an idle terminal is never kept forever (got {self.terminal_idle_timeout_s})")
         central_host(self.central)  # raises ConfigError when malformed
 
     @property
@@ -141,6 +147,9 @@ _ENV = {
     "infer_http_port": "CYXWIZ_INFER_HTTP_PORT",
     "api_key": "CYXWIZ_API_KEY",
     "model_roots": "CYXWIZ_MODEL_ROOTS",
+    "terminal": "CYXWIZ_TERMINAL",
+    "terminal_user": "CYXWIZ_TERMINAL_USER",
+    "terminal_idle_timeout_s": "CYXWIZ_TERMINAL_IDLE_TIMEOUT_S",
 }
 
 
@@ -169,9 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
     p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
     p.add_argument("--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)")
-    p.add_argument("--api-key", help="key that deployment and inference calls must send as Bearer (CYXWIZ_API_KEY)")
+    p.add_argument("--api-key", help="the cluster API key: deployment, inference and terminal calls may send it as Bearer (CYXWIZ_API_KEY)")
     p.add_argument("--model-root", dest="model_roots", action="append",
                    help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)")
+    p.add_argument("--terminal", action="store_true", default=None,
+                   help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)")
+    p.add_argument("--terminal-user", help="run terminal shells as this unprivileged user (CYXWIZ_TERMINAL_USER)")
+    p.add_argument("--terminal-idle-timeout", dest="terminal_idle_timeout_s",
+                   help="end a terminal idle this many seconds (CYXWIZ_TERMINAL_IDLE_TIMEOUT_S; default 900)")
     return p
 
 
@@ -213,8 +227,26 @@ def _convert(key: str, value: object) -> object:
             return float(str(value))
         except ValueError:
             raise ConfigError(f"--heartbeat: expected a number of seconds (got {value!r})") from None
+    if key == "terminal":
+        return _flag("--terminal / CYXWIZ_TERMINAL", value)
+    if key == "terminal_idle_timeout_s":
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"--terminal-idle-timeout: expected a number of seconds (got {value!r})") from None
     if key in ("data_roots", "model_roots"):
         return tuple(Path(str(v)).expanduser().resolve() for v in value)  # type: ignore[union-attr]
     if key in ("ready_file", "nats_creds"):
         return Path(str(value))
     return value
+
+
+def _flag(what: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{what}: expected 1 or 0 (got {value!r})")

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -28,13 +29,17 @@ from node.config import ConfigError, NodeConfig, parse_config
 from node.executor import Executor
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
-from node.service import NodeServicer, add_idle_services
+from node.service import NodeServicer
 from node.serving import Serving
+from node.serving.deployments import ACTIVE as SERVING_ACTIVE
+from node.serving.errors import NotFound as ServingNotFound
 from node.serving.telemetry import StatsPublisher
-from protos import node_pb2_grpc
+from node.terminal import AuditLog, TerminalServicer, TerminalSettings
+from node.terminal.environment import account
+from protos import deployment_pb2_grpc, node_pb2_grpc
 from protos.decode_guard import DecodeGuard
 
-__all__ = ["Node", "banner", "main", "serve", "write_ready_file"]
+__all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 
 log = logging.getLogger("node")
 
@@ -60,7 +65,7 @@ class Node:
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
             server = grpc.aio.server(interceptors=[DecodeGuard()], options=_MESSAGE_LIMITS)
-            self.ports[name] = _bind(server, cfg.bind_host, port, name)
+            self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
         self.agent = Agent(
             cfg, node_port=self.ports["node"], devices=self.devices, slots=self.slots, metrics=self.metrics,
@@ -89,14 +94,57 @@ class Node:
         self.serving.add_to(self._servers["deploy"])
         self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
         self.serving.grpc_port = self.ports["deploy"]
-        add_idle_services(None, self._servers["terminal"])
+        self._start_terminal()
         for server in self._servers.values():
             await server.start()
         self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
 
+    def _bind_host(self, name: str) -> str:
+        """With no API key, the terminal listens on loopback only (ARCHITECTURE.md, trust)."""
+        if name == "terminal" and self.config.terminal and not self.config.api_key:
+            return "::1" if ":" in self.config.bind_host else "127.0.0.1"
+        return self.config.bind_host
+
+    def _start_terminal(self) -> None:
+        cfg = self.config
+        if cfg.terminal and cfg.terminal_user:
+            _check_terminal_user(cfg.terminal_user)
+        self.terminal_settings = TerminalSettings(
+            enabled=cfg.terminal, api_key=cfg.api_key, user=cfg.terminal_user, home=cfg.home,
+            idle_timeout_s=cfg.terminal_idle_timeout_s, deployment_dir=self._deployment_dir)
+        self.terminal_audit = AuditLog(
+            cfg.central, self._terminal_credentials, terminal_port=self.ports["terminal"] if cfg.terminal else 0)
+        self.terminal = TerminalServicer(
+            self.terminal_settings, node_id=lambda: self.agent.node_id,
+            session_token=lambda: self.agent.session_token, audit=self.terminal_audit)
+        deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._servers["terminal"])
+        if cfg.terminal:  # off, every call is refused before anything worth auditing
+            self.terminal_audit.start()
+            # a keystroke's echo crosses the GIL a few times; with training threads in this
+            # process each crossing could wait a whole switch interval (5 ms by default)
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+
+    def _deployment_dir(self, deployment_id: str) -> Path | None:
+        """A deployment's working folder for its terminal (``<home>/deployments/<id>``), or
+        None unless the deployment is active on this node."""
+        try:
+            deployment = self.serving.deployments.get(deployment_id)
+        except ServingNotFound:
+            return None
+        if deployment.status not in SERVING_ACTIVE or not _SAFE_ID.fullmatch(deployment_id):
+            return None
+        folder = Path(self.config.home).resolve() / "deployments" / deployment_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _terminal_credentials(self) -> tuple[str, str] | None:
+        agent = self.agent
+        return (agent.node_id, agent.session_token) if agent.registered and agent.session_token else None
+
     async def register(self) -> None:
         """Register (retrying while central is away), then heartbeat in the background."""
         await self.agent.register()
+        self.terminal_audit.wake()
         self._agent_task = asyncio.create_task(self.agent.run(), name="node-agent")
         if self.config.ready_file:
             write_ready_file(self.config.ready_file, self.ready_info())
@@ -121,6 +169,7 @@ class Node:
         await self.serving.stop()  # answers the inference requests already accepted
         await self.serving_stats.close()
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
+        await self.terminal.close()
         self.executor.stop_all()
         await asyncio.to_thread(self.executor.join, grace)
         if not await self.reporter.drain(grace):
@@ -129,12 +178,23 @@ class Node:
             self._agent_task.cancel()
             await asyncio.gather(self._agent_task, return_exceptions=True)
         await self.reporter.close()
+        await self.terminal_audit.close()
         await self.agent.close()
         await self.store.close()
 
 
 # inference requests carry batches (a 256 x 4096 float32 batch is 4 MiB, gRPC's default limit)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+def _check_terminal_user(user: str) -> None:
+    try:
+        account(user)
+    except KeyError:
+        raise ConfigError(f"--terminal-user / CYXWIZ_TERMINAL_USER: no user {user!r} on this machine") from None
+    if os.geteuid() != 0:
+        raise ConfigError("--terminal-user: running shells as another user needs the node to run as root")
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:
@@ -164,12 +224,22 @@ def banner(node: Node) -> str:
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
         f"  inference:     http://{node.endpoint('infer_http')}",
-        f"  terminal:      {node.endpoint('terminal')}",
+        f"  terminal:      {node.endpoint('terminal')} ({terminal_mode(node.config)})",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",
         f"  devices:       {devices}; slots: {node.slots}",
         "Press Ctrl+C to stop.",
     ])
+
+
+def terminal_mode(config: NodeConfig) -> str:
+    if not config.terminal:
+        return "off; --terminal turns it on"
+    who = config.terminal_user or "the node's own user"
+    if not config.api_key:
+        return (f"ON, loopback only: no API key configured, so any local user may open a shell as {who}; "
+                "set --api-key / CYXWIZ_API_KEY to serve it beyond this machine")
+    return f"on: API key or a grant from central; shells run as {who}"
 
 
 async def serve(config: NodeConfig) -> int:
@@ -183,6 +253,7 @@ async def serve(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
     await node.start()
+    log.info("terminal: %s", terminal_mode(config))
     log.info("node services listening; registering with central at %s", config.central)
     registering = asyncio.create_task(node.register())
     stopping = asyncio.create_task(stop.wait())

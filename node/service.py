@@ -1,5 +1,5 @@
-"""The node's gRPC servers: NodeService (AssignJob, GetNodeMetrics) on 50054, and the
-deployment (50052) and terminal (50053) services, which answer UNIMPLEMENTED for now.
+"""The node's NodeService (AssignJob, GetNodeMetrics) on 50054. Deployments (50052)
+are ``node.serving``'s, the terminal (50053) is ``node.terminal``'s.
 
 AssignJob answers as the seed's node did: ``STATUS_FAILED`` with Error 400 for an
 invalid job (the message names the field), 429 when no slot is free, 409 when another
@@ -21,10 +21,10 @@ import grpc
 from node.executor import Assignment, Busy, Conflict, Executor
 from node.metrics import MetricsHistory
 from node.models import MODEL_TYPES, parse_model_definition
-from protos import common_pb2, deployment_pb2_grpc, job_pb2, node_pb2, node_pb2_grpc
+from protos import common_pb2, job_pb2, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, status_error
 
-__all__ = ["NodeServicer", "add_idle_services", "to_assignment", "validate_job"]
+__all__ = ["NodeServicer", "to_assignment", "validate_job"]
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +173,3 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             for p in self.metrics.between(request.start_time, request.end_time)
         ]
         return node_pb2.GetNodeMetricsResponse(metrics=points)
-
-
-def add_idle_services(deploy_server: grpc.aio.Server | None, terminal_server: grpc.aio.Server) -> None:
-    """Deployment and terminal services: every method answers UNIMPLEMENTED for now
-    (``deploy_server`` None: node.serving serves the deployment port)."""
-    if deploy_server is not None:
-        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
-            deployment_pb2_grpc.DeploymentServiceServicer(), deploy_server
-        )
-    deployment_pb2_grpc.add_TerminalServiceServicer_to_server(
-        deployment_pb2_grpc.TerminalServiceServicer(), terminal_server
-    )

@@ -63,6 +63,14 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
 DEFAULT_NODE_PORT = 50054
 
 
+class EndpointError(ValueError):
+    """A node endpoint that cannot be used; ``field`` names the NodeInfo field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def node_endpoint(ip_address: str, port: int) -> str:
     """The ``host:port`` target of a node's NodeService, as NodeInfo names it.
 
@@ -70,9 +78,9 @@ def node_endpoint(ip_address: str, port: int) -> str:
     """
     host = ip_address.strip()
     if not host:
-        raise ValueError("node endpoint: ip_address is empty; the node must say where it listens")
+        raise EndpointError("ip_address", "node endpoint: ip_address is empty; the node must say where it listens")
     if not 0 <= port <= 65535:
-        raise ValueError(f"node endpoint: port must be 0..65535 (got {port})")
+        raise EndpointError("port", f"node endpoint: port must be 0..65535 (got {port})")
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port or DEFAULT_NODE_PORT}"

@@ -376,26 +376,36 @@ class DeploymentMetricPoint(_message.Message):
     def __init__(self, timestamp: _Optional[int] = ..., cpu_usage: _Optional[float] = ..., gpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., request_count: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ..., throughput_rps: _Optional[float] = ...) -> None: ...
 
 class CreateTerminalSessionRequest(_message.Message):
-    __slots__ = ("deployment_id", "user_id", "rows", "cols")
+    __slots__ = ("deployment_id", "user_id", "rows", "cols", "node_id")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     COLS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     user_id: str
     rows: int
     cols: int
-    def __init__(self, deployment_id: _Optional[str] = ..., user_id: _Optional[str] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+    node_id: str
+    def __init__(self, deployment_id: _Optional[str] = ..., user_id: _Optional[str] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class CreateTerminalSessionResponse(_message.Message):
-    __slots__ = ("status", "session", "error")
+    __slots__ = ("status", "session", "error", "terminal_endpoint", "grant", "grant_expires_at", "node_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.StatusCode
     session: TerminalSession
     error: _common_pb2.Error
-    def __init__(self, status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., session: _Optional[_Union[TerminalSession, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ...) -> None: ...
+    terminal_endpoint: str
+    grant: str
+    grant_expires_at: int
+    node_id: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., session: _Optional[_Union[TerminalSession, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., terminal_endpoint: _Optional[str] = ..., grant: _Optional[str] = ..., grant_expires_at: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class CloseTerminalSessionRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -337,3 +337,23 @@ async def test_a_rebuilt_file_keeps_last_seen_from_telemetry(bus, tmp_path):
 
 async def _telemetry_stored(bus) -> bool:
     return await bus.last_sequence("CYXWIZ_TELEMETRY") >= 1
+
+
+def test_a_file_another_process_holds_is_busy_not_a_traceback(tmp_path):
+    """DuckDB's lock on the file is looked at directly (its own error is a plain IOException)."""
+    from central.readmodel.projection import ProjectionBusy
+
+    path = tmp_path / "held.duckdb"
+    Projection(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}); "
+                               "print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for read_only in (False, True):
+            with pytest.raises(ProjectionBusy, match="in use by another process"):
+                Projection(path, read_only=read_only)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    Projection(path, read_only=True).close()  # free again

@@ -164,15 +164,15 @@ def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
 
 def registration_from_info(info: node_pb2.NodeInfo) -> dict:
     """The NodeRegistered fields from a RegisterNode's NodeInfo; ``Refused(400)`` if bad."""
-    from protos.convert import node_endpoint
+    from protos.convert import EndpointError, node_endpoint
 
     if info.node_id:
         check_id("info.node_id", info.node_id)
     _check_length("info.name", info.name, MAX_NAME)
     try:
         endpoint = node_endpoint(info.ip_address, info.port)
-    except ValueError as exc:
-        raise Refused(400, f"info.{'port' if 'port' in str(exc) else 'ip_address'}: {exc}") from None
+    except EndpointError as exc:
+        raise Refused(400, f"info.{exc.field}: {exc}") from None
     if len(info.ip_address) > 255:
         raise Refused(400, "info.ip_address is too long")
     if not 0 <= info.slots <= MAX_SLOTS:

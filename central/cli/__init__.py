@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "central.cli.jobs",  # submit, jobs, nodes
     "central.cli.run",  # up, demo
     "central.cli.deployments",  # deploy, deployments, predict
+    "central.cli.shell",  # shell
     "central.cli.nats",  # nats creds, nats authorization
 )
 

@@ -99,9 +99,13 @@ def register(app: typer.Typer) -> None:
         node_port: int = typer.Option(50054, "--node-port", envvar="CYXWIZ_NODE_PORT"),
         deploy_port: int = typer.Option(50052, "--deploy-port", envvar="CYXWIZ_DEPLOY_PORT"),
         terminal_port: int = typer.Option(50053, "--terminal-port", envvar="CYXWIZ_TERMINAL_PORT"),
+        terminal: bool = typer.Option(True, "--terminal/--no-terminal",
+                                      help="local nodes serve `cyxwiz shell` (loopback only without CYXWIZ_API_KEY)"),
     ) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
-        stack = Stack(_stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port)))
+        config = _stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port))
+        config.terminal = terminal
+        stack = Stack(config)
         signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops what has started
         why = "SIGTERM"
         try:

@@ -56,6 +56,7 @@ class StackConfig:
     heartbeat_s: float | None = None
     node_timeout_s: float | None = None
     slots: int | None = None
+    terminal: bool = False  # nodes serve terminals (loopback only unless CYXWIZ_API_KEY is set)
     fresh_nats: bool = False  # a private nats-server on a free port (tests), not the home's shared one
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -117,6 +118,8 @@ class Stack:
             args += ["--heartbeat", str(c.heartbeat_s)]
         if c.slots is not None:
             args += ["--slots", str(c.slots)]
+        if c.terminal:
+            args += ["--terminal"]
         part = self._spawn(f"node-{index}", [sys.executable, "-m", "node", *args, *extra_args], role="node")
         self.node_parts.append(part)
         self._wait_ready(part, timeout)

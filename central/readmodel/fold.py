@@ -23,6 +23,7 @@ from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.readmodel import schema as q
 from central.readmodel.schema import TELEMETRY_STREAM
+from central.readmodel.terminal import TERMINAL_SESSION_TYPES, TerminalFold
 from events import InvalidEvent, misplaced
 from events.catalog import JobEvent
 from events.codec import decode_json
@@ -146,6 +147,7 @@ class Batch:
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
         self.deployments = DeploymentBatch()  # central.readmodel.deployments
+        self.terminal = TerminalFold()  # central.readmodel.terminal
 
     def bad(self, m: StoredMessage, reason: str, raw: str | None = None) -> None:
         if raw is None:
@@ -170,7 +172,8 @@ class Batch:
         for column, value in zip(self.events, (m.seq, m.subject, type(event).__name__, event.event_id, occurred,
                                                m.time_ns // 1000, aggregate, raw)):
             column.append(value)
-        reason = (self._job if is_job else self._node)(m.seq, event, occurred)
+        fold = self.terminal.add if type(event).__name__ in TERMINAL_SESSION_TYPES else self._job if is_job else self._node
+        reason = fold(m.seq, event, occurred)
         if reason is not None:
             self.bad(m, reason, raw)
 
@@ -280,7 +283,7 @@ class Batch:
             "b_metrics": self.metrics,
             "b_seen": list(self.seen.items()),
         }
-        return tables | {name: _arrow(_SCHEMAS[name], r) for name, r in rows.items() if r}
+        return tables | {name: _arrow(_SCHEMAS[name], r) for name, r in rows.items() if r} | self.terminal.tables()
 
     def commit_index(self) -> None:
         """After the commit: the index takes what the batch did (an ended job keeps only its end)."""

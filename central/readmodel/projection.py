@@ -20,6 +20,7 @@ batches are cut.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from datetime import datetime
@@ -43,6 +44,25 @@ DUCKDB_CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
+def held_by_another_process(path: Path, *, to_write: bool = True) -> bool:
+    """True when another process holds DuckDB's lock on ``path`` in a way that keeps us
+    out (a writer keeps everyone out; readers keep out a writer). DuckDB takes an fcntl
+    lock on the file, and its own error for a held one is a plain IOException."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False  # no file yet (or not ours to open): nothing holds it
+    try:
+        fcntl.lockf(fd, (fcntl.LOCK_EX if to_write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class ProjectionError(CyxwizError):
     """The projection file cannot be used."""
 
@@ -158,14 +178,13 @@ class Projection:
             raise ProjectionError(f"no projection at {self.path}: run `cyxwiz projection rebuild` or start central")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if held_by_another_process(self.path, to_write=not read_only):
+            raise ProjectionBusy(
+                f"{self.path} is in use by another process (a running central?); "
+                "query it through central's REST API (--central) or stop it first")
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=dict(DUCKDB_CONFIG))
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise ProjectionBusy(
-                    f"{self.path} is in use by another process (a running central?); "
-                    "query it through central's REST API (--central) or stop it first"
-                ) from exc
+        except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from exc
         if not read_only:
             self._ensure_schema()
@@ -188,7 +207,9 @@ class Projection:
         self.con.execute(DEPLOYMENT_SCHEMA)
 
     def close(self) -> None:
-        self.con.close()
+        """Close once the batch being written (if any) is committed."""
+        with self._write_lock:
+            self.con.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for another thread; it sees committed batches only."""

@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import duckdb
-
 from bus import EventBus, StoredMessage
 from central.readmodel.projection import (
-    DUCKDB_CONFIG,
     EVENTS_STREAM,
     TELEMETRY_STREAM,
     Projection,
     ProjectionBusy,
+    held_by_another_process,
 )
 
 _SUBJECTS = {EVENTS_STREAM: "events.>", TELEMETRY_STREAM: "telemetry.>"}
@@ -193,13 +191,8 @@ async def rebuild(path: str | os.PathLike, bus: EventBus, *, max_batch: int = 20
 def _refuse_if_in_use(path: Path) -> None:
     if not path.exists():
         return
-    try:
-        duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG)).close()
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise ProjectionBusy(f"{path} is in use by another process (a running central?); stop it first") from exc
-    except duckdb.Error:
-        pass  # not a DuckDB file (or damaged): it gets replaced
+    if held_by_another_process(path):
+        raise ProjectionBusy(f"{path} is in use by another process (a running central?); stop it first")
 
 
 def _remove_db(path: Path) -> None:

@@ -14,6 +14,7 @@ rows it updates.
 from __future__ import annotations
 
 from central.lifecycle.jobs import TERMINAL
+from central.readmodel import terminal
 
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
@@ -56,10 +57,10 @@ INSERT INTO projection_checkpoint
     SELECT s, 0 FROM (VALUES ('{EVENTS_STREAM}'), ('{TELEMETRY_STREAM}')) v(s)
     WHERE s NOT IN (SELECT stream FROM projection_checkpoint);
 INSERT INTO projection_schema SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT * FROM projection_schema);
-"""
+""" + terminal.SCHEMA  # a table of its own; no file of an older version holds terminal events
 
 TABLES = ("events", "jobs", "nodes", "epochs", "assignments", "node_metrics", "anomalies", "projection_checkpoint",
-          "projection_schema")
+          "projection_schema", "terminal_sessions")
 HAS_SCHEMA_TABLE = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'projection_schema';"
 STORED_SCHEMA_VERSION = "SELECT max(version) FROM projection_schema;"
 
@@ -117,6 +118,7 @@ BATCH_STATEMENTS: tuple[tuple[str, str], ...] = (
     ("b_node_deltas", UPDATE_NODES),
     ("b_metrics", INSERT_METRICS),
     ("b_seen", UPDATE_LAST_SEEN),
+    *terminal.BATCH_STATEMENTS,
 )
 
 SET_CHECKPOINT = "UPDATE projection_checkpoint SET last_seq = $seq WHERE stream = $stream;"
