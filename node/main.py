@@ -85,7 +85,7 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id)
+        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id, credentials=cfg.nats_creds)
         self.serving = Serving(
             fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
             session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
