@@ -24,4 +24,30 @@ from bus.eventbus import (
 )
 from bus.server import NatsServer, ensure_server, start_server
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "AppendFailed",
+    "BUCKETS",
+    "BusError",
+    "BusForbidden",
+    "BusUnauthorized",
+    "BusUnavailable",
+    "CREDS_ENV",
+    "ConcurrencyConflict",
+    "Credentials",
+    "CredentialsError",
+    "EVENTS_STREAM",
+    "EventBus",
+    "NatsServer",
+    "ObjectNotFound",
+    "ObjectRef",
+    "ROLES",
+    "StoredMessage",
+    "TELEMETRY_STREAM",
+    "credentials_from_file",
+    "default_home",
+    "ensure_server",
+    "open_bus",
+    "parse_object_uri",
+    "resolve_credentials",
+    "start_server",
+]
