@@ -290,6 +290,39 @@ class EventBus:
             except nats.errors.Error:
                 pass
 
+    # --- live subjects and the key-value store ------------------------------------------
+
+    async def listen(self, subject: str, on_message) -> "Listening":
+        """Call ``on_message(subject)`` for every live message on ``subject`` (no replay;
+        for telemetry that only needs to be seen). Raises ``BusError``."""
+
+        async def deliver(msg) -> None:
+            on_message(msg.subject)
+
+        try:
+            return Listening(await self.nc.subscribe(subject, cb=deliver))
+        except nats.errors.Error as exc:
+            raise BusUnavailable(self.url, f"cannot listen on {subject}: {exc}") from exc
+
+    async def put_once(self, bucket: str, key: str, value: bytes) -> bytes:
+        """Store ``value`` under ``key`` unless a value is there already; return the one
+        that is (every caller sees the first value ever stored). Raises ``BusError``."""
+        try:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    kv = await self.js.create_key_value(bucket=bucket, history=1, replicas=self.replicas)
+                except nats.js.errors.BadRequestError:  # created meanwhile by another process
+                    kv = await self.js.key_value(bucket)
+            try:
+                await kv.create(key, value)
+                return value
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return (await kv.get(key)).value
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusUnavailable(self.url, f"key {key!r} in {bucket}: {type(exc).__name__}") from exc
+
     # --- object store ------------------------------------------------------------------
 
     async def _bucket(self, bucket: str):
@@ -324,6 +357,19 @@ class EventBus:
         except nats.js.errors.NotFoundError:
             return []
         return [info.name for info in infos if not info.deleted]
+
+
+class Listening:
+    """A live subscription of ``EventBus.listen``; ``stop()`` ends it (never raises)."""
+
+    def __init__(self, sub) -> None:
+        self._sub = sub
+
+    async def stop(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error:
+            pass  # the connection is gone already: so is the subscription
 
 
 def _reply_fields(reply: str) -> tuple[int, int, int]:

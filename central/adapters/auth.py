@@ -20,7 +20,6 @@ import hmac
 import logging
 import secrets
 
-import nats.js.errors
 
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
@@ -97,16 +96,4 @@ async def load_secret(bus) -> bytes:
 
 
 async def _load_secret(bus) -> bytes:
-    try:
-        kv = await bus.js.key_value(SECRET_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        try:
-            kv = await bus.js.create_key_value(bucket=SECRET_BUCKET, history=1)
-        except nats.js.errors.BadRequestError:
-            kv = await bus.js.key_value(SECRET_BUCKET)
-    fresh = secrets.token_hex(32).encode()
-    try:
-        await kv.create(SECRET_KEY, fresh)
-        return fresh
-    except nats.js.errors.KeyWrongLastSequenceError:
-        return (await kv.get(SECRET_KEY)).value
+    return await bus.put_once(SECRET_BUCKET, SECRET_KEY, secrets.token_hex(32).encode())
