@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus.errors import CredentialsError
+from bus.files import write_atomic
 from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
 
 __all__ = [
@@ -209,25 +210,5 @@ def _new_user_seed() -> bytes:
 
 
 def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` readable by its owner only, never half-written.
-
-    ``exclusive``: keep a file that is already there (two processes making the same
-    seed at once both end up using the first one written)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if not exclusive:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to ``path`` readable by its owner only, never half-written."""
+    write_atomic(path, data, mode=0o600, exclusive=exclusive)

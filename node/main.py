@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from bus.files import write_atomic
 from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
@@ -210,11 +211,7 @@ def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:
 
 def write_ready_file(path: Path, info: dict[str, object]) -> None:
     """Write ``info`` as JSON atomically, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(info, indent=2) + "\n")
 
 
 def banner(node: Node) -> str:
