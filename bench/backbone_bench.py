@@ -11,9 +11,14 @@ in one run, side by side:
       DuckDB; and the ratio (b)/(a);
   (c) rebuilding a fresh projection from ``--events`` events in the stream;
   (d) projection lag (append in this process -> committed in DuckDB by the projector
-      process, which reports each commit on a pipe) at a steady rate, p50/p99/max.
+      process, which reports each commit on a pipe) at a steady rate, p50/p99/max;
+  (e) with authorization on: (a)'s publishes as central (a user without limits) and as
+      the publisher role (every publish checked against its permissions), alternated.
 
-The projector process is ``tests/projector_proc.py --follow``.
+The projector process is ``tests/projector_proc.py --follow``. The server runs with
+its nkey users (``bus.credentials``) and every connection is central's, as in the
+platform; ``--no-auth`` runs the same without users (the reference for what
+authorization costs).
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from typing import Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nats  # noqa: E402
+import psutil  # noqa: E402
 from nats.js import api  # noqa: E402
 
-from bus import EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, credentials_from_file, start_server  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402
 from central.readmodel.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
@@ -82,7 +88,8 @@ def chunks(events: Iterator[Event], size: int) -> Iterator[list[Event]]:
 async def raw_ceiling(bus: EventBus, n: int) -> float:
     """(a): plain nats-py (its own client, none of ours), pre-encoded bytes,
     ``publish_async``, every ack awaited; msg/s."""
-    nc = await nats.connect(bus.url)
+    seed = os.environ.get(CREDS_ENV)
+    nc = await nats.connect(bus.url, **({"nkeys_seed": seed} if seed else {}))
     js = nc.jetstream(publish_async_max_pending=4000)
     await js.add_stream(api.StreamConfig(name="BENCH_RAW", subjects=["bench.>"], storage=api.StorageType.FILE))
     payloads = [(f"bench.job.{i // 9}", encode(e)) for i, e in enumerate(job_history(10_000_000, n))]
@@ -94,6 +101,36 @@ async def raw_ceiling(bus: EventBus, n: int) -> float:
     await js.delete_stream("BENCH_RAW")
     await nc.close()
     return rate
+
+
+async def role_publish_rate(url: str, seed: Path, n: int, server_pid: int) -> tuple[float, float]:
+    """(e): like (a), with ``seed``'s user, into ``CYXWIZ_EVENTS`` on ``events.bench.*``
+    (the one stream a publisher may write); msg/s, and nats-server's CPU us per message
+    (CPU time, unlike a rate, barely moves with what else the machine runs)."""
+    nc = await nats.connect(url, **credentials_from_file(seed).connect_options())
+    js = nc.jetstream(publish_async_max_pending=4000)
+    payloads = [(f"events.bench.{i // 9}", encode(e)) for i, e in enumerate(job_history(20_000_000, n))]
+    nats_cpu = psutil.Process(server_pid)
+    cpu_before = sum(nats_cpu.cpu_times()[:2])
+    started = time.perf_counter()
+    for start in range(0, n, 10_000):
+        futures = [await js.publish_async(s, p) for s, p in payloads[start : start + 10_000]]
+        await asyncio.gather(*futures)
+    rate = n / (time.perf_counter() - started)
+    cpu_us = (sum(nats_cpu.cpu_times()[:2]) - cpu_before) / n * 1e6
+    await nc.close()
+    return rate, cpu_us
+
+
+async def authorization_cost(server, n: int, rounds: int = 4) -> dict[str, tuple[float, float]]:
+    """(e): the same publishes as central (no limits) and as the publisher role (each
+    publish checked against its permissions), ``rounds`` times in alternating order (the
+    stream grows as it goes); per role the best rate and the median server CPU."""
+    runs: dict[str, list[tuple[float, float]]] = {"central": [], "publisher": []}
+    for round_ in range(rounds):
+        for role in ("central", "publisher") if round_ % 2 == 0 else ("publisher", "central"):
+            runs[role].append(await role_publish_rate(server.url, server.seed(role), n, server.pid))
+    return {role: (max(r for r, _ in got), statistics.median(c for _, c in got)) for role, got in runs.items()}
 
 
 class ProjectorProcess:
@@ -225,10 +262,15 @@ def machine() -> str:
 
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cyxwiz-bench-"))
-    server = start_server(workdir / "nats", port=0)
+    server = start_server(workdir / "nats", port=0, auth=not args.no_auth)
+    if args.no_auth:
+        os.environ.pop(CREDS_ENV, None)
+    else:
+        os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and the projector's
     bus = await EventBus.connect(server.url)
     try:
-        print(f"machine: {machine()}")
+        print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}; "
+              f"NATS authorization {'off' if args.no_auth else 'on (nkey users)'}")
         raw = await raw_ceiling(bus, args.append_events)
         print(f"(a) raw publish_async into a stream:        {raw:10,.0f} msg/s")
         alone = await append_alone(bus, args.append_events)
@@ -244,6 +286,13 @@ async def main(args: argparse.Namespace) -> None:
             f"(d) lag at {args.lag_rate:,} events/s for {args.lag_seconds:.0f} s ({len(lags):,} events): "
             f"p50 {statistics.median(lags):.1f} ms, p99 {percentile(lags, 99):.1f} ms, max {max(lags):.1f} ms  (target p99 < 100 ms)"
         )
+        if not args.no_auth:
+            cost = await authorization_cost(server, args.append_events // 4)
+            (rate_c, cpu_c), (rate_p, cpu_p) = cost["central"], cost["publisher"]
+            print(f"(e) publish_async as central (no limits):    {rate_c:10,.0f} msg/s, nats-server {cpu_c:.1f} us CPU/msg")
+            print(f"(e) publish_async as the publisher role:     {rate_p:10,.0f} msg/s, nats-server {cpu_p:.1f} us CPU/msg"
+                  f"  = {rate_p / rate_c:.2f} of central's rate, {cpu_p / cpu_c:.3f} of its server CPU")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         await bus.close()
         server.stop()
@@ -255,4 +304,5 @@ if __name__ == "__main__":
     parser.add_argument("--append-events", type=int, default=200_000, help="events for (a) and (b)")
     parser.add_argument("--lag-rate", type=int, default=1000, help="events/s for the lag measurement (d)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--no-auth", action="store_true", help="nats-server without users (the reference)")
     run_loop(main(parser.parse_args()))  # the loop our processes run on (uvloop where installed)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bus import EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobStarted, JobSubmitted, NodeRegistered,
 )
@@ -227,6 +227,7 @@ async def write_history(nats_url: str, n: int) -> None:
 
 def memory(work: Path, history: int) -> dict:
     server = start_server(work / "nats-history", port=0)
+    os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
     try:
         started = time.perf_counter()
         asyncio.run(write_history(server.url, history))
@@ -257,6 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
         work = Path(tmp)
         server = start_server(work / "nats", port=0)
+        os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
         try:
             result = {"throughput": throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots,
                                                args.jobs, args.concurrency, nats_pid=server.pid)}
@@ -264,6 +266,7 @@ def main() -> None:
         finally:
             server.kill()
         server = start_server(work / "nats-backlog", port=0)
+        os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
         try:
             result["backlog"] = throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots,
                                            args.jobs, args.concurrency, prefill=True)

@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fake_central import FakeCentral, assign, job_config, running_node  # noqa: E402
 
-from bus import start_server  # noqa: E402
+from bus import CREDS_ENV, start_server  # noqa: E402
 from node.datasets import load_dataset  # noqa: E402
 from node.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -122,6 +122,7 @@ async def through_node(args, nats_url: str, home: Path, *, central_down: bool) -
 async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "nats", port=0)
+        os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
         try:
             alone = await asyncio.to_thread(trainer_alone, args)
             node = await through_node(args, server.url, Path(tmp), central_down=False)

@@ -38,7 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bus import EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
 from events import JobSpec, JobSubmitted  # noqa: E402
 
 SLOW = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
@@ -139,7 +139,12 @@ async def wait_projected(rest: str, seq: int) -> None:
 def run(tree: Path, args, label: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        server = start_server(home / "nats", port=0)
+        auth = (tree / "bus" / "credentials.py").exists()  # a reference tree from before NATS users has none
+        server = start_server(home / "nats", port=0, auth=auth)
+        if auth:
+            os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
+        else:
+            os.environ.pop(CREDS_ENV, None)
         try:
             asyncio.run(fill(server.url, args.jobs))
             process, info = start_central(tree, server.url, home / "central")

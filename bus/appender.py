@@ -16,9 +16,10 @@ from typing import Sequence
 import msgspec
 import nats.errors
 
-from bus.errors import AppendFailed, BusError, BusUnavailable, ConcurrencyConflict
+from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ConcurrencyConflict
 from bus.loop import wait_for_future
-from events import Event, encode, headers_for, subject_for
+from bus.names import EVENTS_STREAM
+from events import Event, InvalidEvent, decode, encode, headers_for, subject_for
 
 WRONG_LAST_SEQUENCE = 10071
 NO_RESPONDERS = "503"
@@ -32,6 +33,7 @@ class _ApiError(msgspec.Struct):
 
 class _PubAck(msgspec.Struct):
     seq: int = 0
+    duplicate: bool = False
     error: _ApiError | None = None
 
 
@@ -39,13 +41,15 @@ _ack_decoder = msgspec.json.Decoder(_PubAck)
 
 
 class _Batch:
-    __slots__ = ("expected", "in_flight", "low_water", "remaining", "results", "subjects", "timeout", "waiter", "waiting_for_all")
+    __slots__ = ("duplicates", "expected", "in_flight", "low_water", "remaining", "results", "subjects", "timeout",
+                 "waiter", "waiting_for_all")
 
     def __init__(self, subjects: list[str], expected: Sequence[int | None] | None, window: int, timeout: float) -> None:
         self.subjects = subjects
         self.timeout = timeout
         self.expected = expected
         self.results: list[int | BusError | None] = [None] * len(subjects)
+        self.duplicates: list[int] = []  # appends the server answered as a duplicate id
         self.remaining = len(subjects)
         self.in_flight = 0
         self.low_water = window // 2
@@ -111,11 +115,48 @@ class Appender:
                 await publish(subjects[index], encode(event), reply=f"{reply}{index}",
                               headers=headers_for(event, expected))
             await self._wait(batch, waiting_for_all=True)
+            for i in batch.duplicates:
+                batch.results[i] = await self._ours(events[i], subjects[i], batch.results[i],
+                                                    expected_versions[i] if expected_versions is not None else None)
         except nats.errors.ConnectionClosedError as exc:
             raise BusUnavailable(self.url, "connection closed") from exc
         finally:
             del self._batches[key]
         return batch.results  # type: ignore[return-value]  # every slot is filled when done
+
+    async def _ours(self, event: Event, subject: str, seq: int, expected: int | None) -> int | BusError:
+        """A duplicate answer names the message already stored under this event id. Event
+        ids are derived from decisions, so anyone who may publish could put another message
+        under ours first: it counts as our append only if it is our event (its time aside)."""
+        try:
+            stored = await self.nc.jetstream().get_msg(EVENTS_STREAM, seq)
+            same = stored.subject == subject and msgspec.structs.replace(
+                decode(stored.data), occurred_at=event.occurred_at) == event
+        except InvalidEvent:
+            same = False
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            return AppendFailed(f"append to {subject}: could not check the stored duplicate ({type(exc).__name__})")
+        if same:
+            return seq
+        return ConcurrencyConflict(subject, expected or 0, f"another message holds event id {event.event_id}")
+
+    def refused(self, action: str, subject: str) -> None:
+        """The server refused a publish to ``subject`` (lowercased, as nats-py reports
+        it): every append to it still waiting fails with ``BusForbidden`` now, instead
+        of waiting out the timeout for an ack that never comes."""
+        if action != "publish":
+            return
+        for batch in self._batches.values():
+            hit = False
+            for i, name in enumerate(batch.subjects):
+                if batch.results[i] is None and name.lower() == subject:
+                    batch.results[i] = BusForbidden("publish", name)
+                    batch.remaining -= 1
+                    batch.in_flight -= 1
+                    hit = True
+            waiter = batch.waiter
+            if hit and waiter is not None and not waiter.done() and batch.satisfied():
+                waiter.set_result(True)
 
     async def _wait(self, batch: _Batch, *, waiting_for_all: bool) -> None:
         """Wait until every ack came (or, not ``waiting_for_all``, until the window has
@@ -168,4 +209,6 @@ class Appender:
                 expected = batch.expected[i] if batch.expected is not None else None
                 return ConcurrencyConflict(subject, expected or 0, ack.error.description)
             return AppendFailed(f"append to {subject} refused: {ack.error.description}")
+        if ack.duplicate:
+            batch.duplicates.append(i)  # checked once every ack is in: is the stored one ours?
         return ack.seq

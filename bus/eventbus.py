@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,15 +24,14 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bus.appender import Appender
-from bus.client import FastHeadersClient
-from bus.errors import AppendFailed, BusError, BusUnavailable, ObjectNotFound
-from bus.server import NatsServer, _host_port, ensure_server
+from bus.connection import Violations, first_refusal, open_connection
+from bus.credentials import Credentials, resolve_credentials
+from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ObjectNotFound
+from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
+from bus.server import NatsServer, ensure_server
 from events import Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
 
-EVENTS_STREAM = "CYXWIZ_EVENTS"
-TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
-BUCKETS = ("cyxwiz-checkpoints", "cyxwiz-models", "cyxwiz-datasets")
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
@@ -67,7 +65,10 @@ class ObjectRef:
 
 
 class EventBus:
-    def __init__(self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0):
+    def __init__(
+        self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0,
+        violations: Violations | None = None,
+    ):
         self.nc = nc
         self.js = nc.jetstream()
         self.url = url
@@ -75,6 +76,8 @@ class EventBus:
         self.telemetry_max_age_s = telemetry_max_age_s
         self._buckets: dict[str, object] = {}
         self._appender = Appender(nc, url)
+        self.violations = violations or Violations(None)
+        self.violations.listeners.append(self._appender.refused)
 
     @classmethod
     async def connect(
@@ -86,41 +89,37 @@ class EventBus:
         replicas: int = 1,
         setup: bool = True,
         flush_linger_s: float = 0.0,
+        credentials: Credentials | str | Path | None = None,
     ) -> "EventBus":
-        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL.
+        """Connect within ``timeout`` seconds or raise ``BusUnavailable`` naming the URL
+        (``BusUnauthorized`` when the server refuses the credentials).
 
+        ``credentials``: a seed or ``.creds`` file, else ``$CYXWIZ_NATS_CREDS``, else none.
         ``flush_linger_s``: let socket writes wait that long for more publishes (a busy
         server's appends share write syscalls; each round trip pays it)."""
-        reason = await asyncio.to_thread(_first_refusal, url, min(2.0, timeout))
+        reason = await asyncio.to_thread(first_refusal, url, min(2.0, timeout))
         if reason:
             raise BusUnavailable(url, reason)  # nothing listens: say so now, not after the timeout
-        nc = FastHeadersClient()
-        nc.flush_linger_s = flush_linger_s
-        try:
-            await asyncio.wait_for(
-                nc.connect(
-                    url,
-                    name=name,
-                    connect_timeout=min(2.0, timeout),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    error_cb=_quiet,
-                    disconnected_cb=_quiet_cb,
-                    reconnected_cb=_quiet_cb,
-                    closed_cb=_quiet_cb,
-                ),
-                timeout,
-            )
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
-            raise BusUnavailable(url, type(exc).__name__) from exc
-        bus = cls(nc, url, replicas=replicas)
+        creds = resolve_credentials(credentials)
+        nc, violations = await open_connection(
+            url, credentials=creds, name=name, timeout=timeout, flush_linger_s=flush_linger_s
+        )
+        bus = cls(nc, url, replicas=replicas, violations=violations)
         if setup:
             await bus.setup()
         return bus
 
     async def setup(self) -> None:
-        """Create or update the streams and object store buckets (idempotent)."""
+        """Create or update the streams and object store buckets (idempotent).
+
+        Credentials whose role may not manage streams (a node, a publisher, a reader)
+        skip it: central's own connection sets them up."""
+        try:
+            await self.violations.guard(self._setup())
+        except BusForbidden:
+            pass
+
+    async def _setup(self) -> None:
         await self._ensure_stream(
             api.StreamConfig(
                 name=EVENTS_STREAM,
@@ -171,10 +170,14 @@ class EventBus:
         """Append many events pipelined, every ack checked; their sequences in order.
 
         Raises ``AppendFailed`` if any append failed; appends are idempotent by event id,
-        so the caller may retry the whole batch.
+        so the caller may retry the whole batch. ``BusForbidden`` if the credentials may
+        not append (a retry cannot help).
         """
         results = await self._appender.append(list(events))
         failed = [r for r in results if isinstance(r, BusError)]
+        for error in failed:
+            if isinstance(error, BusForbidden):
+                raise error
         if failed:
             raise AppendFailed(f"{len(failed)} of {len(results)} appends failed: {failed[0]}")
         return results  # type: ignore[return-value]
@@ -195,13 +198,13 @@ class EventBus:
     # --- reading -----------------------------------------------------------------------
 
     async def last_sequence(self, stream: str = EVENTS_STREAM) -> int:
-        info = await self.js.stream_info(stream)
+        info = await self.violations.guard(self.js.stream_info(stream))
         return info.state.last_seq
 
     async def subject_version(self, subject: str) -> int:
         """The stream sequence of the last message on ``subject`` (0 if none)."""
         try:
-            msg = await self.js.get_last_msg(EVENTS_STREAM, subject)
+            msg = await self.violations.guard(self.js.get_last_msg(EVENTS_STREAM, subject))
         except nats.js.errors.NotFoundError:
             return 0
         return msg.seq
@@ -260,7 +263,7 @@ class EventBus:
             buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns, pending))
             arrived.set()
 
-        sub = await self.js.subscribe(
+        sub = await self.violations.guard(self.js.subscribe(
             subjects,
             stream=_stream_of(subjects),
             cb=on_message,
@@ -269,10 +272,10 @@ class EventBus:
             config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
             pending_msgs_limit=1_000_000,
             pending_bytes_limit=1024 * 1024 * 1024,
-        )
+        ))
         try:
             if until_caught_up:
-                info = await sub.consumer_info()
+                info = await self.violations.guard(sub.consumer_info())
                 if info.num_pending == 0 and not info.delivered.consumer_seq and not buffer:
                     return  # nothing matches from start_seq on
             while True:
@@ -287,29 +290,62 @@ class EventBus:
             except nats.errors.Error:
                 pass
 
+    # --- live subjects and the key-value store ------------------------------------------
+
+    async def listen(self, subject: str, on_message) -> "Listening":
+        """Call ``on_message(subject)`` for every live message on ``subject`` (no replay;
+        for telemetry that only needs to be seen). Raises ``BusError``."""
+
+        async def deliver(msg) -> None:
+            on_message(msg.subject)
+
+        try:
+            return Listening(await self.nc.subscribe(subject, cb=deliver))
+        except nats.errors.Error as exc:
+            raise BusUnavailable(self.url, f"cannot listen on {subject}: {exc}") from exc
+
+    async def put_once(self, bucket: str, key: str, value: bytes) -> bytes:
+        """Store ``value`` under ``key`` unless a value is there already; return the one
+        that is (every caller sees the first value ever stored). Raises ``BusError``."""
+        try:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    kv = await self.js.create_key_value(bucket=bucket, history=1, replicas=self.replicas)
+                except nats.js.errors.BadRequestError:  # created meanwhile by another process
+                    kv = await self.js.key_value(bucket)
+            try:
+                await kv.create(key, value)
+                return value
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return (await kv.get(key)).value
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusUnavailable(self.url, f"key {key!r} in {bucket}: {type(exc).__name__}") from exc
+
     # --- object store ------------------------------------------------------------------
 
     async def _bucket(self, bucket: str):
         store = self._buckets.get(bucket)
         if store is None:
             try:
-                store = await self.js.object_store(bucket)
+                store = await self.violations.guard(self.js.object_store(bucket))
             except nats.js.errors.BucketNotFoundError:
-                store = await self.js.create_object_store(
+                store = await self.violations.guard(self.js.create_object_store(
                     bucket, config=api.ObjectStoreConfig(bucket=bucket, storage=api.StorageType.FILE, replicas=self.replicas)
-                )
+                ))
             self._buckets[bucket] = store
         return store
 
     async def put_object(self, bucket: str, name: str, data: bytes) -> ObjectRef:
         store = await self._bucket(bucket)
-        await store.put(name, data)
+        await self.violations.guard(store.put(name, data))
         return ObjectRef(bucket=bucket, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
     async def get_object(self, bucket: str, name: str) -> bytes:
         store = await self._bucket(bucket)
         try:
-            result = await store.get(name)
+            result = await self.violations.guard(store.get(name))
         except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
             raise ObjectNotFound(bucket, name) from exc
         return result.data
@@ -317,10 +353,23 @@ class EventBus:
     async def list_objects(self, bucket: str) -> list[str]:
         store = await self._bucket(bucket)
         try:
-            infos = await store.list()
+            infos = await self.violations.guard(store.list())
         except nats.js.errors.NotFoundError:
             return []
         return [info.name for info in infos if not info.deleted]
+
+
+class Listening:
+    """A live subscription of ``EventBus.listen``; ``stop()`` ends it (never raises)."""
+
+    def __init__(self, sub) -> None:
+        self._sub = sub
+
+    async def stop(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error:
+            pass  # the connection is gone already: so is the subscription
 
 
 def _reply_fields(reply: str) -> tuple[int, int, int]:
@@ -333,20 +382,6 @@ def _reply_fields(reply: str) -> tuple[int, int, int]:
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[7]), int(tokens[8])
     return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp]), int(tokens[Msg.Ack.NumPending])
-
-
-def _first_refusal(url: str, timeout: float) -> str | None:
-    """None if some server of ``url`` (comma-separated for a cluster) accepts TCP, else why not."""
-    reason = None
-    for server in url.split(","):
-        try:
-            with socket.create_connection(_host_port(server.strip()), timeout=timeout):
-                return None
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-        except ValueError:
-            return None  # an address we cannot parse: let nats-py judge it
-    return reason
 
 
 def _stream_of(subjects: str) -> str:
@@ -372,24 +407,23 @@ async def open_bus(
     embedded: bool = True,
     timeout: float = 5.0,
     flush_linger_s: float = 0.0,
+    credentials: str | Path | None = None,
+    role: str = "central",
 ) -> tuple[EventBus, NatsServer | None]:
     """Connect to ``url``, else ``$CYXWIZ_NATS_URL``, else the embedded server of ``home``.
 
-    Returns the bus and the embedded server (None when an external URL was used).
+    Credentials: ``credentials``, else ``$CYXWIZ_NATS_CREDS``, else ``role``'s seed of
+    the home's embedded server (our own processes on central's machine). Returns the bus
+    and the embedded server (None when an external URL was used).
     """
     url = url or os.environ.get("CYXWIZ_NATS_URL") or None
+    home = home or default_home()
     server = None
     if url is None:
         if not embedded:
             raise BusUnavailable("(none)", "no NATS URL given: set CYXWIZ_NATS_URL or --nats")
-        server = await asyncio.to_thread(ensure_server, home or default_home())
+        server = await asyncio.to_thread(ensure_server, home)
         url = server.url
-    return await EventBus.connect(url, timeout=timeout, flush_linger_s=flush_linger_s), server
-
-
-async def _quiet(exc: Exception) -> None:
-    """Connection errors surface as BusUnavailable where they matter; no stderr noise."""
-
-
-async def _quiet_cb() -> None:
-    pass
+    creds = resolve_credentials(credentials, store_dir=Path(home) / "nats", role=role)
+    bus = await EventBus.connect(url, timeout=timeout, flush_linger_s=flush_linger_s, credentials=creds)
+    return bus, server

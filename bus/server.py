@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus.credentials import seed_path, write_server_config
 from bus.errors import BusUnavailable
 
 DEFAULT_PORT = 4222
@@ -62,6 +63,10 @@ class NatsServer:
     def owned(self) -> bool:
         return self.process is not None
 
+    def seed(self, role: str = "central") -> Path:
+        """``role``'s nkey seed file for this server (``bus.credentials``)."""
+        return seed_path(self.store_dir, role)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server if this process started it (a reused server keeps running)."""
         if self.process is None or self.process.poll() is not None:
@@ -80,8 +85,13 @@ class NatsServer:
             self.process.wait()
 
 
-def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeout: float = 10.0) -> NatsServer:
-    """Start nats-server with JetStream on ``port`` (0: any free port)."""
+def start_server(
+    store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeout: float = 10.0, *, auth: bool = True
+) -> NatsServer:
+    """Start nats-server with JetStream on ``port`` (0: any free port).
+
+    ``auth``: only the nkey users of ``<store_dir>/creds`` may connect, each with its
+    role's permissions (``bus.credentials``); the config is rewritten from the seeds."""
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     ports_dir = store_dir / "ports"
@@ -97,6 +107,8 @@ def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeou
         "-p", str(port if port else -1),
         "--ports_file_dir", str(ports_dir),
     ]
+    if auth:
+        cmd += ["-c", str(write_server_config(store_dir))]
     process = subprocess.Popen(
         cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
     )

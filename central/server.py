@@ -155,7 +155,7 @@ class CentralServer:
     async def start(self) -> None:
         c = self.config
         # central answers hundreds of calls a second: its appends share write syscalls
-        self.bus, self.nats = await open_bus(c.nats_url, home=c.home, flush_linger_s=0.001)
+        self.bus, self.nats = await open_bus(c.nats_url, home=c.home, flush_linger_s=0.001, role="central")
         auth = Auth(await load_secret(self.bus), node_token=c.node_token, api_key=c.api_key)
         commands = Commands(self.state, self.bus)
         self.dispatcher = Dispatcher(self.state, commands, auth,

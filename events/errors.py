@@ -13,7 +13,9 @@ them (``raise X(...) from exc``), so nothing else tells errors apart by their te
     │   ├── BusUnavailable              503   yes    NATS cannot be reached
     │   ├── ConcurrencyConflict         409   yes    the aggregate moved on: reload, decide again
     │   ├── AppendFailed                503   yes    the server refused or did not acknowledge
-    │   └── ObjectNotFound              404          no such object in a bucket
+    │   ├── ObjectNotFound              404          no such object in a bucket
+    │   ├── BusUnauthorized             401          NATS refused our credentials (CredentialsError too)
+    │   └── BusForbidden                403          our role may not publish or subscribe there
     ├── central.lifecycle.Refused       4xx          a command that does not fit the state
     ├── central.readmodel: ProjectionError 503 (ProjectionBusy 409), SqlRefused 400, SqlError 400,
     │                      SqlTimeout 400, SqlTooLarge 413, SqlBusy 429 (retryable)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ import grpc
 import psutil
 from google.protobuf.message import Message
 
+from bus.files import write_atomic
 from node.config import NodeConfig
 from node.metrics import DeviceInfo, LoadSample, MetricsHistory, cpu_cores
 from protos import common_pb2, node_pb2, node_pb2_grpc
@@ -313,11 +313,7 @@ def store_session_token(home: Path, node_id: str, token: str) -> None:
     """Keep the token readable by this user only (it acts as the node)."""
     path = home / "session_token"
     try:
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(f"{node_id} {token}\n")
-        os.replace(path.with_suffix(".tmp"), path)
+        write_atomic(path, f"{node_id} {token}\n", mode=0o600)
     except OSError as exc:
         log.warning("cannot keep the session token in %s (%s): a restart will register a fresh id", path, exc)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
@@ -48,8 +49,9 @@ def model_uri(job_id: str) -> str:
 class ArtifactStore:
     """Puts and gets objects in the shared NATS object store at ``url``."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, credentials: Path | None = None) -> None:
         self.url = url
+        self.credentials = credentials  # None: $CYXWIZ_NATS_CREDS (the node role's seed)
         self.connect_timeout = connect_timeout
         self._bus: EventBus | None = None
         self._lock = asyncio.Lock()
@@ -63,7 +65,8 @@ class ArtifactStore:
         async with self._lock:
             if self._bus is None or self._bus.nc.is_closed:
                 self._bus = await EventBus.connect(
-                    self.url, timeout=self.connect_timeout, name="cyxwiz-node", setup=False
+                    self.url, timeout=self.connect_timeout, name="cyxwiz-node", setup=False,
+                    credentials=self.credentials,
                 )
             return self._bus
 

@@ -40,6 +40,7 @@ class NodeConfig:
 
     central: str = DEFAULT_CENTRAL
     nats: str | None = None
+    nats_creds: Path | None = None  # the node role's nkey seed or .creds file (cyxwiz nats creds)
     node_port: int = DEFAULT_NODE_PORT
     deploy_port: int = DEFAULT_DEPLOY_PORT
     terminal_port: int = DEFAULT_TERMINAL_PORT
@@ -132,6 +133,7 @@ def _bracket(host: str) -> str:
 _ENV = {
     "central": "CYXWIZ_CENTRAL",
     "nats": "CYXWIZ_NATS_URL",
+    "nats_creds": "CYXWIZ_NATS_CREDS",
     "node_port": "CYXWIZ_NODE_PORT",
     "deploy_port": "CYXWIZ_DEPLOY_PORT",
     "terminal_port": "CYXWIZ_TERMINAL_PORT",
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--central", help=f"central's gRPC HOST:PORT (CYXWIZ_CENTRAL; default {DEFAULT_CENTRAL})")
     p.add_argument("--nats", help="NATS URL of the object store (CYXWIZ_NATS_URL; default nats://<central host>:4222)")
+    p.add_argument("--nats-creds", help="the node role's NATS seed or .creds file, from `cyxwiz nats creds --role node` "
+                                        "(CYXWIZ_NATS_CREDS)")
     p.add_argument("--node-port", help="NodeService port, 0 = any free port (CYXWIZ_NODE_PORT; default 50054)")
     p.add_argument("--deploy-port", help="deployment service port (CYXWIZ_DEPLOY_PORT; default 50052)")
     p.add_argument("--terminal-port", help="terminal service port (CYXWIZ_TERMINAL_PORT; default 50053)")
@@ -232,7 +236,7 @@ def _convert(key: str, value: object) -> object:
             raise ConfigError(f"--terminal-idle-timeout: expected a number of seconds (got {value!r})") from None
     if key in ("data_roots", "model_roots"):
         return tuple(Path(str(v)).expanduser().resolve() for v in value)  # type: ignore[union-attr]
-    if key in ("ready_file",):
+    if key in ("ready_file", "nats_creds"):
         return Path(str(value))
     return value
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from bus.files import write_atomic
 from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
@@ -69,7 +70,7 @@ class Node:
         self.slots = cfg.slots or default_slots(self.devices)
         self.metrics = MetricsHistory()
         self.metrics.record()
-        self.store = ArtifactStore(cfg.nats_url)
+        self.store = ArtifactStore(cfg.nats_url, credentials=cfg.nats_creds)
         await self.store.start()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
             server = grpc.aio.server(interceptors=[DecodeGuard()], options=_MESSAGE_LIMITS)
@@ -95,7 +96,7 @@ class Node:
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
-        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id)
+        self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id, credentials=cfg.nats_creds)
         self.serving = Serving(
             fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
             session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
@@ -219,11 +220,7 @@ def _bind(server: grpc.aio.Server, host: str, port: int, name: str) -> int:
 
 def write_ready_file(path: Path, info: dict[str, object]) -> None:
     """Write ``info`` as JSON atomically, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(info, indent=2) + "\n")
 
 
 def banner(node: Node) -> str:

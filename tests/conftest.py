@@ -1,4 +1,6 @@
-"""Shared fixtures: a real nats-server per test on a free port, with its own store."""
+"""Shared fixtures: a real nats-server per test on a free port, with its own store and
+its nkey users (``bus.credentials``). The test, and every process it starts, connects
+as central (``CYXWIZ_NATS_CREDS``) unless it picks another role's seed."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from bus import EventBus, start_server  # noqa: E402
+from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
 
 
 @pytest.fixture
-def nats_server(tmp_path):
+def nats_server(tmp_path, monkeypatch):
     server = start_server(tmp_path / "nats", port=0)
+    monkeypatch.setenv(CREDS_ENV, str(server.seed("central")))
     yield server
     server.kill()
 

@@ -87,3 +87,16 @@ async def test_appends_whose_acks_never_come_fail_after_the_timeout(bus):
     with pytest.raises(AppendFailed, match="1 of 1 appends not acknowledged within 0.3 s"):
         await bus._appender.append([JobSubmitted(job_id="unheard", spec=JobSpec())], timeout=0.3)
     assert bus._appender._batches == {}, "a failed batch leaves nothing behind"
+
+
+async def test_a_message_put_first_under_our_event_id_is_not_taken_for_our_append(bus):
+    """Central's event ids are derived from its decisions, so a publisher could publish
+    something else under one first; the duplicate answer is checked against what is stored."""
+    ours = JobAssigned(job_id="j", node_id="n1", event_id="00000000-0000-4000-8000-000000000001")
+    forged = JobAssigned(job_id="j", node_id="evil", event_id=ours.event_id)
+    await bus.append(forged)
+    with pytest.raises(ConcurrencyConflict, match="another message holds event id"):
+        await bus.append(ours)
+    again = JobAssigned(job_id="k", node_id="n1", event_id="00000000-0000-4000-8000-000000000002")
+    seq = await bus.append(again)
+    assert await bus.append(again) == seq, "a true retry of our own event is still stored once"

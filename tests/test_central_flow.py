@@ -94,6 +94,8 @@ async def test_jobs_are_assigned_run_and_complete(central, jobs):
 async def test_a_node_that_refuses_is_skipped(central, jobs):
     busy = await FakeNode(central.grpc_address, node_id="a-busy", refuse=429).start()
     good = await FakeNode(central.grpc_address, node_id="b-good").start()
+    busy.start_heartbeats(0.2)  # alive: a loaded machine can take longer than the 1 s node timeout
+    good.start_heartbeats(0.2)
     try:
         [job_id] = await submit(jobs)
         await eventually(lambda: good.assignments, timeout=30, message="the accepting node gets the job")
@@ -162,6 +164,7 @@ async def test_cancel_queued_at_once_running_through_the_node(central, jobs):
 
 async def test_stream_job_updates_is_live(central, jobs):
     node = await FakeNode(central.grpc_address, node_id="n").start()
+    node.start_heartbeats(0.2)  # alive: a loaded machine can take longer than the 1 s node timeout
     try:
         [job_id] = await submit(jobs)
         stream = jobs.StreamJobUpdates(job_pb2.GetJobStatusRequest(job_id=job_id))

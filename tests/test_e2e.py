@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bus import CREDS_ENV
 from central.cli.run import rest_sql
 from central.client import Client
 from central.cli.stack import Stack, StackConfig
@@ -73,6 +74,7 @@ def test_a_job_published_as_an_event_by_a_script_trains(tmp_path):
             [sys.executable, "-m", "central", "events", "publish", "JobSubmitted", "--data", json.dumps(data),
              "--nats", stack.nats_url],
             capture_output=True, text=True, timeout=60,
+            env={**os.environ, CREDS_ENV: str(stack.nats.seed("publisher"))},  # a script's role
         )
         assert published.returncode == 0, published.stderr
         with Client(stack.grpc) as client:

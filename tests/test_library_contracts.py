@@ -10,6 +10,7 @@ from importlib import metadata
 import nats.aio.client
 
 from bus.client import FastHeadersClient
+from bus.credentials import credentials_from_file
 from waiting import eventually
 
 
@@ -24,7 +25,7 @@ def test_nats_py_private_members_we_override_keep_their_shape():
 async def test_nats_py_private_state_we_read_is_there_on_a_connected_client(nats_server):
     client = FastHeadersClient()
     client.flush_linger_s = 0.001
-    await client.connect(nats_server.url)
+    await client.connect(nats_server.url, **credentials_from_file(nats_server.seed("central")).connect_options())
     try:
         assert isinstance(client._flush_queue, asyncio.Queue)
         assert isinstance(client._pending_data_size, int)

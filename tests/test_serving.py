@@ -19,7 +19,7 @@ from fake_central import FakeCentral, assign, job_config, running_node
 from serving_fixtures import MLP, accuracy, create_request, digits_split, infer_request, stubs, wait_status, write_npz
 from waiting import eventually
 
-from bus import start_server
+from bus import CREDS_ENV, EventBus, start_server
 from protos import common_pb2, deployment_pb2 as dp
 from protos import open_inference_pb2 as oip
 from protos import open_inference_pb2_grpc as oip_grpc
@@ -39,6 +39,9 @@ async def cluster(tmp_path_factory, split):
     """One NATS, a fake central, one node; a digits model trained on that node."""
     tmp = tmp_path_factory.mktemp("serving")
     nats = start_server(tmp / "nats", port=0)
+    as_node = pytest.MonkeyPatch()
+    as_node.setenv(CREDS_ENV, str(nats.seed("node")))  # the node in this process connects as a node
+    await (await EventBus.connect(nats.url, credentials=nats.seed("central"))).close()  # central's streams and buckets
     central = await FakeCentral().start()
     x_train, y_train, _, _ = split
     data = write_npz(tmp / "train.npz", x_train, y_train)
@@ -53,6 +56,7 @@ async def cluster(tmp_path_factory, split):
     finally:
         await central.stop()
         nats.kill()
+        as_node.undo()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

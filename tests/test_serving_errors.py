@@ -14,7 +14,7 @@ import pytest_asyncio
 from fake_central import FakeCentral, running_node
 from serving_fixtures import create_request, infer_request, quick_model, stubs, wait_status
 
-from bus import start_server
+from bus import CREDS_ENV, EventBus, start_server
 from protos import common_pb2, deployment_pb2 as dp
 from protos import open_inference_pb2 as oip
 from protos import open_inference_pb2_grpc as oip_grpc
@@ -30,6 +30,9 @@ async def nodes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving-errors")
     quick_model(tmp / "models" / "digits.cyx")
     nats = start_server(tmp / "nats", port=0)
+    as_node = pytest.MonkeyPatch()
+    as_node.setenv(CREDS_ENV, str(nats.seed("node")))  # the node in this process connects as a node
+    await (await EventBus.connect(nats.url, credentials=nats.seed("central"))).close()  # central's streams and buckets
     central = await FakeCentral().start()
     try:
         async with running_node(central, nats.url, tmp / "a", model_roots=(tmp / "models",)) as open_node, \
@@ -38,6 +41,7 @@ async def nodes(tmp_path_factory):
     finally:
         await central.stop()
         nats.kill()
+        as_node.undo()
 
 
 def http_url(node) -> str:

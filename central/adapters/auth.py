@@ -20,7 +20,6 @@ import hmac
 import logging
 import secrets
 
-import nats.js.errors
 
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
@@ -89,17 +88,12 @@ class Auth:
 
 
 async def load_secret(bus) -> bytes:
-    """The session secret shared by every central on this stream (created once)."""
-    try:
-        kv = await bus.js.key_value(SECRET_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        try:
-            kv = await bus.js.create_key_value(bucket=SECRET_BUCKET, history=1)
-        except nats.js.errors.BadRequestError:
-            kv = await bus.js.key_value(SECRET_BUCKET)
-    fresh = secrets.token_hex(32).encode()
-    try:
-        await kv.create(SECRET_KEY, fresh)
-        return fresh
-    except nats.js.errors.KeyWrongLastSequenceError:
-        return (await kv.get(SECRET_KEY)).value
+    """The session secret shared by every central on this stream (created once).
+
+    Only central's NATS credentials may read the bucket; any other role gets
+    ``BusForbidden`` at once (``bus.violations``)."""
+    return await bus.violations.guard(_load_secret(bus))
+
+
+async def _load_secret(bus) -> bytes:
+    return await bus.put_once(SECRET_BUCKET, SECRET_KEY, secrets.token_hex(32).encode())

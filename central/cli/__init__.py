@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "central.cli.run",  # up, demo
     "central.cli.deployments",  # deploy, deployments, predict
     "central.cli.shell",  # shell
+    "central.cli.nats",  # nats creds, nats authorization
 )
 
 

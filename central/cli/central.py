@@ -18,6 +18,7 @@ from typing import Optional
 
 import typer
 
+from bus.files import write_atomic
 from bus import BusError
 from bus.loop import run as run_loop
 
@@ -80,7 +81,4 @@ async def _serve(config, ready_file: Path | None) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from bus.files import write_atomic
 from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, open_bus, parse_object_uri
 from bus.loop import run as run_loop
 from events import JobCompleted
@@ -131,9 +131,7 @@ async def fetch_model(bus: EventBus, job_id: str) -> tuple[bytes, JobCompleted]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def register(app: typer.Typer) -> None:

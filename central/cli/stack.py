@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus import NatsServer, ensure_server, start_server
+from bus import CREDS_ENV, NatsServer, ensure_server, start_server
 from bus.server import die_with_parent
 from events.errors import CyxwizError
 
@@ -96,7 +96,7 @@ class Stack:
             args += ["--heartbeat", str(c.heartbeat_s)]
         if c.node_timeout_s is not None:
             args += ["--node-timeout", str(c.node_timeout_s)]
-        self.central = self._spawn("central", [sys.executable, "-m", "central", "central", *args])
+        self.central = self._spawn("central", [sys.executable, "-m", "central", "central", *args], role="central")
         self._wait_ready(self.central, timeout)
         for index in range(c.nodes):
             self.add_node(index, timeout=timeout)
@@ -120,17 +120,24 @@ class Stack:
             args += ["--slots", str(c.slots)]
         if c.terminal:
             args += ["--terminal"]
-        part = self._spawn(f"node-{index}", [sys.executable, "-m", "node", *args, *extra_args])
+        part = self._spawn(f"node-{index}", [sys.executable, "-m", "node", *args, *extra_args], role="node")
         self.node_parts.append(part)
         self._wait_ready(part, timeout)
         return part
 
-    def _spawn(self, name: str, cmd: list[str]) -> Part:
+    def _credentials_env(self, role: str) -> dict[str, str]:
+        """The child's NATS credentials: its role's seed of our embedded server (a path in
+        the environment, never the seed itself); with an external NATS, what we have."""
+        if self.nats is None:
+            return {}
+        return {CREDS_ENV: str(self.nats.seed(role))}
+
+    def _spawn(self, name: str, cmd: list[str], role: str) -> Part:
         ready_file = self.home / "run" / f"{name}.ready.json"
         ready_file.parent.mkdir(parents=True, exist_ok=True)
         ready_file.unlink(missing_ok=True)
         log_path = self.home / "logs" / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.config.extra_env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self._credentials_env(role), **self.config.extra_env}
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [*cmd, "--ready-file", str(ready_file)],

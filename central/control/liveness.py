@@ -23,7 +23,6 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Callable
 
-import nats.errors
 
 from bus import BusError, EventBus
 from central.control.commands import Commands
@@ -91,8 +90,8 @@ class Liveness:
 
     async def run(self) -> None:
         try:
-            self._sub = await self.bus.nc.subscribe("telemetry.node.*", cb=self._on_telemetry)
-        except nats.errors.Error as exc:
+            self._sub = await self.bus.listen("telemetry.node.*", self._on_telemetry)
+        except BusError as exc:
             log.warning("cannot follow heartbeats sent to other centrals: %s", exc)
         self._last_tick = self.clock()  # a stall before the first tick counts too
         while True:
@@ -103,8 +102,8 @@ class Liveness:
             except BusError as exc:
                 log.warning("liveness check postponed: %s", exc)
 
-    async def _on_telemetry(self, msg) -> None:
-        self.beat(msg.subject.rsplit(".", 1)[-1])
+    def _on_telemetry(self, subject: str) -> None:
+        self.beat(subject.rsplit(".", 1)[-1])
 
     def note_tick(self) -> None:
         """Count how late this tick is: beyond a tenth of the timeout, central was stalled."""
@@ -153,7 +152,4 @@ class Liveness:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+            await self._sub.stop()

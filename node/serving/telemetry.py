@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class StatsPublisher:
-    def __init__(self, nats_url: str, node_id: Callable[[], str]) -> None:
+    def __init__(self, nats_url: str, node_id: Callable[[], str], credentials=None) -> None:
         self.nats_url = nats_url
+        self.credentials = credentials  # the node's NATS seed (None: $CYXWIZ_NATS_CREDS)
         self.node_id = node_id
         self._bus: EventBus | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -39,7 +40,8 @@ class StatsPublisher:
     async def _publish(self, event: DeploymentStats) -> None:
         try:
             if self._bus is None or self._bus.nc.is_closed:
-                self._bus = await EventBus.connect(self.nats_url, timeout=5.0, name="cyxwiz-node-serving", setup=False)
+                self._bus = await EventBus.connect(self.nats_url, timeout=5.0, name="cyxwiz-node-serving", setup=False,
+                                                credentials=self.credentials)
             await self._bus.publish_telemetry(event)
         except Exception as exc:  # NATS away: this window is dropped
             log.info("serving stats of %s not published: %s", event.deployment_id, exc)
