@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import msgspec
+from msgspec.structs import replace
 
 from events import (
     EpochCompleted,
@@ -39,7 +39,7 @@ from events import (
 
 __all__ = [
     "ACTIVE", "NAMED_METRICS", "TERMINAL", "JobState", "JobStatus",
-    "anomaly", "decision_event_id", "ended_word", "evolve", "report_event_id", "spec_digest",
+    "anomaly", "decision_event_id", "ended_word", "evolve", "fold", "report_event_id", "spec_digest",
 ]
 
 _NAMESPACE = uuid.UUID("6f1c9a52-3b0e-4c8e-9a57-0c1f3e2d7b11")
@@ -86,8 +86,7 @@ def spec_digest(spec: JobSpec) -> str:
 # --------------------------------------------------------------------------- job state
 
 
-@dataclass(frozen=True, slots=True)
-class JobState:
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
     """What central remembers of one job; ``spec`` is dropped once the job has ended."""
 
     job_id: str
@@ -110,7 +109,7 @@ class JobState:
     requeued_from: tuple[str, int, int] | None = None  # (node, attempt, epochs done) of the attempt requeued last
     started_at: float = 0.0
     ended_at: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = {}
     error: str = ""
     error_code: int = 0  # HTTP-style, from the node's report (0: not said)
     retryable: bool = False
@@ -192,8 +191,19 @@ def anomaly(state: JobState | None, event: Event) -> str | None:
 
 def evolve(state: JobState | None, event: Event) -> JobState | None:
     """The job after ``event``; unchanged when ``anomaly`` finds it does not apply."""
-    if anomaly(state, event) is not None:
-        return state
+    return fold(state, event)[0]
+
+
+def fold(state: JobState | None, event: Event) -> tuple[JobState | None, str | None]:
+    """``(evolve(state, event), anomaly(state, event))`` with the rules looked at once:
+    what every consumer folding the stream calls."""
+    reason = anomaly(state, event)
+    if reason is not None:
+        return state, reason
+    return _apply(state, event), None
+
+
+def _apply(state: JobState | None, event: Event) -> JobState | None:
     at = event.occurred_at.timestamp()
     match event:
         case JobSubmitted(spec=spec):

@@ -11,7 +11,10 @@ and its jobs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+import msgspec
+from msgspec.structs import replace
 from datetime import datetime
 
 from central.lifecycle.jobs import decision_event_id
@@ -24,8 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class NodeState:
+class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str
     status: str = "new"  # online, lost, deregistered
     name: str = ""

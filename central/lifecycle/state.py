@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from bus import StoredMessage
 from bus.loop import wait_for_future
-from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, fold
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.lifecycle.policy import queue_key
 from central.lifecycle.deployments import DeploymentState, fold_deployment
@@ -93,11 +93,10 @@ class CentralState:
 
     def _apply_job(self, event: JobEvent, seq: int) -> None:
         old = self.jobs.get(event.job_id)
-        reason = anomaly(old, event)
+        new, reason = fold(old, event)
         if reason is not None:
             self._anomaly(seq, type(event).__name__, f"job {event.job_id}: {reason}")
             return
-        new = evolve(old, event)
         self.jobs[event.job_id] = new
         self._index(old, new)
         if isinstance(event, JobCompleted) and new.node_id:

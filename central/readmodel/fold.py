@@ -19,7 +19,7 @@ import msgspec
 import pyarrow as pa
 
 from bus import StoredMessage
-from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, anomaly, evolve
+from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, fold
 from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
 from central.readmodel import schema as q
 from central.readmodel.schema import TELEMETRY_STREAM
@@ -98,8 +98,9 @@ class Index:
         for seq, raw in cur.execute(q.LOAD_OPEN_JOB_EVENTS).fetchall():
             event, _ = decode_json(raw.encode())
             old = index.jobs.get(event.job_id)
-            if anomaly(old, event) is None:
-                new = index.jobs[event.job_id] = evolve(old, event)
+            new, reason = fold(old, event)
+            if reason is None:
+                index.jobs[event.job_id] = new
                 _track_assignment(index.assignments, event.job_id, seq, old, new, type(event).__name__)
         return index
 
@@ -183,10 +184,10 @@ class Batch:
         """Check one job event with the lifecycle and fold it in; returns why not, or None."""
         job_id, name = ev.job_id, type(ev).__name__
         old = self.jobs.get(job_id) or self.index.jobs.get(job_id)
-        reason = anomaly(old, ev)
+        new, reason = fold(old, ev)
         if reason is not None:
             return f"job {job_id}: {reason}"
-        new = self.jobs[job_id] = evolve(old, ev)
+        self.jobs[job_id] = new
         _, started, finished = self.touched.get(job_id, (0, None, None))
         if new.started_at and (old is None or not old.started_at):
             started = occurred

@@ -191,7 +191,9 @@ class Projection:
         self.con.execute("SET TimeZone = 'UTC'; SET lock_configuration = true")
         self._write_lock = threading.Lock()
         self._last = {s: self._stored_checkpoint(s) for s in (EVENTS_STREAM, TELEMETRY_STREAM)}
-        self._index: Index | None = None  # loaded by the first apply (read-only never needs it)
+        # what the lifecycle rules need of the committed state: loaded now, so the first live
+        # batch pays nothing (a file of a long history re-folds its open jobs here)
+        self._index: Index | None = None if read_only else Index.load(self.con)
 
     def _ensure_schema(self) -> None:
         """Create the tables; a file of another schema version is emptied first, and the
