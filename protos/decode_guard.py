@@ -33,9 +33,24 @@ class Garbage:
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once (the wrapped one is kept per method): a call pays
+    one dictionary look-up here, not a new handler."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Any] = {}
+
     async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:
+                return None  # no such method: grpc answers UNIMPLEMENTED
+            wrapped = self._wrapped[details.method] = self._wrap(handler, details)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, details: grpc.HandlerCallDetails) -> Any:
+        if handler.request_deserializer is None:
             return handler
         kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
         behaviour = getattr(handler, kind)
@@ -98,6 +113,14 @@ def _guarded(behaviour: Callable, request_streaming: bool, response_streaming: b
                     yield response
 
         return stream_out
+
+    if not request_streaming and inspect.iscoroutinefunction(behaviour):
+        async def unary_direct(request, context):  # the common case, kept short: it runs on every call
+            if type(request) is Garbage:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await behaviour(request, context)
+
+        return unary_direct
 
     async def unary_out(request, context):
         if not request_streaming:
