@@ -256,10 +256,10 @@ async def test_cli_creds_writes_a_private_seed_file_that_connects_as_its_role(na
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --role 'root': use one of central, node, publisher, reader"
 
 
-async def test_cli_without_credentials_says_so_in_one_line(nats_server):
-    done = await asyncio.to_thread(
+async def test_cli_without_credentials_says_so_in_one_line(nats_server, tmp_path):
+    done = await asyncio.to_thread(  # an empty home: no seed of a home in the working folder is found
         _cyxwiz, "events", "publish", "JobSubmitted", "--data", VALID_JOB,
-        "--nats", nats_server.url, env={CREDS_ENV: ""})
+        "--nats", nats_server.url, env={CREDS_ENV: "", "CYXWIZ_HOME": str(tmp_path / "empty-home")})
     assert done.returncode == 6  # 401: missing or wrong credentials (events.errors.CODES)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
