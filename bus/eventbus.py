@@ -9,6 +9,7 @@ sequence of its last event (0 when it has none).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -197,17 +198,28 @@ class EventBus:
 
     # --- reading -----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _nats_errors(self, what: str):
+        """NATS's own errors of ``what`` as ours (``BusUnavailable``), at this edge, so no
+        caller meets a nats-py error (the ones a method expects are handled inside it)."""
+        try:
+            yield
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusUnavailable(self.url, f"{what}: {type(exc).__name__}") from exc
+
     async def last_sequence(self, stream: str = EVENTS_STREAM) -> int:
-        info = await self.violations.guard(self.js.stream_info(stream))
-        return info.state.last_seq
+        with self._nats_errors('stream info'):
+            info = await self.violations.guard(self.js.stream_info(stream))
+            return info.state.last_seq
 
     async def subject_version(self, subject: str) -> int:
         """The stream sequence of the last message on ``subject`` (0 if none)."""
-        try:
-            msg = await self.violations.guard(self.js.get_last_msg(EVENTS_STREAM, subject))
-        except nats.js.errors.NotFoundError:
-            return 0
-        return msg.seq
+        with self._nats_errors('last message of a subject'):
+            try:
+                msg = await self.violations.guard(self.js.get_last_msg(EVENTS_STREAM, subject))
+            except nats.js.errors.NotFoundError:
+                return 0
+            return msg.seq
 
     async def read(
         self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>"
@@ -338,25 +350,28 @@ class EventBus:
         return store
 
     async def put_object(self, bucket: str, name: str, data: bytes) -> ObjectRef:
-        store = await self._bucket(bucket)
-        await self.violations.guard(store.put(name, data))
-        return ObjectRef(bucket=bucket, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        with self._nats_errors('object put'):
+            store = await self._bucket(bucket)
+            await self.violations.guard(store.put(name, data))
+            return ObjectRef(bucket=bucket, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
     async def get_object(self, bucket: str, name: str) -> bytes:
-        store = await self._bucket(bucket)
-        try:
-            result = await self.violations.guard(store.get(name))
-        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
-            raise ObjectNotFound(bucket, name) from exc
-        return result.data
+        with self._nats_errors('object get'):
+            store = await self._bucket(bucket)
+            try:
+                result = await self.violations.guard(store.get(name))
+            except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
+                raise ObjectNotFound(bucket, name) from exc
+            return result.data
 
     async def list_objects(self, bucket: str) -> list[str]:
-        store = await self._bucket(bucket)
-        try:
-            infos = await self.violations.guard(store.list())
-        except nats.js.errors.NotFoundError:
-            return []
-        return [info.name for info in infos if not info.deleted]
+        with self._nats_errors('object list'):
+            store = await self._bucket(bucket)
+            try:
+                infos = await self.violations.guard(store.list())
+            except nats.js.errors.NotFoundError:
+                return []
+            return [info.name for info in infos if not info.deleted]
 
 
 class Listening:
