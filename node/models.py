@@ -29,7 +29,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["ACTIVATIONS", "MODEL_TYPES", "Model", "build_model", "load_model", "parse_model_definition"]
+__all__ = ["ACTIVATIONS", "MODEL_TYPES", "Model", "ModelDefinitionError", "build_model", "load_model",
+           "parse_model_definition"]
+
+
+class ModelDefinitionError(ValueError):
+    """A job's ``model_definition`` that cannot be built; the message names its field."""
 
 Params = dict[str, dict[str, jax.Array]]
 
@@ -77,9 +82,9 @@ def parse_model_definition(text: str | Mapping[str, Any]) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"model_definition is not valid JSON: {exc}") from exc
+        raise ModelDefinitionError(f"model_definition is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise ValueError(f"model_definition must be a JSON object (got {type(value).__name__})")
+        raise ModelDefinitionError(f"model_definition must be a JSON object (got {type(value).__name__})")
     return value
 
 
@@ -177,12 +182,12 @@ def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
     """Check field names and value types and fill in defaults."""
     kind = spec.get("type")
     if kind not in _FIELDS:
-        raise ValueError(
+        raise ModelDefinitionError(
             f"model_definition.type {kind!r} is not supported: choose {', '.join(MODEL_TYPES)}"
         )
     unknown = sorted(set(spec) - _FIELDS[kind])
     if unknown:
-        raise ValueError(
+        raise ModelDefinitionError(
             f"model_definition has unknown field {unknown[0]!r} for type {kind}: "
             f"known are {', '.join(sorted(_FIELDS[kind]))}"
         )
@@ -191,18 +196,18 @@ def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
         return out
     activation = spec.get("activation", "relu")
     if activation not in ACTIVATIONS:
-        raise ValueError(
+        raise ModelDefinitionError(
             f"model_definition.activation {activation!r} is not supported: "
             f"choose {', '.join(ACTIVATIONS)}"
         )
     out["activation"] = activation
     dropout = spec.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model_definition.dropout must be a number in [0, 1) (got {dropout!r})")
+        raise ModelDefinitionError(f"model_definition.dropout must be a number in [0, 1) (got {dropout!r})")
     out["dropout"] = float(dropout)
     if "bias" in spec:
         if not isinstance(spec["bias"], bool):
-            raise ValueError(f"model_definition.bias must be true or false (got {spec['bias']!r})")
+            raise ModelDefinitionError(f"model_definition.bias must be true or false (got {spec['bias']!r})")
         if not spec["bias"]:
             out["bias"] = False  # the default (true) is left out, so definitions without it stay as they were
     widths_field = "hidden" if kind == "mlp" else "dense"
@@ -210,7 +215,7 @@ def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "cnn":
         convs = spec.get("conv", [{"features": 16, "kernel": 3}])
         if not isinstance(convs, list) or not convs:
-            raise ValueError(f"model_definition.conv must be a non-empty list of layers (got {convs!r})")
+            raise ModelDefinitionError(f"model_definition.conv must be a non-empty list of layers (got {convs!r})")
         out["conv"] = [_conv(c, i) for i, c in enumerate(convs)]
         if spec.get("input_shape") is not None:
             out["input_shape"] = _positive_ints(spec["input_shape"], "input_shape")
@@ -222,22 +227,22 @@ def _positive_ints(value: Any, field: str) -> list[int]:
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
     )
     if not ok:
-        raise ValueError(f"model_definition.{field} must be a list of positive integers (got {value!r})")
+        raise ModelDefinitionError(f"model_definition.{field} must be a list of positive integers (got {value!r})")
     return list(value)
 
 
 def _conv(layer: Any, i: int) -> dict[str, Any]:
     where = f"model_definition.conv[{i}]"
     if not isinstance(layer, Mapping):
-        raise ValueError(f"{where} must be an object like {{\"features\": 16, \"kernel\": 3}} (got {layer!r})")
+        raise ModelDefinitionError(f"{where} must be an object like {{\"features\": 16, \"kernel\": 3}} (got {layer!r})")
     unknown = sorted(set(layer) - _CONV_FIELDS)
     if unknown:
-        raise ValueError(f"{where} has unknown field {unknown[0]!r}: known are {', '.join(sorted(_CONV_FIELDS))}")
+        raise ModelDefinitionError(f"{where} has unknown field {unknown[0]!r}: known are {', '.join(sorted(_CONV_FIELDS))}")
     out = {}
     for name, default in (("features", None), ("kernel", 3), ("stride", 1), ("pool", 1)):
         value = layer.get(name, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}.{name} must be a positive integer (got {value!r})")
+            raise ModelDefinitionError(f"{where}.{name} must be a positive integer (got {value!r})")
         out[name] = value
     return out
 
@@ -246,18 +251,18 @@ def _image_shape(spec: dict[str, Any], sample_shape: tuple[int, ...], features: 
     shape = spec.get("input_shape")
     if shape is None:
         if len(sample_shape) not in (2, 3):
-            raise ValueError(
+            raise ModelDefinitionError(
                 f"model_definition.input_shape is required for a cnn when the data is not "
                 f"image-shaped (samples have shape {list(sample_shape)}): give [height, width, channels]"
             )
         shape = list(sample_shape)
     else:
         if len(shape) not in (2, 3):
-            raise ValueError(
+            raise ModelDefinitionError(
                 f"model_definition.input_shape {shape} must be [height, width] or [height, width, channels]"
             )
         if math.prod(shape) != features:
-            raise ValueError(
+            raise ModelDefinitionError(
                 f"model_definition.input_shape {shape} has {math.prod(shape)} values "
                 f"but the data has {features} features"
             )
@@ -271,7 +276,7 @@ def _cnn_layers(spec: dict[str, Any], image: tuple[int, int, int]) -> list[dict[
     for i, conv in enumerate(spec["conv"]):
         h, w = -(-h // conv["stride"]), -(-w // conv["stride"])
         if conv["pool"] > min(h, w):
-            raise ValueError(
+            raise ModelDefinitionError(
                 f"model_definition.conv[{i}].pool {conv['pool']} is larger than the "
                 f"{h}x{w} feature map it pools: use a smaller pool or fewer layers"
             )

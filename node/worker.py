@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from node.jobs import CANCELLED, COMPLETED, Assignment, JobProblem, Outcome, bad_job, outcome_of
+from node.models import ModelDefinitionError
 from node.trainer import EpochResult, TrainConfig, Trainer
 
 __all__ = ["JobSettings", "WorkerProcess", "leave_device_memory_to_workers", "run_job"]
@@ -87,8 +88,10 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
             hyper, epochs=job.epochs, batch_size=job.batch_size,
             model_definition=job.model_definition, checkpoint_every=every, checkpoint_interval_s=interval,
         )
+    except ModelDefinitionError as exc:
+        return bad_job(str(exc))
     except ValueError as exc:
-        return bad_job(f"hyperparameters: {exc}" if "model_definition" not in str(exc) else str(exc))
+        return bad_job(f"hyperparameters: {exc}")
     on_phase("loading")
     dataset = cached_dataset(
         job.dataset_uri, data_roots=settings.data_roots, label_column=label_column,
@@ -96,8 +99,10 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
     )
     try:
         trainer = Trainer(config, dataset)
-    except ValueError as exc:
-        return bad_job(str(exc) if "model_definition" in str(exc) else f"model_definition: {exc}")
+    except ModelDefinitionError as exc:
+        return bad_job(str(exc))
+    except ValueError as exc:  # the model does not fit the data it was given
+        return bad_job(f"model_definition: {exc}")
     resume = None
     if job.resume_checkpoint_uri:
         if not settings.can_fetch_objects:
