@@ -25,12 +25,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from central.cli.data import sql_over_rest
-from events.errors import CODES, CyxwizError
+from events.errors import CyxwizError
 from central.cli.exits import EXIT_FAILED, exit_code
 from central.cli.jobs import err_console, fail, follow_job, print_job_result
+from central.cli.node import EXIT_MISSING, missing_node_packages
 from central.cli.render import console
-from central.client import Client, ClientError
-from central.cli.stack import Stack, StackConfig, StackError
+from central.client import Client
+from central.cli.stack import Stack, StackConfig
 from central.cluster import central_address, cluster_path, rest_url
 
 __all__ = ["banner", "register"]
@@ -127,6 +128,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="address central and the nodes listen on (0.0.0.0: every interface)"),
     ) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
+        if nodes > 0:
+            _need_node_packages("cyxwiz up")
         config = _stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port), host)
         config.terminal = terminal
         stack = Stack(config)
@@ -137,8 +140,9 @@ def register(app: typer.Typer) -> None:
                 stack.start()
             console.print(banner(stack))
             why = wait_for_stop(stack)
-        except StackError as exc:
+        except CyxwizError as exc:  # a part that did not start, a setting that cannot be used
             why = "failed to start"
+            failed_code = exc.exit_code
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         except KeyboardInterrupt:
             pass  # a signal at any point up to here: stop below
@@ -149,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 stack.stop()  # idempotent: stops whatever has started
         console.print(f"stopped ({why}); state kept in {stack.home}")
         if why == "failed to start":
-            raise typer.Exit(CODES[StackError.code].exit)
+            raise typer.Exit(failed_code)
         if "exited" in why:
             raise typer.Exit(EXIT_FAILED)
 
@@ -169,6 +173,8 @@ def register(app: typer.Typer) -> None:
         home = None
         ok = False
         try:
+            if not use_running:
+                _need_node_packages("cyxwiz demo")
             if use_running:
                 target = central_address(central)
                 rest_at, _ = rest_url(rest, central=central)
@@ -183,7 +189,7 @@ def register(app: typer.Typer) -> None:
                 console.print(banner(stack))
             _run_demo(target, rest_at, epochs)
             ok = True
-        except (StackError, ClientError) as exc:
+        except CyxwizError as exc:
             fail(str(exc), exit_code(exc))
         finally:
             if stack is not None:
@@ -194,6 +200,13 @@ def register(app: typer.Typer) -> None:
                     shutil.rmtree(home, ignore_errors=True)
                 else:
                     err_console.print(f"the demo's state and logs are kept in {home}", highlight=False)
+
+
+def _need_node_packages(command: str) -> None:
+    missing = missing_node_packages()
+    if missing:
+        fail(f"{command} starts a local node, which needs {', '.join(missing)}: pip install 'cyxwiz[node]' "
+             "(or cyxwiz up --nodes 0 for central alone)", EXIT_MISSING)
 
 
 def _run_demo(central: str, rest: str, epochs: int) -> None:
