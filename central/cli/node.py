@@ -25,7 +25,14 @@ EXIT_MISSING = CODES[501].exit
 
 def missing_node_packages() -> list[str]:
     """The packages of the ``node`` extra this environment cannot import."""
-    return [name for name in NODE_NEEDS if importlib.util.find_spec(name) is None]
+    return [name for name in NODE_NEEDS if not _installed(name)]
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a finder that refuses it
+        return False
 
 
 def register(app: typer.Typer) -> None:
