@@ -5,6 +5,7 @@ how to install them."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -69,3 +70,24 @@ def test_central_serves_without_jax(tmp_path):
         process.terminate()
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, out[-3000:]
+
+
+NODE_FLAGS = ["--central", "--nats", "--nats-creds", "--node-port", "--deploy-port", "--terminal-port", "--bind",
+              "--advertise-host", "--node-token", "--heartbeat", "--data-root", "--slots", "--home", "--name",
+              "--node-id", "--checkpoint-every", "--ready-file", "--infer-http-port", "--api-key", "--model-root",
+              "--terminal", "--terminal-user", "--terminal-idle-timeout"]
+
+
+def test_cyxwiz_node_is_a_typer_command_with_its_flags():
+    shown = subprocess.run([sys.executable, "-m", "central", "node", "--help"], capture_output=True, text=True,
+                           timeout=120, env=env(COLUMNS="200"))
+    assert shown.returncode == 0, shown.stderr
+    assert "Usage: cyxwiz node [OPTIONS]" in shown.stdout and "╭─ Options ─" in shown.stdout
+    listed = set(re.findall(r"│ (--[a-z-]+)", shown.stdout))
+    assert set(NODE_FLAGS) <= listed, set(NODE_FLAGS) - listed
+    bad = subprocess.run([sys.executable, "-m", "central", "node", "--bogus"], capture_output=True, text=True,
+                         timeout=120, env=env())
+    assert bad.returncode == 2 and "No such option: --bogus" in bad.stderr and "Traceback" not in bad.stderr
+    value = subprocess.run([sys.executable, "-m", "central", "node", "--slots", "many"], capture_output=True,
+                           text=True, timeout=120, env=env())
+    assert value.returncode == 2 and value.stderr.strip() == "error: --slots: expected an integer (got 'many')"
