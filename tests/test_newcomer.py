@@ -258,3 +258,20 @@ def test_central_stops_and_removes_its_cluster_file(tmp_path):
     assert process.returncode == 0, out[-2000:]
     assert "job calls are OPEN: no API key" in out
     assert not cluster_path(home).exists()
+
+
+def test_a_node_on_centrals_machine_finds_it_through_the_cluster_file(stack, tmp_path):
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "central", "node", "--home", str(tmp_path / "node"), "--node-port", "0",
+         "--deploy-port", "0", "--terminal-port", "0", "--bind", "127.0.0.1", "--name", "second", "--ready-file",
+         str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(stack.home))
+    try:
+        wait_until(lambda: ready.exists() or process.poll() is not None, timeout=120)
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        with Client(stack.grpc) as client:
+            assert "second" in {n.name for n in client.nodes() if n.online}
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    assert f"note: central {stack.grpc} from the cluster file" in out
