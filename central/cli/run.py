@@ -63,7 +63,7 @@ def banner(stack: Stack) -> Panel:
     table.add_row("state", str(stack.home))
     table.add_row("cluster file", f"{cluster_path(stack.home)} (other shells here find central through it)")
     table.add_row("logs", str(stack.home / "logs"))
-    return Panel(table, title="[bold green]CyxWiz is up[/bold green]", subtitle="Ctrl-C stops everything")
+    return Panel(table, title="[bold green]CyxWiz is up[/bold green]", subtitle="Ctrl-C stops everything", expand=False)
 
 
 def wait_for_stop(stack: Stack) -> str:
