@@ -275,3 +275,12 @@ def test_a_node_on_centrals_machine_finds_it_through_the_cluster_file(stack, tmp
         process.terminate()
         out, _ = process.communicate(timeout=60)
     assert f"note: central {stack.grpc} from the cluster file" in out
+
+
+def test_shell_targets_by_prefix_or_name(stack):
+    from central.cli.shell import resolve_target
+
+    node_id = stack.node_parts[0].info["node_id"]
+    assert resolve_target(stack.grpc, None, node_id[:9]) == node_id
+    assert resolve_target(stack.grpc, None, "local-0") == "local-0"  # a name goes to central as given
+    assert resolve_target(stack.grpc, None, "nothing-like-it") == "nothing-like-it"  # central answers 404

@@ -22,7 +22,7 @@ from central.cli.render import console, epoch_text, err_console, metric_text, pe
 from central.client import Client, ClientError, JobInfo
 from events.errors import CyxwizError
 
-__all__ = ["CentralOpt", "JsonOpt", "client_errors", "console", "err_console", "fail", "follow_job",
+__all__ = ["CentralOpt", "JsonOpt", "client_errors", "console", "err_console", "fail", "follow_job", "jobs_app",
            "load_job_file", "parse_model", "print_job_result", "register"]
 
 CentralOpt = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL",
@@ -143,8 +143,12 @@ def print_job_result(info: JobInfo) -> None:
         console.print(f"[red]✘ job {info.job_id} {info.state}[/red]" + (f": {info.error}" if info.error else ""))
 
 
+# ``cyxwiz jobs ...``: module-level, so another module of this package can add a sub-command
+# to it in its own ``register`` (typer reads the commands when the CLI runs)
+jobs_app = typer.Typer(help="List, show, follow and cancel jobs.", no_args_is_help=False, invoke_without_command=True)
+
+
 def register(app: typer.Typer) -> None:
-    jobs_app = typer.Typer(help="List, show, follow and cancel jobs.", no_args_is_help=False, invoke_without_command=True)
     app.command("submit")(submit)
     jobs_app.callback()(jobs_default)
     jobs_app.command("show")(jobs_show)
