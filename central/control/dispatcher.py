@@ -98,6 +98,14 @@ class Dispatcher:
             self._exclude(node.node_id)
         await self._reject(assigned, seq, reason, message)
 
+    async def redispatch(self, job) -> None:
+        """Call AssignJob again for a job that is assigned and not started: its
+        JobAssigned may be all that a central which lost the lease (or died) did. A node
+        answers an attempt it already runs as accepted, so a repeat changes nothing."""
+        assigned = JobAssigned(job_id=job.job_id, node_id=job.node_id, attempt=job.attempt,
+                               resume_checkpoint=job.checkpoint_uri, resume_epoch=job.checkpoint_epoch)
+        await self.dispatch(assigned, self.state.job_version(job.job_id))
+
     async def _call(self, endpoint: str, request) -> tuple[str | None, str]:
         try:
             if self.worker is not None:
