@@ -188,7 +188,7 @@ class EventBus:
                 await asyncio.sleep(0.2)
 
     async def stream_replicas(self, stream: str = EVENTS_STREAM) -> tuple[int, str | None]:
-        """The stream's configured replicas and its leader's server name (None: no cluster)."""
+        """The stream's configured replicas and the name of the server that leads it."""
         with self._nats_errors('stream info'):
             info = await self.violations.guard(self.js.stream_info(stream))
             return info.config.num_replicas or 1, info.cluster.leader if info.cluster else None
