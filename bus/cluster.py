@@ -6,7 +6,7 @@
     cluster.stop()
 
 Every server has its own JetStream store (``<root>/<name>``), the same authorization
-(the seeds of ``<root>/creds``) and the fsync setting of ``bus.server.SYNC_INTERVAL``.
+(the seeds of ``<root>/creds``) and the fsync setting (``bus.server.sync_interval_setting``).
 Ports are chosen free when the cluster starts and kept across restarts, so clients
 reconnect to a server that comes back.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bus.credentials import seed_path
 from bus.errors import BusUnavailable
-from bus.server import SYNC_INTERVAL, NatsServer, Routes, start_server
+from bus.server import NatsServer, Routes, start_server
 
 __all__ = ["NatsCluster", "free_ports", "start_cluster"]
 
@@ -44,7 +44,7 @@ class NatsCluster:
     root: Path
     client_ports: list[int]
     route_ports: list[int]
-    sync_interval: str | None = SYNC_INTERVAL
+    sync_interval: str | None = ""  # "": the setting (bus.server.sync_interval_setting)
     host: str = "127.0.0.1"
     servers: list[NatsServer | None] = field(default_factory=list)
 
@@ -96,7 +96,7 @@ class NatsCluster:
             self.kill(i)
 
 
-def start_cluster(root: Path, size: int = 3, *, sync_interval: str | None = SYNC_INTERVAL,
+def start_cluster(root: Path, size: int = 3, *, sync_interval: str | None = "",
                   timeout: float = 30.0) -> NatsCluster:
     """Start ``size`` clustered servers and wait until JetStream has a meta leader
     (until then, stream management answers 503)."""

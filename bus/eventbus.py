@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 SETUP_TIMEOUT_S = 30.0  # a cluster that is electing its JetStream leader answers 503 meanwhile
+NO_SUITABLE_PEERS = 10005  # a cluster that has not met all its servers yet cannot place R3
+
+
+class _NotYet(Exception):
+    """The cluster cannot place the stream yet (its servers are still meeting)."""
 
 
 def choose_replicas(servers: int, env: dict[str, str] | None = None) -> int:
@@ -179,10 +184,13 @@ class EventBus:
             try:
                 try:
                     await self.js.add_stream(config)
-                except nats.js.errors.BadRequestError:
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code == NO_SUITABLE_PEERS:
+                        raise _NotYet() from exc
                     await self.js.update_stream(config)
                 return
-            except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            except (_NotYet, nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError,
+                    nats.errors.NoRespondersError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise BusUnavailable(self.url, f"stream {config.name}: JetStream not available ({type(exc).__name__})") from exc
                 await asyncio.sleep(0.2)

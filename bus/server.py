@@ -23,7 +23,7 @@ from bus.credentials import seed_path, write_server_config
 from bus.errors import BusUnavailable
 
 __all__ = [
-    "DEFAULT_PORT", "SYNC_INTERVAL", "NatsServer", "Routes", "die_with_parent", "ensure_server", "host_port",
+    "DEFAULT_PORT", "SYNC_ENV", "SYNC_INTERVAL", "NatsServer", "sync_interval_setting", "Routes", "die_with_parent", "ensure_server", "host_port",
     "nats_server_binary", "start_server",
 ]
 
@@ -31,7 +31,15 @@ DEFAULT_PORT = 4222
 SYNC_INTERVAL = "always"
 """JetStream's fsync interval on the servers we start: every write is flushed to disk
 before it is acknowledged. nats-server's default (2 min) acknowledges writes that a power
-loss can take back (Jepsen, NATS 2.12.1); ``bench/backbone_bench.py`` measures the cost."""
+loss can take back (Jepsen, NATS 2.12.1); ``bench/backbone_bench.py`` measures the cost.
+``CYXWIZ_NATS_SYNC`` (a duration such as ``2m``, or ``default``) trades that for speed."""
+SYNC_ENV = "CYXWIZ_NATS_SYNC"
+
+
+def sync_interval_setting() -> str | None:
+    """``CYXWIZ_NATS_SYNC`` (``default``: the server's own), else ``SYNC_INTERVAL``."""
+    value = os.environ.get(SYNC_ENV, "").strip() or SYNC_INTERVAL
+    return None if value == "default" else value
 
 
 def nats_server_binary() -> str:
@@ -113,14 +121,17 @@ class NatsServer:
 
 def start_server(
     store_dir: Path, port: int = 0, host: str = "127.0.0.1", timeout: float = 10.0, *, auth: bool = True,
-    sync_interval: str | None = SYNC_INTERVAL, routes: Routes | None = None, creds_dir: Path | None = None,
+    sync_interval: str | None = "", routes: Routes | None = None, creds_dir: Path | None = None,
 ) -> NatsServer:
     """Start nats-server with JetStream on ``port`` (0: any free port).
 
     ``auth``: only the nkey users of ``<creds_dir or store_dir>/creds`` may connect, each
     with its role's permissions (``bus.credentials``); the config is rewritten from the
     seeds. ``sync_interval``: JetStream's fsync interval (``always``, or a duration like
-    ``2m``; None: the server's default). ``routes``: join a cluster (``bus.cluster``)."""
+    ``2m``; None: the server's default; "": ``sync_interval_setting()``). ``routes``: join
+    a cluster (``bus.cluster``)."""
+    if sync_interval == "":
+        sync_interval = sync_interval_setting()
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     ports_dir = store_dir / "ports"

@@ -122,3 +122,19 @@ async def test_kill_9_of_the_events_leader_under_load_loses_no_acknowledged_job(
         for node in nodes:
             await node.stop()
         stop_process(central)
+
+
+def test_our_servers_fsync_every_write_unless_told_otherwise(tmp_path, monkeypatch):
+    from bus import start_server
+
+    server = start_server(tmp_path / "always", port=0)
+    try:
+        assert "sync_interval: always" in (tmp_path / "always" / "server.conf").read_text()
+    finally:
+        server.kill()
+    monkeypatch.setenv("CYXWIZ_NATS_SYNC", "default")
+    server = start_server(tmp_path / "default", port=0)
+    try:
+        assert "sync_interval" not in (tmp_path / "default" / "server.conf").read_text()
+    finally:
+        server.kill()
