@@ -17,6 +17,8 @@
    ``--open-rate`` per second whatever the answers (submit -> AssignJob p50/p99). Times
    are wall clock (one machine): the submit is timed as it is sent, the AssignJob as the
    node receives it. Reports central refused are counted (expected: none).
+   ``CENTRAL_PYSPY=/tmp/central`` (with py-spy on PATH) writes a flame graph of central
+   per part (``/tmp/central-reports.svg``).
 3. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
    central starts, replays them, and its RSS (psutil, central's process alone) is read.
 """
@@ -227,6 +229,10 @@ def start_central(nats_url: str, home: Path) -> tuple[subprocess.Popen, dict]:
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"central did not start: {(home / 'central.log').read_text()[-2000:]}")
         time.sleep(0.05)
+    if os.environ.get("CENTRAL_PYSPY"):  # a flame graph of central (py-spy installed by hand: not a dependency)
+        subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--subprocesses", "--rate", "200",
+                          "--output", f"{os.environ['CENTRAL_PYSPY']}-{home.name}.svg"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, json.loads(ready.read_text())
 
 
