@@ -163,7 +163,7 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
                 open_rate: float) -> dict:
     """Closed loop, then open loop, against one central with reporting nodes."""
     home = work / "reports"
-    home.mkdir()
+    home.mkdir(parents=True)
     central, info = start_central(nats_url, home)
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Queue(), ctx.Event(), ctx.Queue()
@@ -408,19 +408,30 @@ def main() -> None:
     parser.add_argument("--reports-only", action="store_true", help="only the heavy report load (2.)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="submits/s of the open loop")
     parser.add_argument("--report-slots", type=int, default=8, help="slots per reporting node")
+    parser.add_argument("--compare-fsync", action="store_true",
+                        help="the report load with fsync always (ours) and with nats-server's default, one run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
         work = Path(tmp)
         print(json.dumps({"machine": f"{os.cpu_count()} cores", "load_average": round(os.getloadavg()[0], 1)}),
               flush=True)
         if args.reports_only:
-            server = start_server(work / "nats-reports", port=0)
-            os.environ[CREDS_ENV] = str(server.seed("central"))
-            try:
-                print(json.dumps(report_load(server.url, work, args.nodes, args.nodes_per_process, args.report_slots,
-                                             args.jobs, args.concurrency, args.open_rate)), flush=True)
-            finally:
-                server.kill()
+            runs = {}
+            for sync in (["always", None] if args.compare_fsync else ["always"]):
+                name = sync or "default"
+                server = start_server(work / f"nats-reports-{name}", port=0, sync_interval=sync)
+                os.environ[CREDS_ENV] = str(server.seed("central"))
+                try:
+                    runs[name] = report_load(server.url, work / name, args.nodes, args.nodes_per_process,
+                                             args.report_slots, args.jobs, args.concurrency, args.open_rate)
+                    print(json.dumps({"fsync": name, **runs[name]}), flush=True)
+                finally:
+                    server.kill()
+            if len(runs) == 2:
+                always, default = runs["always"]["closed_loop"], runs["default"]["closed_loop"]
+                print(json.dumps({"fsync_always_over_default": {
+                    "assignments_per_s": round(always["assignments_per_s"] / default["assignments_per_s"], 2),
+                    "p99": round(always["submit_to_assign_ms_p99"] / default["submit_to_assign_ms_p99"], 2)}}))
             print(json.dumps({"load_average_at_end": round(os.getloadavg()[0], 1)}), flush=True)
             return
         server = start_server(work / "nats", port=0)
