@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import grpc
 
-from bus import EventBus, NatsServer, open_bus
+from bus import BusError, EventBus, NatsServer, open_bus
 from bus.lease import Lease
 from events import ConfigError
 from central.adapters.auth import Auth, load_secret
@@ -204,18 +204,23 @@ class CentralServer:
     async def _lead(self) -> None:
         """This central holds the lease: schedule, check liveness, and send again the
         assignments that a holder before it may have appended and never dispatched."""
-        await self.commands.catch_up()
+        try:
+            await self.commands.catch_up()
+        except BusError as exc:  # the scan below then sees what this central has folded
+            log.warning("taking the lease over without catching up first: %s", exc)
         self._leader_tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                               asyncio.create_task(self.liveness.run(), name="liveness")]
         for job in [j for j in self.state.jobs.values() if j.status == "assigned" and j.node_id]:
             self.scheduler.spawn(self.dispatcher.redispatch(job))
 
     async def _follow_only(self) -> None:
+        """The lease is gone: no more passes or checks here. Assignments already on their
+        way are left to finish: a JobAssigned that was stored must reach its node, and the
+        expected versions keep a late one from taking a job another central placed."""
         for task in self._leader_tasks:
             task.cancel()
         await asyncio.gather(*self._leader_tasks, return_exceptions=True)
         self._leader_tasks = []
-        await self.scheduler.stop()
 
     def scheduler_status(self) -> dict:
         return {**self.scheduler.status(), "lease": self.leadership.status() if self.leadership else None}
