@@ -58,6 +58,9 @@ def choose_replicas(servers: int, env: dict[str, str] | None = None) -> int:
         replicas = 0
     if not 1 <= replicas <= 5:
         raise ConfigError(f"{REPLICAS_ENV} must be an integer 1..5 (JetStream's limit), got {text!r}")
+    if replicas > 1 and servers == 1:
+        raise ConfigError(f"{REPLICAS_ENV}={replicas}, but NATS is a lone server (it names no other servers): "
+                          f"it can keep 1 replica; set {REPLICAS_ENV}=1 or point CYXWIZ_NATS_URL at a cluster")
     return replicas
 
 
@@ -192,7 +195,10 @@ class EventBus:
             except (_NotYet, nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError,
                     nats.errors.NoRespondersError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise BusUnavailable(self.url, f"stream {config.name}: JetStream not available ({type(exc).__name__})") from exc
+                    why = (f"the cluster cannot place {config.num_replicas} replicas: fewer servers with JetStream "
+                           f"are up than {REPLICAS_ENV}" if isinstance(exc, _NotYet)
+                           else f"JetStream not available ({type(exc).__name__})")
+                    raise BusUnavailable(self.url, f"stream {config.name}: {why}") from exc
                 await asyncio.sleep(0.2)
 
     async def stream_replicas(self, stream: str = EVENTS_STREAM) -> tuple[int, str | None]:

@@ -33,7 +33,9 @@ def test_replicas_default_to_three_on_a_cluster_and_one_alone():
     assert choose_replicas(3, env={}) == 3
     assert choose_replicas(5, env={}) == 3
     assert choose_replicas(2, env={}) == 2  # no more replicas than servers
-    assert choose_replicas(1, env={"CYXWIZ_REPLICAS": "3"}) == 3
+    assert choose_replicas(3, env={"CYXWIZ_REPLICAS": "1"}) == 1
+    with pytest.raises(ConfigError, match="CYXWIZ_REPLICAS=3, but NATS is a lone server"):
+        choose_replicas(1, env={"CYXWIZ_REPLICAS": "3"})
     for bad in ("0", "6", "three"):
         with pytest.raises(ConfigError, match=f"CYXWIZ_REPLICAS must be an integer 1..5 .*got '{bad}'"):
             choose_replicas(3, env={"CYXWIZ_REPLICAS": bad})
