@@ -3,7 +3,8 @@ on the device (the trainer's split, cast and padded arrays), each an LRU bounded
 bytes, so a second job on the same data starts training without loading anything.
 
 Keys say what the data is, not just where: ``builtin://`` and ``synthetic://`` URIs
-determine their data; a ``file://`` CSV, NPZ or HDF5 file adds its size, modification
+determine their data (synthetic data is made on the device, so it is kept in the device
+cache, never on the host); a ``file://`` CSV, NPZ or HDF5 file adds its size, modification
 time and inode (a rewritten file is a new entry). ``nats://`` objects and NPY pairs
 are not cached (their content is not known without reading it).
 
@@ -97,7 +98,8 @@ def cached_dataset(
     fetch_object: Callable[[str], bytes] | None = None,
 ) -> Dataset:
     """``load_dataset``, or the same arrays from an earlier job of this process."""
-    return host_cache.get_or_make(
+    cache = device_cache if urllib.parse.urlsplit(uri).scheme == "synthetic" else host_cache
+    return cache.get_or_make(
         dataset_key(uri, data_roots, label_column),
         lambda: load_dataset(uri, data_roots=data_roots, fetch_object=fetch_object, label_column=label_column),
         lambda d: int(d.x.nbytes + d.y.nbytes),

@@ -24,7 +24,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features and labels in host memory.
+    """Features and labels: NumPy arrays in host memory, or ``jax.Array`` on the device
+    where the data was made there (``synthetic://``); the trainer takes either.
 
     ``x``: float32 ``[n, *sample_shape]``. ``y``: int32 ``[n]`` class indices for
     classification, float32 ``[n]`` or ``[n, targets]`` for regression.
@@ -50,6 +51,11 @@ class Dataset:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the arrays live on the device (not host NumPy arrays)."""
+        return not isinstance(self.x, np.ndarray)
 
 
 def checked_dataset(uri: str, x: np.ndarray, y: np.ndarray, names: tuple[str, ...], task: str | None) -> Dataset:
