@@ -33,5 +33,6 @@ Modules, one idea each: ``dataset`` (the value and the checks every source share
 from node.datasets.builtin import BUILTIN
 from node.datasets.dataset import Dataset, DatasetError
 from node.datasets.loader import load_dataset
+from node.datasets.objects import object_names
 
-__all__ = ["BUILTIN", "Dataset", "DatasetError", "load_dataset"]
+__all__ = ["BUILTIN", "Dataset", "DatasetError", "load_dataset", "object_names"]
