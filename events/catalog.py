@@ -55,7 +55,6 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     min_memory_bytes: int = 0  # memory the job needs on that device (or RAM on CPU)
 
 
-DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")  # what JobSpec.dataset_uri may start with ("<scheme>://")
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):

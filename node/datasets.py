@@ -32,18 +32,19 @@ import io
 import math
 import urllib.parse
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from events.jobspec import BUILTIN_DATASETS as BUILTIN
+from events.jobspec import InvalidDatasetUri, check_dataset_uri
+
 __all__ = ["BUILTIN", "Dataset", "DatasetError", "load_dataset"]
 
-BUILTIN = ("digits", "iris", "diabetes")
 MAX_CLASSES = 1000  # integer labels with more distinct values than this are regression targets
-MAX_SYNTHETIC_VALUES = 200_000_000
 
 
 class DatasetError(ValueError):
@@ -95,37 +96,21 @@ def load_dataset(
     label_column: str | None = None,
 ) -> Dataset:
     """Load the data set that ``uri`` names (see the module docstring)."""
-    parts = urllib.parse.urlsplit(uri)
-    query = _query(uri, parts.query)
-    task = query.pop("task", None)
-    if task not in (None, "classification", "regression"):
-        raise DatasetError(uri, f"task {task!r} is not supported: choose classification or regression")
-    if label_column is not None and parts.scheme in ("builtin", "synthetic"):
+    try:  # what central checks at submit too: scheme, names, parameters (events.jobspec)
+        ref = check_dataset_uri(uri)
+    except InvalidDatasetUri as exc:
+        raise DatasetError(uri, exc.reason) from None
+    if label_column is not None and ref.scheme in ("builtin", "synthetic"):
         raise DatasetError(uri, "label_column applies to CSV data only")
-    if parts.scheme == "file":
-        if query:
-            raise DatasetError(uri, f"unknown query parameter {sorted(query)[0]!r}: only task is allowed")
-        x, y, names = _load_file(uri, parts, data_roots, label_column)
-    elif parts.scheme == "nats":
-        if query:
-            raise DatasetError(uri, f"unknown query parameter {sorted(query)[0]!r}: only task is allowed")
-        x, y, names = _load_object(uri, parts.netloc + parts.path, fetch_object, label_column)
-    elif parts.scheme == "builtin":
-        x, y, names = _load_builtin(uri, parts.netloc + parts.path)
-    elif parts.scheme == "synthetic":
-        x, y, names = _synthetic(uri, parts.netloc + parts.path, query)
+    if ref.scheme == "file":
+        x, y, names = _load_file(uri, urllib.parse.urlsplit(uri), data_roots, label_column)
+    elif ref.scheme == "nats":
+        x, y, names = _load_object(uri, ref.name, fetch_object, label_column)
+    elif ref.scheme == "builtin":
+        x, y, names = _load_builtin(uri, ref.name)
     else:
-        raise DatasetError(uri, f"scheme {parts.scheme!r} is not supported: use file, nats, builtin or synthetic")
-    return _finish(uri, x, y, names, task)
-
-
-def _query(uri: str, text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
-        if key in out:
-            raise DatasetError(uri, f"query parameter {key!r} is given twice")
-        out[key] = value
-    return out
+        x, y, names = _synthetic(uri, ref.params)
+    return _finish(uri, x, y, names, ref.task)
 
 
 # --- file:// and nats:// ----------------------------------------------------------
@@ -325,8 +310,6 @@ def _label_index(uri: str, label_column: str | None, header: list[str] | None, w
 
 
 def _load_builtin(uri: str, name: str):
-    if name not in BUILTIN:
-        raise DatasetError(uri, f"no built-in data set {name!r}: choose {', '.join(BUILTIN)}")
     data = resources.files("node").joinpath("data", f"{name}.npz").read_bytes()
     x, y, names = _arrays_npz(uri, data)
     if name == "digits":
@@ -334,31 +317,12 @@ def _load_builtin(uri: str, name: str):
     return x, y, names
 
 
-def _synthetic(uri: str, kind: str, query: dict[str, str]):
-    defaults = {
-        "classification": {"n": 1000, "features": 20, "classes": 2, "seed": 0},
-        "regression": {"n": 1000, "features": 20, "targets": 1, "noise": 0.1, "seed": 0},
-    }
-    if kind not in defaults:
-        raise DatasetError(uri, f"unknown synthetic data set {kind!r}: choose classification or regression")
-    params: dict[str, float] = dict(defaults[kind])
-    for key, text in query.items():
-        if key not in params:
-            raise DatasetError(uri, f"unknown parameter {key!r}: known are {', '.join(params)}")
-        try:
-            params[key] = float(text) if key == "noise" else int(text)
-        except ValueError:
-            raise DatasetError(uri, f"{key} must be a number (got {text!r})") from None
+def _synthetic(uri: str, params: Mapping[str, float]):
+    """Learnable data of ``params`` (``events.jobspec.synthetic_params``: checked, defaults in)."""
     n, features, seed = int(params["n"]), int(params["features"]), int(params["seed"])
     outputs = int(params.get("classes", params.get("targets", 1)))
-    minimum = {"n": 1, "features": 1, "classes": 2, "targets": 1, "seed": 0, "noise": 0.0}
-    for key, low in minimum.items():
-        if key in params and params[key] < low:
-            raise DatasetError(uri, f"{key} must be at least {low} (got {params[key]:g})")
-    if n * features > MAX_SYNTHETIC_VALUES:
-        raise DatasetError(uri, f"n * features = {n * features} is over the limit of {MAX_SYNTHETIC_VALUES}")
     rng = np.random.default_rng(seed)
-    if kind == "classification":
+    if "classes" in params:
         # Class centres on a sphere of radius 3 with unit noise: separable, not trivially.
         centres = rng.standard_normal((outputs, features))
         centres *= 3.0 / np.linalg.norm(centres, axis=1, keepdims=True)

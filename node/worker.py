@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from node.jobs import CANCELLED, COMPLETED, Assignment, JobProblem, Outcome, bad_job, outcome_of
+from events.jobspec import InvalidJobSpec, check_job
 from node.models import ModelDefinitionError
 from node.trainer import EpochResult, TrainConfig, Trainer
 
@@ -79,19 +80,18 @@ def run_job(
 def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
     from node.datacache import cached_dataset
 
-    hyper = dict(job.hyperparameters)
-    label_column = hyper.pop("label_column", None)
-    every = _int_hyperparameter(hyper.pop("checkpoint_every", None), settings.checkpoint_every)
-    interval = _seconds_hyperparameter(hyper.pop("checkpoint_interval_s", None), settings.checkpoint_interval_s)
-    try:
-        config = TrainConfig.from_job(
-            hyper, epochs=job.epochs, batch_size=job.batch_size,
-            model_definition=job.model_definition, checkpoint_every=every, checkpoint_interval_s=interval,
-        )
-    except ModelDefinitionError as exc:
+    try:  # the rules central checked at submit (events.jobspec), for a job from anywhere
+        checked = check_job(dataset_uri=job.dataset_uri, model_definition=job.model_definition,
+                            hyperparameters=job.hyperparameters, epochs=job.epochs, batch_size=job.batch_size)
+    except InvalidJobSpec as exc:
         return bad_job(str(exc))
-    except ValueError as exc:
-        return bad_job(f"hyperparameters: {exc}")
+    hyper = checked.hyperparameters
+    label_column = hyper.pop("label_column", None)
+    hyper.pop("name", None)
+    every = hyper.pop("checkpoint_every", settings.checkpoint_every)
+    interval = hyper.pop("checkpoint_interval_s", settings.checkpoint_interval_s)
+    config = TrainConfig(model_definition=checked.model, epochs=job.epochs, batch_size=job.batch_size,
+                         checkpoint_every=every, checkpoint_interval_s=interval, **hyper)
     on_phase("loading")
     dataset = cached_dataset(
         job.dataset_uri, data_roots=settings.data_roots, label_column=label_column,
@@ -114,32 +114,6 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
     if result.stopped:
         return Outcome(status=CANCELLED, result=result, epochs_done=result.epochs_done)
     return Outcome(status=COMPLETED, result=result, epochs_done=result.epochs_done)
-
-
-def _int_hyperparameter(raw: str | None, default: int) -> int:
-    problem = f"hyperparameters: checkpoint_every must be an integer >= 0 (got {raw!r})"
-    if raw is None:
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise JobProblem(problem, 400, False) from None
-    if value < 0:
-        raise JobProblem(problem, 400, False)
-    return value
-
-
-def _seconds_hyperparameter(raw: str | None, default: float) -> float:
-    problem = f"hyperparameters: checkpoint_interval_s must be a number of seconds >= 0 (got {raw!r})"
-    if raw is None:
-        return default
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise JobProblem(problem, 400, False) from None
-    if not 0 <= value < float("inf"):
-        raise JobProblem(problem, 400, False)
-    return value
 
 
 class _Serving:

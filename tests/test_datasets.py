@@ -158,7 +158,7 @@ def test_symlink_out_of_the_roots_is_refused(root: Path, tmp_path: Path) -> None
 def test_dot_dot_is_refused(root: Path) -> None:
     uri = f"file://{root}/../data/set.npz"
     assert error(uri, [root]) == (
-        f"dataset {uri!r}: '..' is not allowed in data paths; use a path under the data roots ({root})"
+        f"dataset {uri!r}: '..' is not allowed in data paths; use a path under the node's data roots"
     )
 
 
@@ -184,7 +184,7 @@ def test_bad_csv_rows_name_the_line(root: Path) -> None:
 @pytest.mark.parametrize(
     ("uri", "problem"),
     [
-        ("s3://bucket/x.csv", "scheme 's3' is not supported: use file, nats, builtin or synthetic"),
+        ("s3://bucket/x.csv", "scheme 's3' is not supported: use file://, builtin://, synthetic:// or nats://"),
         ("builtin://mnist", "no built-in data set 'mnist': choose digits, iris, diabetes"),
         ("synthetic://images", "unknown synthetic data set 'images': choose classification or regression"),
         ("synthetic://classification?rows=5", "unknown parameter 'rows': known are n, features, classes, seed"),
