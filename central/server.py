@@ -232,7 +232,7 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": j.waiting_reason}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:

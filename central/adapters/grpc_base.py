@@ -111,7 +111,7 @@ class Services:
         return node
 
     def job_status(self, job) -> job_pb2.JobStatus:
-        return job_status(job, self.scheduler.waiting.get(job.job_id, "") if self.scheduler else "")
+        return job_status(job)
 
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),

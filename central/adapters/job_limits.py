@@ -40,12 +40,15 @@ MAX_LAYERS = 256
 MAX_WIDTH = 65_536
 MAX_PARAMETERS = 1_000_000_000
 NO_NODE_MEMORY = 64 << 30
+UNBOUNDED = 1 << 62  # memory that bounds nothing
 
 
 def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
-               name_field: str | None = None) -> JobSpec:
+               name_field: str | None = None, fit_memory: bool = True) -> JobSpec:
     """``spec`` if a node could run it, else ``Refused(400)`` naming the field, the value
-    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``)."""
+    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``);
+    ``fit_memory=False`` leaves out the one rule that depends on them (a queued job
+    may wait for a larger node)."""
     if spec.job_type != "JOB_TYPE_TRAINING":
         raise Refused(400, f"{where}.job_type {spec.job_type[:40]!r} is not supported: central runs JOB_TYPE_TRAINING jobs")
     if not 0 <= spec.priority <= 3:
@@ -65,7 +68,8 @@ def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
     except InvalidJobSpec as exc:
         raise Refused(400, str(exc.under(where))) from None
     check_model_size(spec.model_definition, optimizer=checked.hyperparameters.get("optimizer", "adam"),
-                     memory=largest_node_memory(nodes, req.device), where=f"{where}.model_definition")
+                     memory=largest_node_memory(nodes, req.device) if fit_memory else UNBOUNDED,
+                     where=f"{where}.model_definition")
     return spec
 
 

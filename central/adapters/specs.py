@@ -132,7 +132,7 @@ def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, res
 # --------------------------------------------------------------------------- jobs out
 
 
-def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
+def job_status(job: JobState) -> job_pb2.JobStatus:
     status = job_pb2.JobStatus(
         job_id=job.job_id,
         status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
@@ -149,7 +149,7 @@ def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
         checkpoint_uri=job.checkpoint_uri or "",
         total_epochs=job.epochs,
         name=job.name,
-        waiting_reason=waiting_reason if job.status == "queued" else "",
+        waiting_reason=job.waiting_reason if job.status == "queued" else "",
     )
     if job.error:
         code = (job.error_code or 500) if job.status == "failed" else 0  # what the node said, else a failure
