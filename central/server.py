@@ -28,6 +28,7 @@ from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
+from central.control.job_phases import JobPhases
 from central.adapters.deployments import add_deployment_routes, add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
@@ -162,10 +163,12 @@ class CentralServer:
                                      worker=DispatchWorker() if c.dispatch_process else None)
         self.liveness = Liveness(self.state, self.bus, commands, heartbeat_s=c.heartbeat_s, timeout_s=c.node_timeout_s)
         self.scheduler = Scheduler(self.state, self.bus, commands, self.dispatcher)
+        self.phases = JobPhases(self.state)
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler,
+                            self.phases)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
         self.deployments = DeploymentControl(self.state, commands, auth)
@@ -182,7 +185,8 @@ class CentralServer:
         await self._grpc.start()
         await self._start_read_model()
         self._tasks += [asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                        asyncio.create_task(self.liveness.run(), name="liveness")]
+                        asyncio.create_task(self.liveness.run(), name="liveness"),
+                        asyncio.create_task(self.phases.run(self.bus), name="phases")]
         log.info("central: %s", auth.describe())
 
     async def _replay(self) -> None:
