@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "central.cli.node",  # node (runs python -m node)
     "central.cli.objects",  # datasets put, models get
     "central.cli.jobs",  # submit, jobs, nodes
+    "central.cli.logs",  # jobs logs (after jobs: it joins its group)
     "central.cli.run",  # up, demo
     "central.cli.deployments",  # deploy, deployments, predict
     "central.cli.shell",  # shell
