@@ -31,7 +31,7 @@ from events.errors import CyxwizError
 
 __all__ = [
     "ACTIVATIONS", "BUILTIN_DATASETS", "DATASET_SCHEMES", "DEFAULT_MODEL", "DTYPES", "HYPERPARAMETERS", "MAX_BATCH", "MAX_EPOCHS",
-    "MAX_SYNTHETIC_VALUES", "MODEL_TYPES", "OPTIMIZERS", "SYNTHETIC_KINDS", "TASKS",
+    "MAX_SEED", "MAX_SYNTHETIC_VALUES", "MODEL_TYPES", "OPTIMIZERS", "SYNTHETIC_KINDS", "TASKS",
     "CheckedJob", "DatasetRef", "InvalidDatasetUri", "InvalidJobSpec", "ModelDefinitionError",
     "check_dataset_uri", "check_hyperparameter", "check_job", "normalise_model", "parse_hyperparameters",
     "parse_model_definition",
@@ -43,6 +43,7 @@ DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")
 BUILTIN_DATASETS = ("digits", "iris", "diabetes")  # shipped in node/data
 TASKS = ("classification", "regression")
 MAX_SYNTHETIC_VALUES = 200_000_000
+MAX_SEED = 2**32 - 1  # seeds, of the job and of a synthetic set, are 32 bits
 # each synthetic kind's parameters with their defaults, and the least value each may take
 SYNTHETIC_KINDS: Mapping[str, Mapping[str, float]] = {
     "classification": {"n": 1000, "features": 20, "classes": 2, "seed": 0},
@@ -147,6 +148,7 @@ class DatasetRef:
     uri: str
     scheme: str
     name: str
+    netloc: str = ""
     path: str = ""
     task: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
@@ -179,7 +181,8 @@ def check_dataset_uri(uri: str) -> DatasetRef:
     if task not in (None, *TASKS):
         raise bad(f"task {task!r} is not supported: choose classification or regression")
     name = parts.netloc + parts.path
-    ref = DatasetRef(uri=uri, scheme=parts.scheme, name=name, path=parts.path, task=task, query=query)
+    ref = DatasetRef(uri=uri, scheme=parts.scheme, name=name, netloc=parts.netloc, path=parts.path, task=task,
+                     query=query)
     if parts.scheme == "builtin":
         if name not in BUILTIN_DATASETS:
             suggestion = _did_you_mean(name, BUILTIN_DATASETS)
@@ -187,8 +190,8 @@ def check_dataset_uri(uri: str) -> DatasetRef:
         if query:
             raise bad(f"unknown query parameter {sorted(query)[0]!r}: only task is allowed")
     elif parts.scheme == "synthetic":
-        return DatasetRef(uri=uri, scheme=parts.scheme, name=name, task=task, query=query,
-                          params=_synthetic(name, query, bad))
+        return DatasetRef(uri=uri, scheme=parts.scheme, name=name, netloc=parts.netloc, path=parts.path, task=task,
+                          query=query, params=_synthetic(name, query, bad))
     elif parts.scheme == "file":
         if query:
             raise bad(f"unknown query parameter {sorted(query)[0]!r}: only task is allowed")
@@ -230,6 +233,8 @@ def _synthetic(kind: str, query: Mapping[str, str], bad: Callable[[str], Invalid
     for key, low in _SYNTHETIC_MINIMUM.items():
         if key in params and params[key] < low:
             raise bad(f"{key} must be at least {low} (got {params[key]:g})")
+    if params["seed"] > MAX_SEED:
+        raise bad(f"seed must be at most {MAX_SEED} (got {params['seed']:g})")
     if params["n"] * params["features"] > MAX_SYNTHETIC_VALUES:
         raise bad(f"n * features = {int(params['n'] * params['features'])} is over the limit of {MAX_SYNTHETIC_VALUES}")
     return params
@@ -358,7 +363,7 @@ HYPERPARAMETERS: Mapping[str, _Rule] = {
     "learning_rate": _Rule(float, _real(0, open_low=True), "a number > 0"),
     "weight_decay": _Rule(float, _real(0), "a number >= 0"),
     "momentum": _Rule(float, _real(0, 1), "a number in [0, 1)"),
-    "seed": _Rule(int, _integer(0, 2**32 - 1), "an integer in [0, 4294967295]"),
+    "seed": _Rule(int, _integer(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]"),
     "dtype": _Rule(str, lambda v: v in DTYPES, "float32 or bfloat16", DTYPES),
     "validation_split": _Rule(float, _real(0, 1), "a number in [0, 1)"),
     "steps_per_chunk": _Rule(int, _integer(1), "an integer >= 1 or auto", auto=True),

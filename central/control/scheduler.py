@@ -140,7 +140,7 @@ class Scheduler:
             if job.job_id in self.pending:
                 continue
             if job.cancel_requested:
-                self._spawn(self._cancel(job.job_id))
+                self.spawn(self._cancel(job.job_id))
                 continue
             if self._refuse_if_invalid(job):
                 continue
@@ -154,7 +154,7 @@ class Scheduler:
         for job in skipped:
             self.state.push_queued(job)
         if batch:
-            self._spawn(self._assign_batch(batch))
+            self.spawn(self._assign_batch(batch))
         return len(batch)
 
     def _refuse_if_invalid(self, job: JobState) -> bool:
@@ -216,7 +216,7 @@ class Scheduler:
         self.pending[job_id] = node_id
         self._pending_by_node[node_id] += 1
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -229,7 +229,7 @@ class Scheduler:
         for (job, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
-                self._spawn(self.dispatcher.dispatch(event, result))
+                self.spawn(self.dispatcher.dispatch(event, result))
                 continue
             self._unpend(job.job_id)
             self.state.push_queued(job)  # dropped there if the job moved on
@@ -267,6 +267,10 @@ class Scheduler:
         }
 
     async def stop(self) -> None:
+        """Stop what is in flight (this central stops scheduling: it lost the lease, or
+        stops); reservations go with it, as the next holder decides from the stream."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pending.clear()
+        self._pending_by_node.clear()
