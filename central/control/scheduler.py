@@ -168,7 +168,7 @@ class Scheduler:
             check_spec(job.spec or JobSpec(), fit_memory=False)  # a larger node may yet come: not a reason to fail
         except Refused as exc:
             self._failing.add(job.job_id)
-            self._spawn(self._fail(job.job_id, exc.message))
+            self.spawn(self._fail(job.job_id, exc.message))
             return True
         self._valid.add(job.job_id)
         return False
@@ -200,7 +200,7 @@ class Scheduler:
                 self._explaining[job.job_id] = reason
                 waits.append((job.job_id, Wait(reason)))
         if waits:
-            self._spawn(self._append_waits(waits))
+            self.spawn(self._append_waits(waits))
 
     async def _append_waits(self, waits: list[tuple[str, Wait]]) -> None:
         """Append the pass's JobWaiting events pipelined; one that lost to another change of
