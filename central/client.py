@@ -96,6 +96,10 @@ class JobInfo:
     submitted_at: int = 0
     started_at: int = 0
     finished_at: int = 0
+    waiting_reason: str = ""  # queued: why no node has taken it
+    phase: str = ""  # assigned or running: loading, compiling, training, checkpointing
+    epoch_progress: float = 0.0  # training: the share of the current epoch done
+    retryable: bool = False  # failed: whether a run elsewhere may succeed
 
     @property
     def done(self) -> bool:
@@ -120,6 +124,10 @@ class JobInfo:
             submitted_at=status.submitted_at,
             started_at=status.start_time,
             finished_at=status.end_time,
+            waiting_reason=status.waiting_reason,
+            phase=status.phase,
+            epoch_progress=status.epoch_progress,
+            retryable=status.retryable,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def last_sequence(url: str) -> int:
         ('[1, 2]', "event data must be a JSON object, got list"),
         ('{"job_id": "a.b", "spec": {}}', "contains '.'"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "ftp://x"}}',
-         "JobSubmitted: spec.dataset_uri 'ftp://x' must start with one of file://, builtin://, synthetic://, nats://"),
+         "JobSubmitted: spec.dataset_uri 'ftp://x': scheme 'ftp' is not supported: use file://, builtin://, synthetic:// or nats://"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "epochs": -1}}',
          "JobSubmitted: spec.epochs must be 1..1000000 (got -1)"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "model_definition": "{\\"type\\": \\"mlp\\", \\"hidden\\": [100000000]}"}}',
