@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waiting import wait_until
 
-from central.adapters.grpc_base import ERROR_TRAILER
 from central.server import CentralConfig, CentralServer
 from events import EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobStarted, JobSubmitted
 from protos import common_pb2, node_pb2, node_pb2_grpc
 from protos import deployment_pb2 as dp
 from protos import deployment_pb2_grpc as dpg
 from protos.convert import HTTP_TO_GRPC, bearer_metadata
+from protos.trailers import ERROR_TRAILER
 
 pytestmark = pytest.mark.timeout(300)
 NODE_TOKEN, API_KEY = "node-token", "api-key"
