@@ -182,17 +182,18 @@ class DeploymentControl:
         uri, sha256, size = job.artifact
         return uri, sha256, job.model_definition, size
 
-    def available(self, node: NodeState, loading_elsewhere: str = "") -> Candidate:
+    def available(self, node: NodeState, placing: str = "") -> Candidate:
         """``node`` as placement sees it: the memory its latest heartbeat says is available
-        (its registered totals before the first), less the estimates of its deployments
-        still loading (which that heartbeat may not show yet), on RAM and on every device."""
+        (its registered totals before the first, or where a figure is 0: not reported),
+        less the estimates of its deployments still loading but ``placing`` (which that
+        heartbeat may not show yet), on RAM and on every device."""
         info = self.reported.get(node.node_id)
         ram = info.ram_available if info is not None and info.ram_available > 0 else node.ram_bytes
         beat = list(info.devices) if info is not None else []
         free = [beat[i].memory_available if i < len(beat) and beat[i].memory_available > 0 else d.memory_bytes
                 for i, d in enumerate(node.devices)]
         loading = sum(d.memory_bytes for d in self.state.deployments.values()
-                      if d.node_id == node.node_id and d.status == "placed" and d.deployment_id != loading_elsewhere)
+                      if d.node_id == node.node_id and d.status == "placed" and d.deployment_id != placing)
         devices = tuple(Device(type=d.type, name=d.name, memory_bytes=max(0, f - loading))
                         for d, f in zip(node.devices, free))
         return Candidate(node_id=node.node_id, devices=devices, ram_bytes=max(0, ram - loading), slots=1)
