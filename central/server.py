@@ -184,7 +184,7 @@ class CentralServer:
                             self.phases)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
-        self.deployments = DeploymentControl(self.state, commands, auth)
+        self.deployments = DeploymentControl(self.state, commands, auth, reported=self.liveness.reported)
         self.deployments.resume()
         add_deployment_service(self._grpc, self.deployments, auth)
         self.terminals = add_terminal_services(self._grpc, services, self.deployments.terminal_target)

@@ -210,6 +210,8 @@ class DeploymentRequested(DeploymentEvent, frozen=True, kw_only=True):
     max_batch: int = 0
     runtime_params: dict[str, str] = {}
     user_id: str = ""
+    requirements: Requirements = Requirements()  # the device kind and memory asked for
+    memory_bytes: int = 0  # what central estimated serving it takes (placement holds it against the node's available memory)
 
 
 class DeploymentPlaced(DeploymentEvent, frozen=True, kw_only=True):

@@ -1,7 +1,8 @@
 """How big a job's model is, read from its JSON model definition alone. Pure, stdlib only.
 
     size = estimate('{"type": "mlp", "hidden": [256, 128]}', sample_shape=(64,), outputs=10)
-    size.parameters, size.layers, size.training_bytes        # 50698, 3, 811168
+    size.parameters, size.layers, size.training_bytes        # 50826, 3, 813216
+    size.serving_bytes(batch=64)                             # 334376: weights + a batch's widest activations
 
 The grammar is ``events.jobspec.normalise_model``'s (``linear``, ``mlp`` with ``hidden``, ``cnn``
 with ``conv``, ``dense`` and ``input_shape``), with its defaults; the count is exactly the number of
@@ -47,6 +48,13 @@ class ModelSize:
     def training_bytes(self) -> int:
         """Parameters, their gradients and the optimizer's state, in float32."""
         return self.parameters * FLOAT_BYTES * (2 + optimizer_slots(self.optimizer))
+
+    def serving_bytes(self, *, batch: int = 1, weights_bytes: int = 0) -> int:
+        """What serving the model holds: its float32 weights (or ``weights_bytes``, the
+        artifact's size, when larger: it is exact where the data shape is not known) and
+        one batch of ``batch`` samples through its widest layer, in and out."""
+        weights = max(self.parameters * FLOAT_BYTES, weights_bytes)
+        return weights + max(1, batch) * self.widest * FLOAT_BYTES * 2
 
 
 def optimizer_slots(optimizer: str) -> int:

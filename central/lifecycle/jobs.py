@@ -118,6 +118,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     artifact: tuple[str, str, int] | None = None  # (uri, sha256, size)
     compute_seconds: float = 0.0
     waiting_reason: str = ""  # while queued: why the scheduler found no node (JobWaiting)
+    model_definition: str = ""  # kept from the spec by a completed job: deploying its model estimates its memory
 
     @property
     def done(self) -> bool:
@@ -258,5 +259,8 @@ def _apply(state: JobState | None, event: Event) -> JobState | None:
 
 
 def _ended(state: JobState, status: JobStatus, at: float, **changes) -> JobState:
-    """A finished job keeps its summary and drops its spec (compact history)."""
+    """A finished job keeps its summary and drops its spec (compact history); a completed
+    one keeps its model definition."""
+    if status is JobStatus.COMPLETED and state.spec is not None:
+        changes.setdefault("model_definition", state.spec.model_definition)
     return replace(state, status=status, ended_at=at, spec=None, requeued_from=None, waiting_reason="", **changes)
