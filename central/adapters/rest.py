@@ -51,6 +51,7 @@ READ_THREADS = 4  # the API's own reads of the projection
 SQL_WORKERS, SQL_WAITING = 4, 4  # users' SQL: running at once, and waiting for a thread
 TITLE, VERSION = "CyxWiz central", "1"
 VENDOR = "/ui/vendor/swagger-ui"
+_METRICS_TYPE = "; ".join(p for p in CONTENT_TYPE_LATEST.split("; ") if not p.startswith("charset="))
 
 
 def make_app(
@@ -126,10 +127,10 @@ def health(request: Request) -> Response[Health]:
     return json_response(Health(status="ok", projection_seq=seq))
 
 
-@get("/metrics", summary="Prometheus metrics of this process", security=[{}], media_type=CONTENT_TYPE_LATEST,
+@get("/metrics", summary="Prometheus metrics of this process", security=[{}], media_type=_METRICS_TYPE,
      sync_to_thread=False)
 def metrics() -> Response[str]:
-    return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(content=generate_latest(), media_type=_METRICS_TYPE)  # Litestar adds the charset back
 
 
 def _openapi_json():

@@ -321,7 +321,7 @@ const pages = {
         el("div", {}, el("b", {}, "dataset"), job.dataset_uri || "\u2014"),
         el("div", {}, el("b", {}, "final loss"), fmt(job.final_loss) || "\u2014"),
         el("div", {}, el("b", {}, "final accuracy"), fmt(job.final_accuracy) || "\u2014"),
-        job.error ? el("div", { class: "error" }, el("b", {}, "error"), job.error) : null);
+        ...(job.error ? [el("div", { class: "error" }, el("b", {}, "error"), job.error)] : []));
     }
     function showEpochs() {
       const attempt = Math.max(0, ...[...epochs.values()].map((e) => e.attempt));
