@@ -237,3 +237,19 @@ async def test_a_page_that_falls_behind_is_told_to_reset_and_closed():
     kinds = [frame.split(b"\n", 1)[0] async for frame in frames]
     assert len(kinds) == QUEUE_FRAMES + 1 and kinds[-1] == b"event: reset"
     assert live.open_pages == 0
+
+
+async def test_with_an_api_key_only_the_page_docs_health_and_metrics_are_open():
+    runner, port = await serve_rest(make_app(None, scheduler_status=dict, scheduler_queue=list, api_key=KEY),
+                                    "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for path in ("/", "/ui/app.js", "/docs", "/api/v1/openapi.json", "/api/health", "/metrics"):
+            assert (await fetch(base + path))[0] == 200, path
+        for path in ("/api/v1/live/jobs", "/api/v1/events", "/api/v1/deployments", "/api/v1/nothing"):
+            status, _, body = await fetch(base + path)
+            assert (status, msgspec.json.decode(body)["error"]["code"]) == (401, 401), path
+        status, _, _ = await fetch(base + "/api/v1/nothing", {"Authorization": f"Bearer {KEY}"})
+        assert status == 404
+    finally:
+        await runner.cleanup()

@@ -36,7 +36,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from central.adapters.api_routes import api_handlers
-from central.adapters.rest_context import ApiContext, error_response, json_response, require_key
+from central.adapters.rest_context import (API_KEY_MESSAGE, ApiContext, bearer_ok, error_response, json_response,
+                                          require_key)
 from central.adapters.rest_server import RestRunner, serve_rest
 from central.readmodel.projection import Projection
 from central.readmodel.query_pool import QueryPool, SqlBusy
@@ -167,6 +168,9 @@ def _cyxwiz_error(request: Request, exc: CyxwizError) -> Response:
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
     """Litestar's own refusals (no route, wrong method, a body that does not decode) in our shape."""
+    if exc.status_code == 404 and request.url.path.startswith("/api/v1/") and not bearer_ok(
+            request.headers.get("Authorization", ""), request.app.state.api.api_key):
+        return error_response(401, API_KEY_MESSAGE)  # as the guarded routes: nothing is told without the key
     if exc.status_code != 400:
         return error_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}) or None)
     hint = request.scope.get("route_handler").opt.get("body_hint") if request.scope.get("route_handler") else None
