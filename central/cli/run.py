@@ -37,6 +37,7 @@ def banner(stack: Stack) -> Panel:
     table.add_row("NATS", stack.nats_url)
     table.add_row("central gRPC", stack.grpc)
     table.add_row("REST API", stack.rest + "/api/health")
+    table.add_row("dashboard", f"{stack.rest}/   API docs {stack.rest}/docs")
     for part in stack.node_parts:
         info = part.info
         table.add_row(f"{part.name} ({info.get('node_id', '?')})",
