@@ -202,6 +202,8 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         open_pages = page_ready.get(timeout=300) if pages is not None else 0
         helpers = [c.pid for c in psutil.Process(central.pid).children()]  # its dispatch worker
         pids = [central.pid, *helpers, os.getpid(), *(w.pid for w in workers), *([nats_pid] if nats_pid else [])]
+        if pages is not None:
+            pids.append(pages.pid)
         cpu_before = _cpu(pids)
         if not prefill:
             submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
@@ -234,7 +236,8 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         "cpu_cores_busy_while_submitting": {
             name: round((cpu_after[i] - cpu_before[i]) / submit_s, 2)
             for i, name in enumerate(["central", *(f"central_helper{k}" for k in range(len(helpers))), "client",
-                                      *(f"nodes{k}" for k in range(len(workers))), *(["nats-server"] if nats_pid else [])])},
+                                      *(f"nodes{k}" for k in range(len(workers))), *(["nats-server"] if nats_pid else []),
+                                      *(["page_reader"] if pages is not None else [])])},
     }
 
 

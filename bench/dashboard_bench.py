@@ -17,6 +17,13 @@
    a MutationObserver on the chart's ``data-points``; wall clocks of one machine).
    Target: at most 200 ms.
 
+3. Fan-out cost alone: central's REST app and live feed in this process (uvicorn, as
+   central serves it), ``--clients`` pages (half the jobs list, half job pages) read by
+   another process, fed ``--events-per-s`` job events (JobAssigned, 20 batches a second)
+   for 10 s, without and with the pages, twice: this process's CPU time. The difference
+   is what the open pages cost central; divided by central's CPU per assignment
+   (``bench/central_bench.py``) it is the share of the live assignment rate they take.
+
 Where Chromium or chromedriver is missing, the browser parts are skipped and say so.
 """
 
@@ -234,6 +241,67 @@ async def epoch_latency(nats_url: str, rest: str, epochs: int, clients: int) -> 
     return result
 
 
+# --- 3. fan-out cost alone ---------------------------------------------------------------
+
+PAGE_READER = r"""
+import asyncio, sys, aiohttp
+async def main(base, n):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def page(url):
+            async with session.get(url) as response:
+                async for _ in response.content.iter_any():
+                    pass
+        await asyncio.gather(*(page(base + ("/api/v1/live/jobs" if i % 2 == 0 else f"/api/v1/live/jobs/job-{i:06d}"))
+                               for i in range(n)))
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def fanout_once(pages: int, events_per_s: int, seconds: float) -> float:
+    from central.adapters.live import LiveFeed
+    from central.adapters.rest import make_app, serve_rest
+    from central.lifecycle.jobs import JobState, JobStatus
+
+    live = LiveFeed()
+    runner, port = await serve_rest(make_app(None, scheduler_status=dict, scheduler_queue=list, live=live),
+                                    "127.0.0.1", 0)
+    reader = None
+    try:
+        if pages:
+            reader = subprocess.Popen([sys.executable, "-c", PAGE_READER, f"http://127.0.0.1:{port}", str(pages)])
+            deadline = time.monotonic() + 60
+            while live.open_pages < pages:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the page reader did not connect")
+                await asyncio.sleep(0.05)
+        cpu, started, i = time.process_time(), time.monotonic(), 0
+        while time.monotonic() - started < seconds:
+            for _ in range(events_per_s // 20):
+                job = f"job-{i:06d}"
+                live.on_event(JobAssigned(job_id=job, node_id="n"), None,
+                              JobState(job_id=job, status=JobStatus.ASSIGNED, node_id="n"))
+                i += 1
+            await asyncio.sleep(0.05)
+        return (time.process_time() - cpu) / (time.monotonic() - started)
+    finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
+        await runner.cleanup()
+
+
+async def fanout(pages: int, events_per_s: int, seconds: float = 10.0) -> dict:
+    runs = {0: [], pages: []}
+    for _ in range(2):
+        for n in runs:
+            runs[n].append(await fanout_once(n, events_per_s, seconds))
+    base, loaded = statistics.median(runs[0]), statistics.median(runs[pages])
+    return {"pages": pages, "job_events_per_s": events_per_s,
+            "cpu_cores_without": round(base, 4), "cpu_cores_with": round(loaded, 4),
+            "pages_cost_cpu_cores": round(loaded - base, 4),
+            "pages_cost_us_per_job_event": round((loaded - base) / events_per_s * 1e6, 2)}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -245,6 +313,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--loads", type=int, default=6)
+    parser.add_argument("--events-per-s", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as tmp:
         work = Path(tmp)
@@ -263,6 +332,7 @@ def main() -> None:
             print(json.dumps({"api": asyncio.run(api_times(info["rest"]))}), flush=True)
             print(json.dumps({"epoch_latency": asyncio.run(epoch_latency(server.url, info["rest"], args.epochs,
                                                                          args.clients))}), flush=True)
+            print(json.dumps({"fanout": asyncio.run(fanout(args.clients, args.events_per_s))}), flush=True)
         finally:
             if central is not None:
                 central.terminate()

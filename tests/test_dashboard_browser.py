@@ -116,6 +116,11 @@ async def test_login_jobs_live_curve_and_sql_in_chromium(stack, driver, tmp_path
     assert await in_browser(driver.execute_script, "return sessionStorage.getItem('cyxwiz.apiKey')") == KEY
     assert KEY not in await in_browser(lambda: driver.current_url)
 
+    # a page left ends its live stream: more loads than the browser's 6 connections a host
+    for i in range(8):
+        await in_browser(driver.get, central.rest_url + f"/?load={i}#/jobs")
+        await in_browser(lambda: wait_for(driver, f'#jobs-table tr[data-job-id="{job_id}"]'))
+
     # the job page: the history, then every epoch as it is appended
     await in_browser(lambda: driver.get(central.rest_url + f"/#/job/{job_id}"))
     await in_browser(lambda: wait_for(driver, "#loss-chart", attribute=("data-points", "1")))

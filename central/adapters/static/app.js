@@ -563,5 +563,8 @@ async function render() {
 }
 
 window.addEventListener("hashchange", render);
+// Leaving the page ends its live stream at once: a browser keeps at most 6 connections
+// to one host, and a stream left open by a page being unloaded would hold one of them.
+window.addEventListener("pagehide", () => { for (const fn of cleanup.splice(0)) fn(); });
 if (sessionStorage.getItem(KEY_STORE)) document.getElementById("logout").hidden = false;
 render();
