@@ -10,7 +10,7 @@
    cold browser and then warm reloads; and ``GET /api/v1/jobs`` alone (first page and
    page 100). Target: at most 1 s.
 2. Epoch latency: a job is made running by appended events, ``--clients`` SSE clients
-   (aiohttp, this process) and one Chromium page hold its job page open, and
+   (aiohttp, in a process of their own) and one Chromium page hold its job page open, and
    ``--epochs`` EpochCompleted are appended one by one (20 a second), as a node's report
    through central would be. Latency: from just before the append to the client
    receiving the frame (SSE), or to the page's chart showing the point (Chromium:
@@ -183,21 +183,43 @@ return true;
 """
 
 
-async def sse_client(session, url: str, seen: dict, ready: asyncio.Event) -> None:
-    async with session.get(url) as response:
-        buffer = b""
-        async for chunk in response.content.iter_any():
-            buffer += chunk
-            while b"\n\n" in buffer:
-                block, buffer = buffer.split(b"\n\n", 1)
-                if b"event: hello" in block:
-                    ready.set()
-                elif block.startswith(b"event: epoch"):
-                    data = json.loads(block.split(b"data: ", 1)[1])
-                    seen.setdefault(data["epoch"], []).append(time.time())
+def sse_clients(url: str, clients: int, ready, stop, out) -> None:
+    """A process of its own: ``clients`` streams of one job page; puts {epoch: [receipt times]}."""
+    async def client(session, seen: dict, hello: asyncio.Event) -> None:
+        async with session.get(url) as response:
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                now = time.time()
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    if b"event: hello" in block:
+                        hello.set()
+                    elif block.startswith(b"event: epoch"):
+                        seen.setdefault(json.loads(block.split(b"data: ", 1)[1])["epoch"], []).append(now)
+
+    async def main() -> None:
+        seen: dict[int, list[float]] = {}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            hellos = [asyncio.Event() for _ in range(clients)]
+            tasks = [asyncio.create_task(client(session, seen, h)) for h in hellos]
+            await asyncio.wait_for(asyncio.gather(*(h.wait() for h in hellos)), 120)
+            ready.put(True)
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        out.put(seen)
+
+    asyncio.run(main())
 
 
-async def epoch_latency(nats_url: str, rest: str, epochs: int, clients: int) -> dict:
+async def epoch_latency(nats_url: str, rest: str, epochs: int, clients: int, central_pid: int) -> dict:
+    import multiprocessing as mp
+
+    import psutil
+
     driver = await asyncio.to_thread(browser)
     if driver is not None:
         await asyncio.to_thread(driver.get, f"{rest}/#/job/{LIVE_JOB}")
@@ -205,29 +227,29 @@ async def epoch_latency(nats_url: str, rest: str, epochs: int, clients: int) -> 
                                                  " return b && b.dataset.points === '0' && "
                                                  "document.getElementById('live-status').textContent.includes('live')")
         await asyncio.to_thread(driver.execute_script, OBSERVE)
-    seen: dict[int, list[float]] = {}
+    ctx = mp.get_context("spawn")
+    ready, stop, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=sse_clients, args=(f"{rest}/api/v1/live/jobs/{LIVE_JOB}", clients, ready, stop, out))
+    reader.start()
+    await asyncio.to_thread(ready.get, True, 180)
     bus = await EventBus.connect(nats_url)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        readies = [asyncio.Event() for _ in range(clients)]
-        tasks = [asyncio.create_task(sse_client(session, f"{rest}/api/v1/live/jobs/{LIVE_JOB}", seen, r))
-                 for r in readies]
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
-        sent: dict[int, float] = {}
-        for epoch in range(1, epochs + 1):
-            sent[epoch] = time.time()
-            await bus.append(EpochCompleted(job_id=LIVE_JOB, node_id="bench-node", epoch=epoch, loss=1.0 / epoch))
-            await asyncio.sleep(0.05)
-        deadline = time.monotonic() + 30
-        while sum(len(v) for v in seen.values()) < epochs * clients and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    central = psutil.Process(central_pid)
+    cpu_before, started = sum(central.cpu_times()[:2]), time.monotonic()
+    sent: dict[int, float] = {}
+    for epoch in range(1, epochs + 1):
+        sent[epoch] = time.time()
+        await bus.append(EpochCompleted(job_id=LIVE_JOB, node_id="bench-node", epoch=epoch, loss=1.0 / epoch))
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.0)  # the last frames
+    central_cores = (sum(central.cpu_times()[:2]) - cpu_before) / (time.monotonic() - started)
+    stop.set()
+    seen = await asyncio.to_thread(out.get, True, 120)
+    reader.join(30)
     await bus.close()
     sse = [(t - sent[e]) * 1000 for e, times in seen.items() for t in times]
     result = {"epochs": epochs, "sse_clients": clients, "received": len(sse), "expected": epochs * clients,
               "sse_ms_p50": round(statistics.median(sse), 1), "sse_ms_p99": round(_pct(sse, 0.99), 1),
-              "sse_ms_max": round(max(sse), 1)}
+              "sse_ms_max": round(max(sse), 1), "central_cpu_cores_meanwhile": round(central_cores, 3)}
     if driver is None:
         result["browser"] = "skipped: no chromium/chromedriver"
         return result
@@ -331,7 +353,7 @@ def main() -> None:
             print(json.dumps({"first_paint": first_paint(info["rest"], args.loads)}), flush=True)
             print(json.dumps({"api": asyncio.run(api_times(info["rest"]))}), flush=True)
             print(json.dumps({"epoch_latency": asyncio.run(epoch_latency(server.url, info["rest"], args.epochs,
-                                                                         args.clients))}), flush=True)
+                                                                         args.clients, central.pid))}), flush=True)
             print(json.dumps({"fanout": asyncio.run(fanout(args.clients, args.events_per_s))}), flush=True)
         finally:
             if central is not None:

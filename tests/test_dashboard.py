@@ -253,3 +253,13 @@ async def test_with_an_api_key_only_the_page_docs_health_and_metrics_are_open():
         assert status == 404
     finally:
         await runner.cleanup()
+
+
+async def test_an_idle_page_gets_keepalive_comments_and_close_ends_it():
+    live = LiveFeed(keepalive_s=0.05)
+    frames = live.list_frames()
+    assert b"event: hello" in await anext(frames)
+    assert await asyncio.wait_for(anext(frames), 10) == b": keepalive\n\n"
+    live.close()
+    assert [frame async for frame in frames] in ([], [b": keepalive\n\n"])
+    assert live.open_pages == 0

@@ -31,6 +31,7 @@ LIST_FLUSH_S = 0.25
 KEEPALIVE_S = 15.0
 QUEUE_FRAMES = 1000
 _CLOSE = b""  # put in a page's queue: the stream ends
+_KEEPALIVE = b": keepalive\n\n"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -82,6 +83,7 @@ class LiveFeed:
         self._lists: set[_Page] = set()
         self._changed: dict[str, JobState] = {}
         self._flush: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
@@ -143,12 +145,10 @@ class LiveFeed:
             page.close()
         try:
             yield b"retry: 2000\n" + frame("hello", {"keepalive_s": self.keepalive_s})
+            self._keep_alive()
             while True:
-                try:
-                    data = await asyncio.wait_for(page.queue.get(), self.keepalive_s)
-                except asyncio.TimeoutError:
-                    data = b": keepalive\n\n"
-                if data is _CLOSE or data == _CLOSE:
+                data = await page.queue.get()
+                if not data:  # _CLOSE
                     return
                 yield data
                 if page.closed and page.queue.empty():
@@ -157,12 +157,27 @@ class LiveFeed:
             page.closed = True
             forget()
 
+    def _keep_alive(self) -> None:
+        """One timer for every open page: a comment frame each ``keepalive_s``, so a page
+        that went away without closing is found (its write fails) and forgotten."""
+        if self._keepalive is None and not self._closed:
+            self._keepalive = asyncio.get_running_loop().call_later(self.keepalive_s, self._beat)
+
+    def _beat(self) -> None:
+        self._keepalive = None
+        if self.open_pages:
+            for pages in (self._lists, *self._by_job.values()):
+                for page in pages:
+                    page.send(_KEEPALIVE)
+            self._keep_alive()
+
     def close(self) -> None:
         """End every open stream (central is stopping)."""
         self._closed = True
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        for timer in (self._flush, self._keepalive):
+            if timer is not None:
+                timer.cancel()
+        self._flush = self._keepalive = None
         for pages in (self._lists, *self._by_job.values()):
             for page in list(pages):
                 page.close()

@@ -36,6 +36,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from central.adapters.api_routes import api_handlers
+from central.adapters.dashboard import dashboard_handlers, static_handlers
+from central.adapters.gateway import gateway_handlers
 from central.adapters.rest_context import (API_KEY_MESSAGE, ApiContext, bearer_ok, error_response, json_response,
                                           require_key)
 from central.adapters.rest_server import RestRunner, serve_rest
@@ -71,9 +73,6 @@ def make_app(
     live view (called on the event loop, so they must be quick and not block).
     ``gateway`` (``central.adapters.gateway.Gateway``) adds the serving routes, ``live``
     (``central.adapters.live.LiveFeed``) the dashboard's pushed updates."""
-    from central.adapters.dashboard import dashboard_handlers, static_handlers  # they import this module
-    from central.adapters.gateway import gateway_handlers
-
     pool = None
     reads = None
     if projection is not None:
@@ -91,18 +90,18 @@ def make_app(
         if gateway is not None:
             await gateway.close()
 
-    handlers = [health, metrics, *static_handlers(), Router("/api/v1", route_handlers=[*api_handlers(), *dashboard_handlers()], guards=[require_key])]
+    guarded = Router("/api/v1", route_handlers=[*api_handlers(), *dashboard_handlers()], guards=[require_key])
+    handlers = [health, metrics, openapi_json, *static_handlers(), guarded]
     if gateway is not None:
         handlers += gateway_handlers()
-    app = Litestar(
-        route_handlers=[*handlers, *_openapi_json()],
+    return Litestar(
+        route_handlers=handlers,
         openapi_config=_openapi_config(),
         exception_handlers={CyxwizError: _cyxwiz_error, HTTPException: _http_error, Exception: _bug},
         on_shutdown=[close],
         state=State({"api": context}),
         logging_config=None,
     )
-    return app
 
 
 def openapi_document(app: Litestar | None = None) -> dict[str, Any]:
@@ -134,13 +133,9 @@ def metrics() -> Response[str]:
     return Response(content=generate_latest(), media_type=_METRICS_TYPE)  # Litestar adds the charset back
 
 
-def _openapi_json():
-    @get("/api/v1/openapi.json", summary="this document", security=[{}], sync_to_thread=False,
-         include_in_schema=True)
-    def openapi_json(request: Request) -> Response[dict[str, Any]]:
-        return json_response(request.app.openapi_schema.to_schema())
-
-    return [openapi_json]
+@get("/api/v1/openapi.json", summary="this document", security=[{}], sync_to_thread=False)
+def openapi_json(request: Request) -> Response[dict[str, Any]]:
+    return json_response(request.app.openapi_schema.to_schema())
 
 
 def docs_render_plugin() -> SwaggerRenderPlugin:
