@@ -146,4 +146,15 @@ async def test_login_jobs_live_curve_and_sql_in_chromium(stack, driver, tmp_path
     await in_browser(type_into, driver, "#sql-input", "DROP TABLE jobs", "#sql-run")
     await in_browser(lambda: wait_for(driver, "#sql-error", text="only read statements are allowed"))
     await in_browser(driver.save_screenshot, str(tmp_path / "sql-console.png"))
+
+    # the other pages render what the read model holds
+    await in_browser(lambda: driver.get(central.rest_url + "/#/nodes"))
+    await in_browser(lambda: wait_for(driver, "#nodes-table", text="fake-gpu"))
+    await in_browser(lambda: wait_for(driver, "#node-chart-0"))
+    await in_browser(lambda: driver.get(central.rest_url + "/#/events?type=JobSubmitted"))
+    assert job_id in (await in_browser(lambda: wait_for(driver, "#events-table", text="JobSubmitted"))).text
+    await in_browser(lambda: driver.get(central.rest_url + "/#/deployments"))
+    await in_browser(lambda: wait_for(driver, "#deployments-table", text="No deployments"))
+    errors = [e["message"] for e in await in_browser(driver.get_log, "browser") if "Uncaught" in e["message"]]
+    assert errors == []
     assert Path(tmp_path / "job-page.png").stat().st_size > 10_000

@@ -141,10 +141,12 @@ function fmt(value, digits = 4) {
   return String(value);
 }
 
+function utc(iso) { // the read model's timestamps are UTC, written without a zone
+  return new Date(iso.endsWith("Z") || iso.includes("+") ? iso : iso + "Z");
+}
+
 function when(iso) {
-  if (!iso) return "";
-  const date = new Date(iso.endsWith("Z") || iso.includes("+") ? iso : iso + "Z");
-  return date.toLocaleString();
+  return iso ? utc(iso).toLocaleString() : "";
 }
 
 function bytes(n) {
@@ -398,7 +400,7 @@ const pages = {
     async function showMetrics() {
       const { metrics } = await api(`/api/v1/nodes/${encodeURIComponent(selected)}/metrics?limit=720`);
       const rows = metrics.slice().reverse();
-      const xs = rows.map((m) => new Date(m.observed_at + (m.observed_at.endsWith("Z") ? "" : "Z")).getTime() / 1000);
+      const xs = rows.map((m) => utc(m.observed_at).getTime() / 1000);
       title.textContent = `${selected}: the last ${rows.length} heartbeats`;
       if (!plots.length) {
         const boxes = [0, 1, 2].map((i) => el("div", { class: "chart card", id: `node-chart-${i}` }));
@@ -442,7 +444,7 @@ const pages = {
     }
     async function showMetrics() {
       const { metrics } = await api(`/api/v1/deployments/${encodeURIComponent(selected)}/metrics?limit=720`);
-      const xs = metrics.map((m) => new Date(m.window_start + (m.window_start.endsWith("Z") ? "" : "Z")).getTime() / 1000);
+      const xs = metrics.map((m) => utc(m.window_start).getTime() / 1000);
       title.textContent = `${selected}: ${metrics.length} serving windows`;
       if (!plots.length) {
         const boxes = [0, 1].map((i) => el("div", { class: "chart card", id: `deployment-chart-${i}` }));
