@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
+from bus import BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
 from events import Event
 from node.datasets import DatasetError
 
@@ -71,13 +71,8 @@ class ArtifactStore:
             return self._bus
 
     async def _call(self, op: Callable[[EventBus], Awaitable[T]]) -> T:
-        bus = await self._connected()
-        try:
-            return await op(bus)
-        except BusError:
-            raise
-        except Exception as exc:  # NATS client errors: timeouts, lost connection
-            raise BusUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        """``op`` on the connected bus; EventBus raises only our errors (``BusError``)."""
+        return await op(await self._connected())
 
     async def put_checkpoint(self, job_id: str, attempt: int, epoch: int, data: bytes) -> ObjectRef:
         name = checkpoint_name(job_id, attempt, epoch)
@@ -105,6 +100,16 @@ class ArtifactStore:
                 f"no object {name!r} in bucket {DATASETS}: upload it with `cyxwiz datasets put FILE`",
             ) from None
 
+    async def dataset_sha256(self, name: str) -> str:
+        """The SHA-256 (hex) the store holds for an uploaded data set, without reading it."""
+        try:
+            return await self._call(lambda bus: bus.object_sha256(DATASETS, name))
+        except ObjectNotFound:
+            raise DatasetError(
+                f"nats://{name}",
+                f"no object {name!r} in bucket {DATASETS}: upload it with `cyxwiz datasets put FILE`",
+            ) from None
+
     # --- for worker threads ---------------------------------------------------------
 
     def _blocking(self, coro: Awaitable[T], timeout: float) -> T:
@@ -119,6 +124,9 @@ class ArtifactStore:
 
     def get_dataset_blocking(self, name: str, timeout: float = 300.0) -> bytes:
         return self._blocking(self.get_dataset(name), timeout)
+
+    def dataset_sha256_blocking(self, name: str, timeout: float = 30.0) -> str:
+        return self._blocking(self.dataset_sha256(name), timeout)
 
     def get_uri_blocking(self, uri: str, timeout: float = 300.0) -> bytes:
         return self._blocking(self.get_uri(uri), timeout)

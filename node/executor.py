@@ -114,8 +114,9 @@ class _Running:
 class Executor:
     """Runs up to ``slots`` jobs at once, each in its slot's worker process.
 
-    ``fetch_dataset(name)`` reads ``nats://<name>`` data sets and ``fetch_object(uri)``
-    resume checkpoints; they block the job's thread in this process only.
+    ``fetch_dataset(name)`` reads ``nats://<name>`` data sets, ``dataset_sha256(name)``
+    says their SHA-256 without reading them (so workers can cache them), and
+    ``fetch_object(uri)`` reads resume checkpoints; they block the job's thread in this process only.
     ``worker_env(slot)`` gives environment variables for a slot's worker (a value of
     None removes one), for example the GPU it may see.
     """
@@ -127,6 +128,7 @@ class Executor:
         *,
         data_roots: Sequence[Path] = (),
         fetch_dataset: Callable[[str], bytes] | None = None,
+        dataset_sha256: Callable[[str], str] | None = None,
         fetch_object: Callable[[str], bytes] | None = None,
         checkpoint_every: int = 1,
         checkpoint_interval_s: float = 0.0,
@@ -139,12 +141,14 @@ class Executor:
         self.slots = slots
         self.listener = listener
         self.fetch_dataset = fetch_dataset
+        self.dataset_sha256 = dataset_sha256
         self.fetch_object = fetch_object
         self.stop_grace_s = stop_grace_s
         self.settings = JobSettings(
             data_roots=tuple(data_roots), checkpoint_every=checkpoint_every,
             checkpoint_interval_s=checkpoint_interval_s,
             can_fetch_datasets=fetch_dataset is not None, can_fetch_objects=fetch_object is not None,
+            can_hash_datasets=dataset_sha256 is not None,
         )
         cache = None if compilation_cache_dir is None else str(compilation_cache_dir)
         self._slots = [_Slot(i, dict(worker_env(i)) if worker_env else {}, cache) for i in range(slots)]
@@ -324,6 +328,8 @@ class Executor:
         try:
             if kind == "dataset":
                 data = self.fetch_dataset(arg)  # type: ignore[misc]
+            elif kind == "dataset_sha256":
+                data = self.dataset_sha256(arg).encode()  # type: ignore[misc]
             else:
                 data = self._fetch_checkpoint(arg)
         except BaseException as exc:  # noqa: BLE001 - the worker fails the job with this

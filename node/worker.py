@@ -12,7 +12,7 @@ The pipe between them carries pickled tuples:
   ``("reply", ok, value)`` (the answer to a fetch), ``("exit",)``;
 - worker → node: ``("phase", job_id, phase)``, ``("epoch", job_id, EpochResult, has_checkpoint)``
   (then, if it has one, the checkpoint as one raw message),
-  ``("fetch", kind, arg)`` (kind ``dataset`` or ``object``), ``("end", job_id, Outcome)``.
+  ``("fetch", kind, arg)`` (kind ``dataset``, ``dataset_sha256`` or ``object``), ``("end", job_id, Outcome)``.
 
 A stop is cooperative (the trainer looks at it between chunks of steps); a worker
 that does not end the job within the executor's grace period (stuck in XLA
@@ -55,6 +55,7 @@ class JobSettings:
     checkpoint_interval_s: float = 0.0
     can_fetch_datasets: bool = False
     can_fetch_objects: bool = False
+    can_hash_datasets: bool = False  # the node can ask the store for a data set's SHA-256 (caching nats://)
 
 
 # --- in the worker process ------------------------------------------------------------------
@@ -96,6 +97,7 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
     dataset = cached_dataset(
         job.dataset_uri, data_roots=settings.data_roots, label_column=label_column,
         fetch_object=(lambda name: fetch("dataset", name)) if settings.can_fetch_datasets else None,
+        object_sha256=(lambda name: fetch("dataset_sha256", name).decode()) if settings.can_hash_datasets else None,
     )
     try:
         trainer = Trainer(config, dataset)

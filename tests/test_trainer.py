@@ -216,7 +216,7 @@ def test_nan_loss_raises_training_error(small: Dataset) -> None:
 
 
 def test_inf_in_the_data_raises_training_error(small: Dataset) -> None:
-    x = small.x.copy()
+    x = np.array(small.x)  # a host copy: synthetic data is made on the device
     x[5, 0] = np.inf
     bad = Dataset("synthetic://bad", x, small.y, small.task, small.num_classes)
     with pytest.raises(TrainingError) as info:
