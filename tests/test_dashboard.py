@@ -263,3 +263,13 @@ async def test_an_idle_page_gets_keepalive_comments_and_close_ends_it():
     live.close()
     assert [frame async for frame in frames] in ([], [b": keepalive\n\n"])
     assert live.open_pages == 0
+
+
+async def test_serving_rest_leaves_the_process_logging_alone():
+    """uvicorn's own logging setup (dictConfig) would put its handlers on its loggers and
+    close every other handler of the process; central configures logging itself."""
+    import logging
+
+    runner, _ = await serve_rest(make_app(None, scheduler_status=dict, scheduler_queue=list), "127.0.0.1", 0)
+    await runner.cleanup()
+    assert logging.getLogger("uvicorn").handlers == [] and logging.getLogger("uvicorn.access").handlers == []

@@ -60,7 +60,8 @@ async def serve_rest(app: Any, host: str = "0.0.0.0", port: int = 8080) -> tuple
     sock.listen(2048)
     sock.setblocking(False)
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",
+    # log_config=None: uvicorn would dictConfig its own, which closes every handler in the process
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on", loop="none",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S, ws="none")
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
