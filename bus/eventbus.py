@@ -281,6 +281,12 @@ class EventBus:
                 return 0
             return msg.seq
 
+    async def subjects(self, pattern: str, stream: str = EVENTS_STREAM) -> list[str]:
+        """The subjects matching ``pattern`` (NATS wildcards) that hold messages in ``stream``."""
+        with self._nats_errors('subjects of a stream'):
+            info = await self.violations.guard(self.js.stream_info(stream, subjects_filter=pattern))
+            return sorted((info.state.subjects or {}).keys())
+
     async def read(
         self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>"
     ) -> AsyncIterator[StoredMessage]:

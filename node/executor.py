@@ -46,7 +46,9 @@ class JobListener(Protocol):
     """Receives a job's epochs and its end, in order, from the job's thread. Must not block.
 
     A listener may also define ``on_phase(job, phase)`` (loading, compiling, training,
-    checkpointing); it is called when the listener has it.
+    checkpointing), ``on_progress(job, (epoch, step, steps))`` (within an epoch, a few
+    times a second) and ``on_log(job, (level, message, traceback))`` (``node.joblog``);
+    each is called when the listener has it.
     """
 
     def on_epoch(self, job: Assignment, epoch: EpochResult) -> None: ...
@@ -311,6 +313,10 @@ class Executor:
                 self._tell(running, "on_epoch", message[2])
             elif kind == "phase":
                 self._tell(running, "on_phase", message[2])
+            elif kind == "progress":
+                self._tell(running, "on_progress", message[2:])
+            elif kind == "log":
+                self._tell(running, "on_log", message[2:])
 
     def _tell(self, running: _Running, method: str, item: object) -> None:
         listen = getattr(self.listener, method, None)

@@ -39,7 +39,7 @@ def test_symlink_out_of_the_roots_is_refused(root: Path, tmp_path: Path) -> None
 def test_dot_dot_is_refused(root: Path) -> None:
     uri = f"file://{root}/../data/set.npz"
     assert error(uri, [root]) == (
-        f"dataset {uri!r}: '..' is not allowed in data paths; use a path under the data roots ({root})"
+        f"dataset {uri!r}: '..' is not allowed in data paths; use a path under the node's data roots"
     )
 
 

@@ -80,7 +80,7 @@ def test_synthetic_task_override_and_seed_bound() -> None:
 @pytest.mark.parametrize(
     ("uri", "problem"),
     [
-        ("s3://bucket/x.csv", "scheme 's3' is not supported: use file, nats, builtin or synthetic"),
+        ("s3://bucket/x.csv", "scheme 's3' is not supported: use file://, builtin://, synthetic:// or nats://"),
         ("builtin://mnist", "no built-in data set 'mnist': choose digits, iris, diabetes"),
         ("synthetic://images", "unknown synthetic data set 'images': choose classification or regression"),
         ("synthetic://classification?rows=5", "unknown parameter 'rows': known are n, features, classes, seed"),

@@ -29,13 +29,9 @@ def load_dataset(
     if parsed.scheme == "synthetic":  # made on the device, checked by construction
         return synthetic_dataset(parsed)
     if parsed.scheme == "file":
-        parsed.no_query()
         x, y, names = load_file(parsed, data_roots, label_column)
     elif parsed.scheme == "nats":
-        parsed.no_query()
         x, y, names = load_object(uri, parsed.name, fetch_object, label_column)
-    elif parsed.scheme == "builtin":
+    else:  # builtin: parse_uri allowed only the known schemes
         x, y, names = load_builtin(uri, parsed.name)
-    else:
-        raise DatasetError(uri, f"scheme {parsed.scheme!r} is not supported: use file, nats, builtin or synthetic")
     return checked_dataset(uri, x, y, names, parsed.task)

@@ -17,45 +17,12 @@ import numpy as np
 from node.datasets.dataset import Dataset, DatasetError
 from node.datasets.uris import DatasetURI
 
-__all__ = ["MAX_SYNTHETIC_VALUES", "synthetic_dataset", "synthetic_params"]
-
-MAX_SYNTHETIC_VALUES = 200_000_000
-MAX_SEED = 2**32 - 1
-_DEFAULTS = {
-    "classification": {"n": 1000, "features": 20, "classes": 2, "seed": 0},
-    "regression": {"n": 1000, "features": 20, "targets": 1, "noise": 0.1, "seed": 0},
-}
-_MINIMUM = {"n": 1, "features": 1, "classes": 2, "targets": 1, "seed": 0, "noise": 0.0}
-
-
-def synthetic_params(uri: str, kind: str, query: dict[str, str]) -> dict[str, float]:
-    """The kind's parameters: its defaults, overridden by the URI's query; checked."""
-    if kind not in _DEFAULTS:
-        raise DatasetError(uri, f"unknown synthetic data set {kind!r}: choose classification or regression")
-    params: dict[str, float] = dict(_DEFAULTS[kind])
-    for key, text in query.items():
-        if key not in params:
-            raise DatasetError(uri, f"unknown parameter {key!r}: known are {', '.join(params)}")
-        try:
-            params[key] = float(text) if key == "noise" else int(text)
-        except ValueError:
-            raise DatasetError(uri, f"{key} must be a number (got {text!r})") from None
-    for key, low in _MINIMUM.items():
-        if key in params and params[key] < low:
-            raise DatasetError(uri, f"{key} must be at least {low} (got {params[key]:g})")
-    if params["seed"] > MAX_SEED:
-        raise DatasetError(uri, f"seed must be at most {MAX_SEED} (got {params['seed']:g})")
-    if params["n"] * params["features"] > MAX_SYNTHETIC_VALUES:
-        raise DatasetError(
-            uri, f"n * features = {int(params['n'] * params['features'])} is over the limit of {MAX_SYNTHETIC_VALUES}"
-        )
-    return params
+__all__ = ["synthetic_dataset"]
 
 
 def synthetic_dataset(parsed: DatasetURI) -> Dataset:
     """The data set a ``synthetic://`` URI names, its arrays on the device."""
-    uri, kind = parsed.uri, parsed.name
-    p = synthetic_params(uri, kind, parsed.query)
+    uri, kind, p = parsed.uri, parsed.name, parsed.params  # checked, defaults in (events.jobspec)
     n, features, seed = int(p["n"]), int(p["features"]), int(p["seed"])
     if kind == "classification":
         classes = int(p["classes"])

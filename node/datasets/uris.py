@@ -1,21 +1,22 @@
-"""A data set URI taken apart: scheme, name, query parameters and the ``task`` override."""
+"""A data set URI taken apart: scheme, name, query parameters and the ``task`` override,
+checked by the rules central applies at submit (``events.jobspec.check_dataset_uri``)."""
 
 from __future__ import annotations
 
-import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from events.jobspec import InvalidDatasetUri, check_dataset_uri
 from node.datasets.dataset import DatasetError
 
 __all__ = ["DatasetURI", "parse_uri"]
-
-TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class DatasetURI:
     """``uri`` split: ``name`` is host and path joined (``digits``, ``x.csv``, ``classification``);
-    ``query`` holds the parameters other than ``task``."""
+    ``query`` holds the parameters other than ``task``; ``params`` a synthetic set's,
+    read and checked, with the defaults filled in."""
 
     uri: str
     scheme: str
@@ -23,25 +24,18 @@ class DatasetURI:
     path: str
     query: dict[str, str]
     task: str | None
+    params: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.netloc + self.path
 
-    def no_query(self) -> None:
-        """Refuse parameters other than ``task`` (file and object URIs take none)."""
-        if self.query:
-            raise DatasetError(self.uri, f"unknown query parameter {sorted(self.query)[0]!r}: only task is allowed")
-
 
 def parse_uri(uri: str) -> DatasetURI:
-    parts = urllib.parse.urlsplit(uri)
-    query: dict[str, str] = {}
-    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        if key in query:
-            raise DatasetError(uri, f"query parameter {key!r} is given twice")
-        query[key] = value
-    task = query.pop("task", None)
-    if task not in (None, *TASKS):
-        raise DatasetError(uri, f"task {task!r} is not supported: choose classification or regression")
-    return DatasetURI(uri, parts.scheme, parts.netloc, parts.path, query, task)
+    """``uri`` taken apart; ``DatasetError`` for what no node could load (the scheme, a
+    query parameter, a built-in name, a synthetic parameter, a path's form)."""
+    try:
+        ref = check_dataset_uri(uri)
+    except InvalidDatasetUri as exc:
+        raise DatasetError(uri, exc.reason) from None
+    return DatasetURI(uri, ref.scheme, ref.netloc, ref.path, dict(ref.query), ref.task, ref.params)
