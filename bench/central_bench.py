@@ -1,6 +1,7 @@
 """Central's scheduler under load, and its memory with a long history.
 
     python bench/central_bench.py [--nodes 200] [--jobs 10000] [--history 100000]
+    python bench/central_bench.py --sse-clients 50 [--repeat 3]     # the dashboard's cost
     python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500]
 
 1. Throughput and latency: a real nats-server, central as a subprocess (``python -m
@@ -21,6 +22,11 @@
    per part (``/tmp/central-reports.svg``).
 3. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
    central starts, replays them, and its RSS (psutil, central's process alone) is read.
+4. ``--sse-clients N``: the live run (1.) without and with N open dashboard pages,
+   alternating ``--repeat`` times, each on a fresh nats-server: half the pages hold the
+   jobs list's live stream, half a job page's (of jobs being submitted), read by a process
+   of their own. Printed: each run, then the medians and their ratio (assignments/s, and
+   central's CPU per assignment).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import psutil
 
@@ -72,6 +79,36 @@ def node_worker(central: str, first: int, count: int, slots: int, ready, stop) -
         for node in nodes:
             await node.stop()
         await channel.close()
+
+    asyncio.run(main())
+
+
+# --- open dashboard pages (server-sent events), in a process of their own ---------------
+
+
+def sse_worker(rest: str, clients: int, ready, stop, received) -> None:
+    async def page(session, url: str, hello: asyncio.Event, counts: list[int]) -> None:
+        async with session.get(url) as response:
+            async for chunk in response.content.iter_any():
+                if b"event: hello" in chunk:
+                    hello.set()
+                counts[0] += chunk.count(b"\n\n")
+
+    async def main() -> None:
+        lists = clients - clients // 2
+        urls = [f"{rest}/api/v1/live/jobs"] * lists + [f"{rest}/api/v1/live/jobs/job-{i:06d}" for i in range(clients // 2)]
+        counts = [0]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            hellos = [asyncio.Event() for _ in urls]
+            tasks = [asyncio.create_task(page(session, url, h, counts)) for url, h in zip(urls, hellos)]
+            await asyncio.wait_for(asyncio.gather(*(h.wait() for h in hellos)), 120)
+            ready.put(len(urls))
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        received.put(counts[0])
 
     asyncio.run(main())
 
@@ -292,10 +329,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: int, jobs: int, concurrency: int,
-               prefill: bool = False, nats_pid: int | None = None) -> dict:
+               prefill: bool = False, nats_pid: int | None = None, sse_clients: int = 0, name: str = "") -> dict:
     """``prefill``: submit every job before any node exists, then start the nodes: the
     assignment rate is then the scheduler's and dispatcher's own, not the submit rate."""
-    home = work / ("backlog" if prefill else "throughput")
+    home = work / (name or ("backlog" if prefill else "throughput"))
     home.mkdir()
     central, info = start_central(nats_url, home)
     if prefill:
@@ -306,10 +343,18 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
                for first in range(0, nodes, per_process)]
     for w in workers:
         w.start()
+    pages = None
+    if sse_clients:
+        page_ready, frames = ctx.Queue(), ctx.Queue()
+        pages = ctx.Process(target=sse_worker, args=(info["rest"], sse_clients, page_ready, stop, frames))
+        pages.start()
     try:
         registered = sum(ready.get(timeout=300) for _ in workers)
+        open_pages = page_ready.get(timeout=300) if pages is not None else 0
         helpers = [c.pid for c in psutil.Process(central.pid).children()]  # its dispatch worker
         pids = [central.pid, *helpers, os.getpid(), *(w.pid for w in workers), *([nats_pid] if nats_pid else [])]
+        if pages is not None:
+            pids.append(pages.pid)
         cpu_before = _cpu(pids)
         if not prefill:
             submit_s = asyncio.run(submit_all(info["grpc"], jobs, concurrency))
@@ -320,6 +365,9 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         stop.set()
         for w in workers:
             w.join(60)
+        frames_received = frames.get(timeout=60) if pages is not None else 0
+        if pages is not None:
+            pages.join(60)
         stop_central(central)
     latencies = [(assigned[j] - submitted[j]) / 1e6 for j in assigned if j in submitted]
     first = min(assigned.values()) if prefill else min(submitted.values())
@@ -334,10 +382,13 @@ def throughput(nats_url: str, work: Path, nodes: int, per_process: int, slots: i
         "submits_per_s": round(jobs / submit_s), "assignments_per_s": round(len(assigned) / span_s),
         "latency_ms_p50": round(statistics.median(latencies), 1), "latency_ms_p99": round(percentile(latencies, 0.99), 1),
         "latency_ms_max": round(max(latencies), 1), "central_rss_mb": round(rss / 2**20),
+        "open_dashboard_pages": open_pages, "sse_frames_received": frames_received,
+        "central_cpu_ms_per_assignment": round((cpu_after[0] - cpu_before[0]) * 1000 / max(1, len(assigned)), 3),
         "cpu_cores_busy_while_submitting": {
             name: round((cpu_after[i] - cpu_before[i]) / submit_s, 2)
             for i, name in enumerate(["central", *(f"central_helper{k}" for k in range(len(helpers))), "client",
-                                      *(f"nodes{k}" for k in range(len(workers))), *(["nats-server"] if nats_pid else [])])},
+                                      *(f"nodes{k}" for k in range(len(workers))), *(["nats-server"] if nats_pid else []),
+                                      *(["page_reader"] if pages is not None else [])])},
     }
 
 
@@ -405,12 +456,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--sse-clients", type=int, default=0, help="compare live runs without and with N open pages")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reports-only", action="store_true", help="only the heavy report load (2.)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="submits/s of the open loop")
     parser.add_argument("--report-slots", type=int, default=8, help="slots per reporting node")
     parser.add_argument("--compare-fsync", action="store_true",
                         help="the report load with fsync always (ours) and with nats-server's default, one run")
     args = parser.parse_args()
+    if args.sse_clients:
+        return compare_pages(args)
     with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
         work = Path(tmp)
         print(json.dumps({"machine": f"{os.cpu_count()} cores", "load_average": round(os.getloadavg()[0], 1)}),
@@ -453,6 +508,32 @@ def main() -> None:
         if not args.skip_memory:
             result["memory"] = memory(work, args.history)
             print(json.dumps(result["memory"]), flush=True)
+
+
+def compare_pages(args) -> None:
+    runs: dict[int, list[dict]] = {0: [], args.sse_clients: []}
+    with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
+        work = Path(tmp)
+        for r in range(args.repeat):
+            for clients in runs:
+                server = start_server(work / f"nats-{r}-{clients}", port=0)
+                os.environ[CREDS_ENV] = str(server.seed("central"))
+                try:
+                    result = throughput(server.url, work, args.nodes, args.nodes_per_process, args.slots, args.jobs,
+                                        args.concurrency, nats_pid=server.pid, sse_clients=clients,
+                                        name=f"live-{r}-{clients}")
+                finally:
+                    server.kill()
+                runs[clients].append(result)
+                print(json.dumps(result), flush=True)
+    rate = {c: statistics.median(x["assignments_per_s"] for x in v) for c, v in runs.items()}
+    cpu = {c: statistics.median(x["central_cpu_ms_per_assignment"] for x in v) for c, v in runs.items()}
+    with_pages = args.sse_clients
+    print(json.dumps({"open_pages": with_pages, "repeat": args.repeat,
+                      "assignments_per_s_median": {"without": rate[0], "with": rate[with_pages]},
+                      "rate_with_pages_over_without": round(rate[with_pages] / rate[0], 3),
+                      "central_cpu_ms_per_assignment_median": {"without": cpu[0], "with": cpu[with_pages]},
+                      "cpu_with_pages_over_without": round(cpu[with_pages] / cpu[0], 3)}), flush=True)
 
 
 if __name__ == "__main__":

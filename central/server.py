@@ -32,7 +32,7 @@ from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
 from central.control.job_phases import JobPhases
-from central.adapters.deployments import add_deployment_routes, add_deployment_service
+from central.adapters.deployments import add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
 from central.adapters.terminal import add_terminal_services
@@ -255,6 +255,8 @@ class CentralServer:
         """The DuckDB projection, its projector, and REST on top of it."""
         from central.readmodel.projection import Projection, ProjectionBusy
         from central.readmodel.projector import Projector
+        from central.adapters.gateway import Gateway
+        from central.adapters.live import LiveFeed
         from central.adapters.rest import make_app, serve_rest
 
         try:
@@ -264,9 +266,11 @@ class CentralServer:
         projector = Projector(self._projection, self.bus)
         self._feed_projector = projector.use_feed()  # the state's subscription serves both
         self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
+        self.live = LiveFeed()  # the dashboard's pages, fed by the state's one subscription
+        self.state.listen(self.live.on_event)
         app = make_app(self._projection, scheduler_status=self.scheduler_status,
-                       scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)
-        self._gateway = add_deployment_routes(app, self.deployments, self.config.api_key)
+                       scheduler_queue=self.queue_snapshot, api_key=self.config.api_key,
+                       gateway=Gateway(self.deployments, self.config.api_key), live=self.live)
         try:
             self._rest_runner, self.rest_port = await serve_rest(app, self.config.host, self.config.rest_port)
         except OSError as exc:
@@ -294,8 +298,7 @@ class CentralServer:
         self._tasks.clear()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
-        if getattr(self, "_gateway", None) is not None:
-            await self._gateway.close()
+        if getattr(self, "deployments", None) is not None:
             await self.deployments.close()
         if self.liveness is not None:
             await self.liveness.stop()

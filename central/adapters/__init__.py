@@ -1,2 +1,3 @@
-"""The adapters: gRPC servicers and the REST app that speak the public protocol, the
-converters and validation between protobuf and our types, and authentication."""
+"""The adapters: gRPC servicers and the REST app (Litestar, with the serving gateway and
+the dashboard) that speak the public protocol, the converters and validation between
+protobuf and our types, and authentication."""

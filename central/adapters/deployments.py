@@ -1,22 +1,16 @@
-"""Central's DeploymentService (50051) and its HTTP gateway (REST port): the same calls
-as a node's, across the cluster, and inference forwarded to the node that holds the
-deployment, so a client of the original API works at ``http://central:8080/v1/predict``.
+"""Central's DeploymentService (50051): the same calls as a node's, across the cluster
+(its HTTP gateway on the REST port is ``central.adapters.gateway``).
 
 Status on the wire: requested -> PENDING, placed -> LOADING, running -> RUNNING,
 stopped -> STOPPED, failed and lost -> FAILED (``status_message`` says which).
-Forwarded calls carry the node's session token; the client's API key is checked here.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 
-import aiohttp
 import grpc
-import msgspec
-from aiohttp import web
 
 from central.adapters.grpc_base import unary
 from central.adapters.specs import DEVICE_NAMES, ENUM_VALUES, check_id
@@ -26,7 +20,8 @@ from central.lifecycle.deployments import DeploymentState
 from events import Requirements
 from protos import common_pb2, deployment_pb2 as dp, deployment_pb2_grpc as dpg, node_pb2
 
-__all__ = ["CentralDeploymentService", "add_deployment_routes", "add_deployment_service", "requirements"]
+__all__ = ["CentralDeploymentService", "TO_PROTO", "V1_STATUS", "add_deployment_service", "page", "requirements",
+           "to_proto"]
 
 log = logging.getLogger("cyxwiz.central.deployments")
 
@@ -153,119 +148,3 @@ class CentralDeploymentService(dpg.DeploymentServiceServicer):
 
 def add_deployment_service(server: grpc.aio.Server, control: DeploymentControl, auth) -> None:
     dpg.add_DeploymentServiceServicer_to_server(CentralDeploymentService(control, auth), server)
-
-
-# --- the HTTP gateway ---------------------------------------------------------------------------
-
-
-def _v1_error(code: int, message: str) -> web.Response:
-    kind = {400: "invalid_request", 401: "unauthenticated", 404: "not_found", 409: "conflict"}.get(code, "unavailable")
-    return web.json_response({"error": {"message": message, "type": kind, "code": code}}, status=code)
-
-
-def _v2_error(code: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=code)
-
-
-def summary(d: DeploymentState) -> dict:
-    return {"deployment_id": d.deployment_id, "model_id": d.model_id, "type": "network", "status": V1_STATUS[d.status],
-            "name": d.name, "node_id": d.node_id, "message": d.error, "endpoint": d.http_endpoint}
-
-
-class Gateway:
-    def __init__(self, control: DeploymentControl, api_key: str | None) -> None:
-        self.control = control
-        self.api_key = api_key
-        self._session: aiohttp.ClientSession | None = None
-
-    def _authorized(self, request: web.Request) -> bool:
-        if not self.api_key:
-            return True
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
-
-    async def list(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _v1_error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-        found = [summary(d) for d in self.control.visible()]
-        return web.json_response({"deployments": found, "count": len(found)})
-
-    async def get(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _v1_error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-        try:
-            return web.json_response(summary(self.control.get(request.match_info["id"])))
-        except Refused as exc:
-            return _v1_error(exc.code, exc.message)
-
-    async def predict(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _v1_error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-        body = await request.read()
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            return _v1_error(400, f"body is not valid JSON: {exc}")
-        deployment_id = doc.get("deployment_id") if isinstance(doc, dict) else None
-        if not isinstance(deployment_id, str) or not deployment_id:
-            return _v1_error(400, "deployment_id is required (a string; GET /v1/deployments lists them)")
-        return await self._forward(request, deployment_id, "/v1/predict", body, _v1_error)
-
-    async def v2_model(self, request: web.Request) -> web.Response:
-        public = request.method == "GET"  # metadata and readiness stay open
-        if not public and not self._authorized(request):
-            return _v2_error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-        return await self._forward(request, request.match_info["model"], request.path, await request.read(), _v2_error)
-
-    async def v2_server(self, request: web.Request) -> web.Response:
-        if request.path == "/v2":
-            return web.json_response({"name": "cyxwiz-central", "version": "1", "extensions": ["binary_tensor_data"]})
-        key = "live" if request.path.endswith("live") else "ready"
-        return web.json_response({key: True})
-
-    async def _forward(self, request, deployment_id: str, path: str, body: bytes, error) -> web.StreamResponse:
-        try:
-            d = self.control.get(deployment_id)
-        except Refused as exc:
-            return error(exc.code, exc.message)
-        if d.status in ("requested", "placed"):
-            response = error(503, f"deployment {deployment_id!r} is still loading its model: retry shortly")
-            response.headers["Retry-After"] = "1"
-            return response
-        if d.status != "running" or not d.http_endpoint:
-            return error(409, f"deployment {deployment_id!r} is {d.status}" + (f": {d.error}" if d.error else ""))
-        node = self.control.state.nodes.get(d.node_id)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("content-type", "inference-header-content-length")}
-        if node is not None:  # the node trusts central's session token for it
-            headers["Authorization"] = self.control.metadata(node)[0][1]
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        try:
-            async with self._session.request(request.method, d.http_endpoint + path, data=body or None,
-                                             headers=headers) as upstream:
-                payload = await upstream.read()
-                keep = {k: v for k, v in upstream.headers.items()
-                        if k.lower() in ("content-type", "inference-header-content-length", "retry-after")}
-                return web.Response(body=payload, status=upstream.status, headers=keep)
-        except aiohttp.ClientError as exc:
-            return error(503, f"the node holding {deployment_id!r} did not answer ({type(exc).__name__}); retry")
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-def add_deployment_routes(app: web.Application, control: DeploymentControl, api_key: str | None) -> Gateway:
-    gateway = Gateway(control, api_key)
-    r = app.router
-    r.add_get("/v1/deployments", gateway.list)
-    r.add_get("/v1/deployments/{id}", gateway.get)
-    r.add_post("/v1/predict", gateway.predict)
-    for path in ("/v2", "/v2/health/live", "/v2/health/ready"):
-        r.add_get(path, gateway.v2_server)
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        r.add_get(prefix, gateway.v2_model)
-        r.add_get(prefix + "/ready", gateway.v2_model)
-        r.add_post(prefix + "/infer", gateway.v2_model)
-    return gateway

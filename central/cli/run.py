@@ -48,6 +48,7 @@ def banner(stack: Stack) -> Panel:
     table.add_row("NATS", stack.nats_url)
     table.add_row("central gRPC", stack.grpc)
     table.add_row("REST API", stack.rest + "/api/health")
+    table.add_row("dashboard", f"{stack.rest}/   API docs {stack.rest}/docs")
     host = stack.config.host
     table.add_row("listening on", f"{host}" + (" (this machine only; --host 0.0.0.0 for others)" if host in LOOPBACK else
                                               " (other machines can reach it)"))

@@ -304,10 +304,18 @@ class Projection:
         finally:
             cursor.close()
 
-    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobRow]:
-        where, params = ("WHERE state = ?", [state]) if state else ("", [])
-        rows = self._dicts(f"SELECT * FROM jobs {where} ORDER BY submitted_at DESC, job_id LIMIT ?", [*params, limit])
+    def jobs(self, state: str | None = None, limit: int = 100, offset: int = 0, search: str | None = None) -> list[JobRow]:
+        """Jobs newest first; ``search`` matches a part of the id or the name (any case)."""
+        where, params = _job_filter(state, search)
+        rows = self._dicts(f"SELECT * FROM jobs {where} ORDER BY submitted_at DESC, job_id LIMIT ? OFFSET ?",
+                           [*params, limit, offset])
         return [_job(row, JobRow) for row in rows]
+
+    def job_counts(self, search: str | None = None) -> dict[str, int]:
+        """How many jobs are in each state (of those ``search`` matches)."""
+        where, params = _job_filter(None, search)
+        return {r["state"]: r["n"] for r in self._dicts(f"SELECT state, count(*) AS n FROM jobs {where} GROUP BY state",
+                                                         params)}
 
     def job(self, job_id: str) -> JobDetail | None:
         rows = self._dicts("SELECT * FROM jobs WHERE job_id = ?", [job_id])
@@ -332,6 +340,17 @@ class Projection:
         cursor.execute(sql, params)
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+def _job_filter(state: str | None, search: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if state:
+        clauses.append("state = ?")
+        params.append(state)
+    if search:
+        clauses.append("(contains(lower(job_id), ?) OR contains(lower(coalesce(name, '')), ?))")
+        params += [search.lower()] * 2
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _job(row: dict[str, Any], kind: type) -> Any:
