@@ -113,7 +113,7 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
             assert json.loads(cli.stdout)["argmax"] == client_argmax(x_test[:5], stack.grpc)
             cli = subprocess.run([sys.executable, "-m", "central", "deployments", "show", "nope", "--central", stack.grpc],
                                  capture_output=True, text=True, timeout=60)
-            assert cli.returncode == 4 and "no deployment 'nope'" in cli.stderr
+            assert cli.returncode == 4 and "unknown deployment 'nope'" in cli.stderr
 
             os.kill(stack.node_parts[0].process.pid, signal.SIGKILL)
             lost = wait_until(lambda: (d := stub.GetDeployment(dp.GetDeploymentRequest(deployment_id="dep-c"))
