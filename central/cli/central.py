@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         api_key: Optional[str] = typer.Option(None, "--api-key", help="key job calls need (CYXWIZ_API_KEY)"),
         heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="heartbeat interval s (CYXWIZ_HEARTBEAT_S, 10)"),
         node_timeout: Optional[float] = typer.Option(None, "--node-timeout", help="node lost after s (CYXWIZ_NODE_TIMEOUT_S, 30)"),
+        lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", help="scheduling lease among centrals, s (CYXWIZ_LEASE_TTL_S, 5)"),
         ready_file: Optional[Path] = typer.Option(None, "--ready-file", help="write endpoints as JSON here when ready"),
     ) -> None:
         """Run the central server: gRPC, REST, scheduler, liveness, projection."""
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         try:
             config = CentralConfig.load(home=home, nats_url=nats, grpc_port=grpc_port, rest_port=rest_port,
                                         node_token=node_token, api_key=api_key, heartbeat_s=heartbeat,
-                                        node_timeout_s=node_timeout)
+                                        node_timeout_s=node_timeout, lease_ttl_s=lease_ttl)
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -134,7 +134,7 @@ class Scheduler:
             if job.job_id in self.pending:
                 continue
             if job.cancel_requested:
-                self._spawn(self._cancel(job.job_id))
+                self.spawn(self._cancel(job.job_id))
                 continue
             node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node)
             if node_id is None:
@@ -146,7 +146,7 @@ class Scheduler:
         for job in skipped:
             self.state.push_queued(job)
         if batch:
-            self._spawn(self._assign_batch(batch))
+            self.spawn(self._assign_batch(batch))
         return len(batch)
 
     def _explain(self, skipped: list[JobState]) -> None:
@@ -167,7 +167,7 @@ class Scheduler:
         self.pending[job_id] = node_id
         self._pending_by_node[node_id] += 1
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -180,7 +180,7 @@ class Scheduler:
         for (job, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
-                self._spawn(self.dispatcher.dispatch(event, result))
+                self.spawn(self.dispatcher.dispatch(event, result))
                 continue
             self._unpend(job.job_id)
             self.state.push_queued(job)  # dropped there if the job moved on
@@ -218,6 +218,10 @@ class Scheduler:
         }
 
     async def stop(self) -> None:
+        """Stop what is in flight (this central stops scheduling: it lost the lease, or
+        stops); reservations go with it, as the next holder decides from the stream."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pending.clear()
+        self._pending_by_node.clear()
