@@ -9,11 +9,14 @@ default (a checkpoint per epoch, at most one per 5 s of training, and the last);
 training in this process (``Trainer.run``, no checkpoints), timed the same way from its
 epoch callbacks. The bare loop: ``bench/trainer_bench.py``'s plain jit + ``lax.scan``
 loop over the same number of samples. Also submit -> first epoch (the client sees epoch 1)
-for a first job on a fresh node and for a second, identical job, and the through-the-
-system rate with checkpoints on (the default) and off.
+for a first job on a fresh node, for a second, identical job, and for a third with the
+same shapes but new data (another seed: the data cache misses, so the synthetic set is
+generated again, on the device), and the through-the-system rate with checkpoints on
+(the default) and off. ``--latency-only`` runs only the submit -> first epoch jobs.
 
     python bench/system_bench.py                      # CPU: MLP 784-1024-1024-10, batch 500
     python bench/system_bench.py --samples 245760 --hidden 4096,4096 --batch 4096 --dtype bfloat16 --epochs 12  # H200
+    python bench/system_bench.py --latency-only --latency-samples 245760 --hidden 4096,4096 --batch 4096 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -51,19 +54,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=6, help="epochs of the throughput jobs")
     p.add_argument("--latency-samples", type=int, default=1000,
                    help="samples of the submit -> first epoch jobs (their epoch's own time is reported apart)")
+    p.add_argument("--latency-only", action="store_true", help="only the submit -> first epoch jobs")
     p.add_argument("--json", type=Path)
     return p.parse_args(argv)
 
 
 def job_fields(args, *, epochs: int, checkpoint_every: int | None = None, samples: int | None = None,
-               interval: float | None = None) -> dict:
+               interval: float | None = None, seed: int = 0) -> dict:
     hyper = {"optimizer": "adam", "learning_rate": "0.001", "seed": "0", "dtype": args.dtype, "validation_split": "0"}
     if checkpoint_every is not None:
         hyper["checkpoint_every"] = str(checkpoint_every)
     if interval is not None:
         hyper["checkpoint_interval_s"] = str(interval)
     return dict(
-        dataset_uri=f"synthetic://classification?n={samples or args.samples}&features={args.features}&classes={args.classes}&seed=0",
+        dataset_uri=f"synthetic://classification?n={samples or args.samples}&features={args.features}&classes={args.classes}&seed={seed}",
         model={"type": "mlp", "hidden": [int(h) for h in args.hidden.split(",")]},
         epochs=epochs, batch_size=args.batch, hyperparameters=hyper,
     )
@@ -130,6 +134,26 @@ def through_system(client: Client, args, *, epochs: int, **fields) -> tuple[floa
     return seen[1] - started, times, epoch_seconds
 
 
+def latency_only(args, report: dict) -> dict:
+    """Submit -> first epoch: a first job on a fresh node, a second identical one, a third
+    on new data of the same shapes (generated on the device; programs already compiled)."""
+    with tempfile.TemporaryDirectory() as home:
+        config = StackConfig(home=Path(home), grpc_port=0, rest_port=0, nodes=1, node_port=0, deploy_port=0,
+                             terminal_port=0, fresh_nats=True)
+        with Stack(config) as stack, Client(stack.grpc, timeout=60) as client:
+            small = args.latency_samples
+            jobs = {"first_job": 0, "second_identical_job": 0, "new_data_same_shapes": 1, "new_data_again": 2}
+            for name, seed in jobs.items():
+                seconds, _, epoch = through_system(client, args, epochs=2, samples=small, seed=seed)
+                jobs[name] = {"submit_to_first_epoch_s": round(seconds, 3), "epoch_itself_s": round(epoch, 3)}
+                print(f"{name}: submit -> first epoch {seconds:.3f} s (the epoch itself {epoch:.3f} s)", flush=True)
+    report["submit_to_first_epoch"] = {"samples": args.latency_samples, **jobs}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import jax
@@ -139,6 +163,8 @@ def main(argv=None) -> dict:
           f"mlp {args.features}-{args.hidden.replace(',', '-')}-{args.classes}, batch {args.batch}, {args.dtype}, "
           f"{args.samples} samples, {args.epochs} epochs", flush=True)
     report: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {device.device_kind}"}
+    if args.latency_only:
+        return latency_only(args, report)
     report["bare_loop_samples_per_s"] = bare_loop(args)
     report["trainer_alone_samples_per_s"] = trainer_alone(args)
     print(f"bare {report['bare_loop_samples_per_s']:,.0f}  trainer alone {report['trainer_alone_samples_per_s']:,.0f}", flush=True)
@@ -149,6 +175,7 @@ def main(argv=None) -> dict:
             small = args.latency_samples
             first, _, first_epoch = through_system(client, args, epochs=2, samples=small)
             second, _, second_epoch = through_system(client, args, epochs=2, samples=small)
+            new_data, _, new_data_epoch = through_system(client, args, epochs=2, samples=small, seed=1)
             print(f"submit -> first epoch: first job {first:.3f} s, second identical job {second:.3f} s "
                   f"(of which the epoch itself {second_epoch:.3f} s)", flush=True)
             TRAINED.clear()
@@ -165,6 +192,7 @@ def main(argv=None) -> dict:
         "submit_to_first_epoch_s": {
             "samples": small, "first_job": round(first, 3), "second_identical_job": round(second, 3),
             "second_job_epoch_itself": round(second_epoch, 3), "first_job_epoch_itself": round(first_epoch, 3),
+            "new_data_same_shapes": round(new_data, 3), "new_data_epoch_itself": round(new_data_epoch, 3),
             "identical_job_checkpointing_epoch_1": round(latency_every_epoch, 3),
         },
         "system_samples_per_s": {"checkpoints_on": system_on, "checkpoints_off": rate(off, samples),

@@ -22,10 +22,19 @@ run in turn for ``--repeats`` rounds, rotating the order; the best round counts 
 work only ever slows a round down). ``--stop`` also measures how long a stop takes:
 ``should_stop`` turning true mid-epoch until ``Trainer.run`` returns.
 
+``--first-epoch`` measures something else instead: seconds from nothing to the first
+epoch of a ``Trainer`` on a synthetic data set of ``batch x steps`` samples (MLP), with
+the data generated on the host (the NumPy generator ``node.datasets`` used before, then
+copied to the device) against generated on the device (``synthetic://``, as now). A
+warm-up round of each compiles; then each round uses a new seed (no cache helps), the
+two in turn.
+
     python bench/trainer_bench.py                                   # CPU-sized MLP
     python bench/trainer_bench.py --model cnn --batch 128 --steps 10  # CPU-sized CNN
     python bench/trainer_bench.py --hidden 4096,4096 --batch 4096 --dtype bfloat16 --steps 60   # H200
     python bench/trainer_bench.py --model cnn --batch 1024 --dtype bfloat16 --steps 60          # H200
+    python bench/trainer_bench.py --first-epoch --batch 4096 --steps 60 --repeats 3             # CPU, 245,760 x 784
+    python bench/trainer_bench.py --first-epoch --hidden 4096,4096 --batch 4096 --steps 60 --dtype bfloat16  # H200
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
 
-from node.datasets import Dataset  # noqa: E402
+from node.datasets import Dataset, load_dataset  # noqa: E402
 from node.models import build_model  # noqa: E402
 from node.trainer import EpochResult, TrainConfig, Trainer  # noqa: E402
 
@@ -73,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="rounds of all loops; the best round counts")
     p.add_argument("--chunk", type=int, default=None, help="ours: steps per chunk (default: automatic)")
     p.add_argument("--stop", action="store_true", help="also measure the trainer's stop latency")
+    p.add_argument("--first-epoch", action="store_true",
+                   help="measure time to the first epoch, synthetic data generated on the host vs on the device")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -250,6 +261,52 @@ def stop_latency(args, x, y) -> float:
     return time.perf_counter() - asked[0]
 
 
+def host_synthetic(n: int, features: int, classes: int, seed: int) -> Dataset:
+    """The synthetic classification data as ``node.datasets`` made it before: NumPy, on the host."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, features))
+    centres *= 3.0 / np.linalg.norm(centres, axis=1, keepdims=True)
+    y = rng.integers(0, classes, n)
+    x = centres[y] + rng.standard_normal((n, features), dtype=np.float32)
+    return Dataset("host", x.astype(np.float32), y.astype(np.int32), "classification", classes)
+
+
+def first_epoch(args, where: str, seed: int) -> float:
+    """Seconds from nothing to the first epoch's report: make the data (``where``: host
+    or device), build the Trainer, copy/split the data, train one epoch."""
+    n = args.batch * args.steps
+    cfg = TrainConfig(model_definition=definition(args), epochs=1, batch_size=args.batch, dtype=args.dtype,
+                      validation_split=0.0, optimizer="adam", learning_rate=1e-3, steps_per_chunk=args.chunk)
+    seen: list[float] = []
+    t0 = time.perf_counter()
+    if where == "host":
+        data = host_synthetic(n, args.features, args.classes, seed)
+    else:
+        uri = f"synthetic://classification?n={n}&features={args.features}&classes={args.classes}&seed={seed}"
+        data = load_dataset(uri, data_roots=[])
+    Trainer(cfg, data).run(on_epoch=lambda e: seen.append(time.perf_counter()))
+    return seen[0] - t0
+
+
+def first_epoch_main(args) -> dict:
+    print(f"time to first epoch, {args.batch * args.steps} x {args.features} synthetic samples, "
+          f"host-generated (NumPy, then copied) vs device-generated (jax.random)", flush=True)
+    first_epoch(args, "host", 10_000)  # warm-ups: compile the trainer's and the generator's programs
+    first_epoch(args, "device", 10_000)
+    times: dict[str, list[float]] = {"host": [], "device": []}
+    for r in range(args.repeats):
+        for where in (("host", "device") if r % 2 == 0 else ("device", "host")):
+            times[where].append(first_epoch(args, where, r + 1))
+        print(f"round {r + 1}: host {times['host'][-1]:.3f} s, device {times['device'][-1]:.3f} s", flush=True)
+    best = {w: min(v) for w, v in times.items()}
+    median = {w: statistics.median(v) for w, v in times.items()}
+    summary = {"first_epoch_s": times, "best": best, "median": median,
+               "device/host (median)": median["device"] / median["host"]}
+    print(f"best: host {best['host']:.3f} s, device {best['device']:.3f} s; median: host {median['host']:.3f} s, "
+          f"device {median['device']:.3f} s; device/host (median) {summary['device/host (median)']:.3f}")
+    return summary
+
+
 RUNS = {
     "ours": bench_ours, "ours_nobias": partial(bench_ours, bias=False), "bare": bench_bare, "bare_nobias": bench_bare_nobias,
     "bare_perm": partial(bench_bare, gather=True), "torch": bench_torch,
@@ -260,10 +317,15 @@ RUNS = {
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     args.hidden_list = [int(h) for h in args.hidden.split(",") if h]
-    x, y = make_data(args)
     device = jax.devices()[0]
     print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}), "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    if args.first_epoch:
+        summary = first_epoch_main(args)
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
+        return summary
+    x, y = make_data(args)
     shape = "cnn 32x32x3 conv64-conv128-256" if args.model == "cnn" else \
         f"mlp {args.features}-{'-'.join(map(str, args.hidden_list))}-{args.classes}"
     print(f"{shape}, batch {args.batch}, {args.dtype}, {args.steps} steps/epoch, {args.epochs} timed epochs")
