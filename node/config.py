@@ -21,6 +21,7 @@ DEFAULT_NODE_PORT = 50054
 DEFAULT_DEPLOY_PORT = 50052
 DEFAULT_TERMINAL_PORT = 50053
 DEFAULT_INFER_HTTP_PORT = 8082
+DEFAULT_METRICS_PORT = 8083  # Prometheus /metrics, beside the inference port (docs: README "Metrics")
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_NATS_PORT = 4222
 
@@ -56,6 +57,7 @@ class NodeConfig:
     checkpoint_every: int = 1
     ready_file: Path | None = None
     infer_http_port: int | None = None
+    metrics_port: int | None = None
     api_key: str | None = None
     model_roots: tuple[Path, ...] = ()
     terminal: bool = False
@@ -64,7 +66,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
-                           ("--terminal-port", self.terminal_port), ("--infer-http-port", self.http_port)):
+                           ("--terminal-port", self.terminal_port), ("--infer-http-port", self.http_port),
+                           ("--metrics-port", self.prometheus_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{flag}: port must be 0..65535 (got {port})")
         if not self.heartbeat_s > 0:
@@ -84,6 +87,13 @@ class NodeConfig:
         if self.infer_http_port is not None:
             return self.infer_http_port
         return 0 if self.deploy_port == 0 else DEFAULT_INFER_HTTP_PORT
+
+    @property
+    def prometheus_port(self) -> int:
+        """The Prometheus /metrics port: as set, else 8083, else 0 when the deploy port is 0 (as ``http_port``)."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return 0 if self.deploy_port == 0 else DEFAULT_METRICS_PORT
 
     @property
     def nats_url(self) -> str:
@@ -145,6 +155,7 @@ _ENV = {
     "name": "CYXWIZ_NODE_NAME",
     "advertise_host": "CYXWIZ_ADVERTISE_HOST",
     "infer_http_port": "CYXWIZ_INFER_HTTP_PORT",
+    "metrics_port": "CYXWIZ_METRICS_PORT",
     "api_key": "CYXWIZ_API_KEY",
     "model_roots": "CYXWIZ_MODEL_ROOTS",
     "terminal": "CYXWIZ_TERMINAL",
@@ -178,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
     p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
     p.add_argument("--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)")
+    p.add_argument("--metrics-port", help="Prometheus /metrics port, 0 = any free port (CYXWIZ_METRICS_PORT; "
+                                          "default 8083, or 0 with --deploy-port 0)")
     p.add_argument("--api-key", help="the cluster API key: deployment, inference and terminal calls may send it as Bearer (CYXWIZ_API_KEY)")
     p.add_argument("--model-root", dest="model_roots", action="append",
                    help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)")
@@ -212,7 +225,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     return NodeConfig(**values)
 
 
-_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port"}
+_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port", "metrics_port"}
 
 
 def _convert(key: str, value: object) -> object:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import msgspec
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from central.readmodel.projection import JobDetail, JobRow, NodeMetricRow, NodeRow, Projection
 from central.readmodel.query_pool import QueryPool, SqlBusy
@@ -116,6 +117,7 @@ def make_app(
     app.router.add_get("/api/v1/scheduler/status", routes.status)
     app.router.add_post("/api/v1/sql", routes.sql)
     app.router.add_get("/api/v1/openapi.json", routes.openapi)
+    app.router.add_get("/metrics", make_aiohttp_handler())  # central's Prometheus metrics (central.metrics)
     return app
 
 

@@ -22,6 +22,7 @@ from bus import ConcurrencyConflict
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from central.lifecycle.deployments import ACTIVE, DeploymentState
+from central.metrics import APPEND_SECONDS
 from events import (
     DeploymentDeleted,
     DeploymentFailed,
@@ -69,7 +70,6 @@ class DeploymentControl:
         self.commands = commands
         self.auth = auth
         self._tasks: set[asyncio.Task] = set()
-        state.listen(self._on_event)
 
     async def _append(self, events: list) -> bool:
         """Append a chain to one deployment at its current version; False on a conflict."""
@@ -77,7 +77,8 @@ class DeploymentControl:
         seq = self.state.versions.get(subject_for(events[0]), 0)
         try:
             for event in events:
-                seq = await bus.append(event, expected_version=seq)
+                with APPEND_SECONDS.time():
+                    seq = await bus.append(event, expected_version=seq)
         except ConcurrencyConflict:
             await self.commands.catch_up()
             return False
@@ -85,7 +86,9 @@ class DeploymentControl:
         return True
 
     def resume(self) -> None:
-        """After a restart: follow again every deployment placed but not yet running."""
+        """Once central's state has replayed the stream: react to live events (not to the
+        replayed ones), and follow again every deployment placed but not yet running."""
+        self.state.listen(self._on_event)
         for d in self.state.deployments.values():
             if d.status == "placed":
                 self._spawn(self._follow(d.deployment_id))
