@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from node.config import ConfigError
 from node.metrics import GpuReading, MetricsHistory, gpu_readings
 from node.serving.http_api import start_http
 from node.throughput import Throughput
@@ -120,7 +121,11 @@ class NodeExporter:
         """Serve ``/metrics`` on ``host:port`` (0 = any free port); the port bound."""
         app = web.Application()
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
-        self._runner, self.port = await start_http(app, host, port)
+        try:
+            self._runner, self.port = await start_http(app, host, port)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port / CYXWIZ_METRICS_PORT: cannot listen on {host}:{port} "
+                              f"({exc.strerror or exc}); choose another port (0 = any free)") from exc
         return self.port
 
     async def stop(self) -> None:

@@ -11,14 +11,14 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def value(text: str | dict, name: str, default: float | None = None, **labels: str) -> float | None:
-    """The sample ``name`` with exactly ``labels``; ``default`` when there is none."""
+def value(text: str | dict, metric: str, /, **labels: str) -> float | None:
+    """The sample ``metric`` with exactly ``labels``; None when there is none."""
     table = samples(text) if isinstance(text, str) else text
-    return table.get((name, frozenset(labels.items())), default)
+    return table.get((metric, frozenset(labels.items())))
 
 
-def total(text: str | dict, name: str, **labels: str) -> float:
-    """The sum of the samples ``name`` whose labels include ``labels`` (0 when none)."""
+def total(text: str | dict, metric: str, /, **labels: str) -> float:
+    """The sum of the samples ``metric`` whose labels include ``labels`` (0 when none)."""
     table = samples(text) if isinstance(text, str) else text
     want = set(labels.items())
-    return sum(v for (n, items), v in table.items() if n == name and want <= items)
+    return sum(v for (n, items), v in table.items() if n == metric and want <= items)
