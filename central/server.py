@@ -161,6 +161,13 @@ class CentralServer:
     # --- start and stop ----------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            central_metrics.detach(self)  # a central that did not start is not reported
+            raise
+
+    async def _start(self) -> None:
         c = self.config
         # central answers hundreds of calls a second: its appends share write syscalls
         self.bus, self.nats = await open_bus(c.nats_url, home=c.home, flush_linger_s=0.001, role="central")

@@ -76,6 +76,11 @@ async def test_health_is_not_serving_while_central_replays_then_serving(nats_ser
                     job_pb2.GetJobStatusRequest(job_id="old-1"), timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert refused.value.details().startswith("503: central is replaying its event stream (")
+            updates = job_pb2_grpc.JobServiceStub(channel).StreamJobUpdates(
+                job_pb2.GetJobStatusRequest(job_id="old-1"), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                await updates.read()
+            assert streamed.value.code() == grpc.StatusCode.UNAVAILABLE
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
             assert (await watch.read()).status == NOT_SERVING
             assert await asyncio.to_thread(reflected_services, server.grpc_address) == CENTRAL_SERVICES
@@ -140,9 +145,11 @@ async def test_metrics_show_jobs_by_state_assignments_and_calls_by_code(central,
 
     async def projected():
         now = samples(await scrape(central))
-        return (value(now, "cyxwiz_projection_lag_seconds_count")
-                - value(before, "cyxwiz_projection_lag_seconds_count")) >= 2
-    await eventually(projected, message="the projector's commits of the two JobSubmitted are measured")
+        count = value(now, "cyxwiz_projection_lag_seconds_count") - value(before, "cyxwiz_projection_lag_seconds_count")
+        seconds = value(now, "cyxwiz_projection_lag_seconds_sum") - value(before, "cyxwiz_projection_lag_seconds_sum")
+        return count >= 2 and (count, seconds)
+    count, seconds = await eventually(projected, message="the projector's commits of the two JobSubmitted are measured")
+    assert 0 < seconds / count < 30, "lags in seconds, from the stream's store time to the commit"
 
     node = await FakeNode(central.grpc_address, node_id="n1", slots=2).start()
     node.start_heartbeats(0.1)  # central's test timeout declares a silent node lost after 1 s
