@@ -196,8 +196,7 @@ class CentralServer:
         """Every gRPC service, health and reflection on one port, listening before the
         replay (a replay gate in front); calls counted by method and code."""
         c = self.config
-        self._gate = ReplayGate()
-        self._gate.progress = lambda: f"{self.state.last_seq} of {self._replay_target} events"
+        self._gate = ReplayGate(progress=lambda: f"{self.state.last_seq} of {self._replay_target} events")
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
                                      interceptors=[CallCounter(GRPC_HANDLED), self._gate, DecodeGuard()])
         recorder = ServiceRecorder(self._grpc)

@@ -15,6 +15,7 @@
     cyxwiz_node_gpu_memory_used_bytes{gpu, name}
     cyxwiz_node_gpu_memory_total_bytes{gpu, name}
     grpc_server_handled_total{...}                  the node's gRPC calls by method and code
+    process_*                                       the node process's CPU, memory, file descriptors
 
 The GPU series exist only where NVML answers (package ``nvidia-ml-py`` and a driver): a
 node without them reports no GPU figures rather than zeros. Each node has its own
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -110,6 +111,7 @@ class NodeExporter:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.grpc_handled = grpc_handled_counter(self.registry)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None

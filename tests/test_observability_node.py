@@ -60,6 +60,7 @@ async def test_metrics_port_serves_jobs_samples_and_load(central, nats_server, t
         assert value(idle, "cyxwiz_node_info", node_id=node.node_id, name="test-node") == 1
         assert value(idle, "cyxwiz_node_slots") == 2
         assert value(idle, "cyxwiz_node_active_jobs") == 0
+        assert value(idle, "process_resident_memory_bytes") > 0
         assert value(idle, "cyxwiz_node_samples_per_second") == 0
         sample = node.metrics.latest()
         assert value(idle, "cyxwiz_node_memory_used_bytes") == sample.ram_used_bytes

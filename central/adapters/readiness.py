@@ -24,9 +24,10 @@ _UNAVAILABLE = grpc.StatusCode[answer_for(503).grpc]
 class ReplayGate(grpc.aio.ServerInterceptor):
     """Closed until :meth:`open`; open, a call pays one attribute test."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[], str] = lambda: "") -> None:
+        """``progress()`` says how far the replay is, for the refusal's message."""
         self.is_open = False
-        self.progress: Callable[[], str] = lambda: ""
+        self.progress = progress
         self._refusals: dict[str, Any] = {}
 
     def open(self) -> None:

@@ -160,8 +160,8 @@ class Projector:
 
     async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
         seq = await asyncio.to_thread(self.projection.apply, stream, batch)
-        if stream == EVENTS_STREAM and self._events_caught_up.is_set():  # replayed history is not lag
-            observe_projection_lag(m.time_ns for m in batch)
+        if batch and stream == EVENTS_STREAM and self._events_caught_up.is_set():  # replayed history is not lag
+            observe_projection_lag(batch[0].time_ns)  # in stream order: the oldest
         if self.on_applied is not None:
             self.on_applied(stream, seq)
         async with self._applied:
