@@ -10,7 +10,8 @@ Read from central's folded state when scraped (nothing is counted twice on the h
     cyxwiz_dispatch_total{outcome}      AssignJob calls to nodes: accepted, rejected
     cyxwiz_anomalies_total              events that made no sense for their aggregate
     cyxwiz_events_folded                the last stream sequence in central's state
-    cyxwiz_central_ready                0 while central replays the stream at start, then 1
+    cyxwiz_central_ready                0 while central replays the stream at start, then 1 (today
+                                        REST opens after the replay; gRPC health is the probe)
 
 Measured where they happen:
 

@@ -14,7 +14,7 @@ on the server (and health and reflection themselves), so ``grpcurl`` works witho
 
 The server is asked for nothing it does not offer publicly: the recorder stands in for it
 while services are added and keeps the name each generated ``add_*_to_server`` gives
-``add_registered_method_handlers``. Central and the node both import it from here.
+``add_registered_method_handlers`` (or a ``grpc.ServiceRpcHandler`` gives itself). Central and the node both import it from here.
 """
 
 from __future__ import annotations
@@ -43,12 +43,19 @@ class ServiceRecorder:
         self.services: list[str] = []
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
-        if service_name not in self.services:
-            self.services.append(service_name)
+        self._record(service_name)
         self.server.add_registered_method_handlers(service_name, method_handlers)
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[Any]) -> None:
+        generic_rpc_handlers = tuple(generic_rpc_handlers)
+        for handler in generic_rpc_handlers:
+            if isinstance(handler, grpc.ServiceRpcHandler):  # one service's handler names it
+                self._record(handler.service_name())
         self.server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def _record(self, service_name: str) -> None:
+        if service_name not in self.services:
+            self.services.append(service_name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.server, name)
