@@ -41,7 +41,12 @@ from central.control.leadership import LEASE_BUCKET, LEASE_KEY, Leadership
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
+from central import metrics as central_metrics
+from central.adapters.readiness import ReplayGate
+from central.metrics import GRPC_HANDLED
+from protos.call_metrics import CallCounter
 from protos.decode_guard import DecodeGuard
+from protos.standard_services import ServiceRecorder, StandardServices
 
 log = logging.getLogger("cyxwiz.central")
 
@@ -135,6 +140,9 @@ class CentralServer:
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._standard: StandardServices | None = None
+        self._replay_target = 0
+        self.ready = False  # True once the stream is replayed and every server is up
         self._rest_runner = None
         self._projection = None
         self._tasks: list[asyncio.Task] = []
@@ -167,6 +175,13 @@ class CentralServer:
     # --- start and stop ----------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            central_metrics.detach(self)  # a central that did not start is not reported
+            raise
+
+    async def _start(self) -> None:
         c = self.config
         # central answers hundreds of calls a second: its appends share write syscalls
         self.bus, self.nats = await open_bus(c.nats_url, home=c.home, flush_linger_s=0.001, role="central")
@@ -179,15 +194,35 @@ class CentralServer:
         self.phases = JobPhases(self.state)
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
-        await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler,
-                            self.phases)
-        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
-        add_services(self._grpc, services)
         self.deployments = DeploymentControl(self.state, commands, auth, reported=self.liveness.reported)
+        await self._start_grpc(Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher,
+                                        self.scheduler, self.phases))
+        await self._replay()  # health says NOT_SERVING and other calls UNAVAILABLE until it is done
         self.deployments.resume()
-        add_deployment_service(self._grpc, self.deployments, auth)
-        self.terminals = add_terminal_services(self._grpc, services, self.deployments.terminal_target)
+        await self._start_read_model()
+        self._tasks.append(asyncio.create_task(self.phases.run(self.bus), name="phases"))  # every central answers
+        await self.liveness.follow_heartbeats()
+        self.leadership = Leadership(Lease(self.bus, LEASE_BUCKET, LEASE_KEY, self.central_id, ttl_s=c.lease_ttl_s),
+                                     on_gain=self._lead, on_loss=self._follow_only)
+        await self.leadership.step()  # a lone central holds it before it answers its first call
+        self._leadership_task = asyncio.create_task(self.leadership.run(), name="leadership")
+        self._gate.open()
+        self.ready = True
+        await self._standard.serve()
+        log.info("central: %s", auth.describe())
+
+    async def _start_grpc(self, services: Services) -> None:
+        """Every gRPC service, health and reflection on one port, listening before the
+        replay (a replay gate in front); calls counted by method and code."""
+        c = self.config
+        self._gate = ReplayGate(progress=lambda: f"{self.state.last_seq} of {self._replay_target} events")
+        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+                                     interceptors=[CallCounter(GRPC_HANDLED), self._gate, DecodeGuard()])
+        recorder = ServiceRecorder(self._grpc)
+        add_services(recorder, services)
+        add_deployment_service(recorder, self.deployments, services.auth)
+        self.terminals = add_terminal_services(recorder, services, self.deployments.terminal_target)
+        self._standard = await StandardServices.add_to(recorder)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{c.host}:{c.grpc_port}")
         except RuntimeError:  # grpcio raises where older versions returned 0
@@ -196,14 +231,7 @@ class CentralServer:
             raise ConfigError(f"cannot listen for gRPC on {c.host}:{c.grpc_port}: the port is taken; "
                               "pass --grpc-port 0 for any free port")
         await self._grpc.start()
-        await self._start_read_model()
-        self._tasks.append(asyncio.create_task(self.phases.run(self.bus), name="phases"))  # every central answers
-        await self.liveness.follow_heartbeats()
-        self.leadership = Leadership(Lease(self.bus, LEASE_BUCKET, LEASE_KEY, self.central_id, ttl_s=c.lease_ttl_s),
-                                     on_gain=self._lead, on_loss=self._follow_only)
-        await self.leadership.step()  # a lone central holds it before it answers its first call
-        self._leadership_task = asyncio.create_task(self.leadership.run(), name="leadership")
-        log.info("central: %s", auth.describe())
+        central_metrics.attach(self)
 
     async def _lead(self) -> None:
         """This central holds the lease: schedule, check liveness, and send again the
@@ -232,7 +260,7 @@ class CentralServer:
     async def _replay(self) -> None:
         """Fold the whole stream into central's state, then keep following it live."""
         started = time.monotonic()
-        target = await self.bus.last_sequence()
+        target = self._replay_target = await self.bus.last_sequence()
         self._tasks.append(asyncio.create_task(self._follow(), name="state"))
         if not await self.state.wait_for_seq(target, timeout=REPLAY_TIMEOUT_S):
             raise RuntimeError(f"replay did not reach sequence {target} within {REPLAY_TIMEOUT_S:.0f}s")
@@ -284,6 +312,9 @@ class CentralServer:
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:
+        central_metrics.detach(self)
+        if self._standard is not None:
+            await self._standard.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         if self.leadership is not None:

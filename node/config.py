@@ -25,6 +25,7 @@ DEFAULT_NODE_PORT = 50054
 DEFAULT_DEPLOY_PORT = 50052
 DEFAULT_TERMINAL_PORT = 50053
 DEFAULT_INFER_HTTP_PORT = 8082
+DEFAULT_METRICS_PORT = 8083  # Prometheus /metrics, beside the inference port (docs: README "Metrics")
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_NATS_PORT = 4222
 
@@ -60,6 +61,7 @@ class NodeConfig:
     checkpoint_every: int = 1
     ready_file: Path | None = None
     infer_http_port: int | None = None
+    metrics_port: int | None = None
     api_key: str | None = None
     model_roots: tuple[Path, ...] = ()
     terminal: bool = False
@@ -68,7 +70,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
-                           ("--terminal-port", self.terminal_port), ("--infer-http-port", self.http_port)):
+                           ("--terminal-port", self.terminal_port), ("--infer-http-port", self.http_port),
+                           ("--metrics-port", self.prometheus_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{flag}: port must be 0..65535 (got {port})")
         if not self.heartbeat_s > 0:
@@ -88,6 +91,13 @@ class NodeConfig:
         if self.infer_http_port is not None:
             return self.infer_http_port
         return 0 if self.deploy_port == 0 else DEFAULT_INFER_HTTP_PORT
+
+    @property
+    def prometheus_port(self) -> int:
+        """The Prometheus /metrics port: as set, else 8083, else 0 when the deploy port is 0 (as ``http_port``)."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return 0 if self.deploy_port == 0 else DEFAULT_METRICS_PORT
 
     @property
     def nats_url(self) -> str:
@@ -149,6 +159,7 @@ _ENV = {
     "name": "CYXWIZ_NODE_NAME",
     "advertise_host": "CYXWIZ_ADVERTISE_HOST",
     "infer_http_port": "CYXWIZ_INFER_HTTP_PORT",
+    "metrics_port": "CYXWIZ_METRICS_PORT",
     "api_key": "CYXWIZ_API_KEY",
     "model_roots": "CYXWIZ_MODEL_ROOTS",
     "terminal": "CYXWIZ_TERMINAL",
@@ -179,6 +190,7 @@ def _options(
     checkpoint_every: Opt = typer.Option(None, "--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)"),
     ready_file: Opt = typer.Option(None, "--ready-file", help="write a JSON file with the node id and endpoints once registered"),
     infer_http_port: Opt = typer.Option(None, "--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)"),
+    metrics_port: Opt = typer.Option(None, "--metrics-port", help="Prometheus /metrics port, 0 = any free port (CYXWIZ_METRICS_PORT; default 8083, or 0 with --deploy-port 0)"),
     api_key: Opt = typer.Option(None, "--api-key", help="the cluster API key: deployment, inference and terminal calls may send it as Bearer (CYXWIZ_API_KEY)"),
     model_roots: Optional[list[str]] = typer.Option(None, "--model-root", help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)"),
     terminal: Optional[bool] = typer.Option(None, "--terminal", help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)"),
@@ -239,7 +251,7 @@ def config_from(args: Mapping[str, object], env: Mapping[str, str] | None = None
     return NodeConfig(**values)
 
 
-_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port"}
+_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port", "metrics_port"}
 
 
 def _convert(key: str, value: object) -> object:

@@ -28,6 +28,7 @@ from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
 from node.config import ConfigError, NodeConfig, config_from, node_command
 from node.executor import Executor, worker_env
+from node.exporter import NodeCollector, NodeExporter
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
 from node.service import NodeServicer
@@ -37,8 +38,11 @@ from node.serving.errors import NotFound as ServingNotFound
 from node.serving.telemetry import StatsPublisher
 from node.terminal import AuditLog, TerminalServicer, TerminalSettings
 from node.terminal.environment import account
-from protos import deployment_pb2_grpc, node_pb2_grpc
+from node.throughput import Throughput
+from protos import deployment_pb2, deployment_pb2_grpc, node_pb2, node_pb2_grpc
+from protos.call_metrics import CallCounter
 from protos.decode_guard import DecodeGuard
+from protos.standard_services import ServiceRecorder, StandardServices
 
 __all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 
@@ -48,6 +52,8 @@ log = logging.getLogger("node")
 # every few milliseconds (a job shorter than this has none; its model is stored). A job's
 # hyperparameter checkpoint_interval_s overrides it.
 CHECKPOINT_INTERVAL_S = 5.0
+NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name
+TERMINAL_SERVICE = deployment_pb2.DESCRIPTOR.services_by_name["TerminalService"].full_name
 
 
 class Node:
@@ -61,6 +67,9 @@ class Node:
         self.compilation_cache_dir = compilation_cache_dir
         self.ports: dict[str, int] = {}
         self._servers: dict[str, grpc.aio.Server] = {}
+        self._recorders: dict[str, ServiceRecorder] = {}
+        self.standard: dict[str, StandardServices] = {}
+        self.exporter: NodeExporter | None = None
         self._agent_task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -72,10 +81,13 @@ class Node:
         self.metrics.record()
         self.store = ArtifactStore(cfg.nats_url, credentials=cfg.nats_creds)
         await self.store.start()
+        self.exporter = NodeExporter()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            server = grpc.aio.server(interceptors=[DecodeGuard()], options=_MESSAGE_LIMITS)
+            server = grpc.aio.server(interceptors=[CallCounter(self.exporter.grpc_handled), DecodeGuard()],
+                                     options=_MESSAGE_LIMITS)
             self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
+            self._recorders[name] = ServiceRecorder(server)
         self.agent = Agent(
             cfg, node_port=self.ports["node"], devices=self.devices, slots=self.slots, metrics=self.metrics,
             jobs=lambda: (self.executor.active_jobs(), self.executor.free_slots),
@@ -85,8 +97,9 @@ class Node:
             self.agent, self.store, cancel=lambda job_id: self.executor.cancel(job_id), backoff=self.backoff,
         )
         await self.reporter.start()
+        self.throughput = Throughput(self.reporter)
         self.executor = Executor(
-            self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
+            self.slots, self.throughput, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
             dataset_sha256=self.store.dataset_sha256_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
             checkpoint_interval_s=CHECKPOINT_INTERVAL_S,
@@ -96,20 +109,36 @@ class Node:
             executor=self.executor, metrics=self.metrics,
             node_id=lambda: self.agent.node_id, session_token=lambda: self.agent.session_token,
         )
-        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._servers["node"])
+        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, self._recorders["node"])
         self.serving_stats = StatsPublisher(cfg.nats_url, lambda: self.agent.node_id, credentials=cfg.nats_creds)
         self.serving = Serving(
             fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
             session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
             public_host=cfg.public_host, on_window=self.serving_stats,
         )
-        self.serving.add_to(self._servers["deploy"])
-        self.serving.add_to(self._servers["node"])  # central controls deployments at the endpoint it knows
+        self.serving.add_to(self._recorders["deploy"])
+        self.serving.add_to(self._recorders["node"])  # central controls deployments at the endpoint it knows
         self.serving.grpc_port = self.ports["deploy"]
         self._start_terminal()
+        self.standard = {name: await StandardServices.add_to(r) for name, r in self._recorders.items()}
         for server in self._servers.values():
             await server.start()
+        await self._serve_health()
         self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
+        self.exporter.add(NodeCollector(
+            node_id=lambda: self.agent.node_id, name=cfg.name, slots=self.slots,
+            active_jobs=self.executor.active_jobs, load=self.metrics, throughput=self.throughput))
+        self.ports["metrics"] = await self.exporter.start(cfg.bind_host, cfg.prometheus_port)
+
+    async def _serve_health(self) -> None:
+        """Health says SERVING for what answers now: deployments and (when on) the
+        terminal; NodeService (50054) once the node is registered (``register``)."""
+        await self.standard["deploy"].serve()
+        await self.standard["terminal"].serve("")
+        if self.config.terminal:
+            await self.standard["terminal"].serve(TERMINAL_SERVICE)
+        node = self.standard["node"]
+        await node.serve(*(name for name in node.services if name != NODE_SERVICE))
 
     def _bind_host(self, name: str) -> str:
         """With no API key, the terminal listens on loopback only (ARCHITECTURE.md, trust)."""
@@ -129,7 +158,7 @@ class Node:
         self.terminal = TerminalServicer(
             self.terminal_settings, node_id=lambda: self.agent.node_id,
             session_token=lambda: self.agent.session_token, audit=self.terminal_audit)
-        deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._servers["terminal"])
+        deployment_pb2_grpc.add_TerminalServiceServicer_to_server(self.terminal, self._recorders["terminal"])
         if cfg.terminal:  # off, every call is refused before anything worth auditing
             self.terminal_audit.start()
             # a keystroke's echo crosses the GIL a few times; with training threads in this
@@ -156,6 +185,7 @@ class Node:
     async def register(self) -> None:
         """Register (retrying while central is away), then heartbeat in the background."""
         await self.agent.register()
+        await self.standard["node"].serve()
         self.terminal_audit.wake()
         self._agent_task = asyncio.create_task(self.agent.run(), name="node-agent")
         if self.config.ready_file:
@@ -169,15 +199,22 @@ class Node:
         host = self.config.public_host
         return f"[{host}]:{self.ports[name]}" if ":" in host else f"{host}:{self.ports[name]}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.endpoint('metrics')}/metrics"
+
     def ready_info(self) -> dict[str, object]:
         return {
             "node_id": self.node_id, "node_service": self.endpoint("node"), "deploy": self.endpoint("deploy"),
             "terminal": self.endpoint("terminal"), "infer_http": f"http://{self.endpoint('infer_http')}",
+            "metrics": self.metrics_url,
             "pid": os.getpid(),
         }
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking work, stop running jobs, let their reports out for up to ``grace`` s."""
+        for standard in self.standard.values():
+            await standard.stop()  # health: NOT_SERVING from here on
         await self.serving.stop()  # answers the inference requests already accepted
         await self.serving_stats.close()
         await asyncio.gather(*(s.stop(0.5) for s in self._servers.values()))
@@ -192,6 +229,8 @@ class Node:
         await self.terminal_audit.close()
         await self.agent.close()
         await self.store.close()
+        if self.exporter is not None:
+            await self.exporter.stop()
 
 
 # inference requests carry batches (a 256 x 4096 float32 batch is 4 MiB, gRPC's default limit)
@@ -231,6 +270,7 @@ def banner(node: Node) -> str:
         f"  node service:  {node.endpoint('node')}",
         f"  deployment:    {node.endpoint('deploy')}",
         f"  inference:     http://{node.endpoint('infer_http')}",
+        f"  metrics:       {node.metrics_url} (Prometheus)",
         f"  terminal:      {node.endpoint('terminal')} ({terminal_mode(node.config)})",
         f"  central:       {node.config.central}",
         f"  object store:  {node.config.nats_url}",

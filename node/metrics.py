@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["DeviceInfo", "LoadSample", "MetricsHistory", "detect_devices", "sample_load"]
+__all__ = ["DeviceInfo", "GpuReading", "LoadSample", "MetricsHistory", "detect_devices", "gpu_readings", "sample_load"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,17 @@ class LoadSample:
     gpu: float = 0.0
     gpu_memory: float = 0.0
     ram_used_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU as NVML reads it now: utilisation (0..1) and memory in bytes."""
+
+    index: int
+    name: str
+    utilization: float
+    memory_used_bytes: int
+    memory_total_bytes: int
 
 
 def detect_devices() -> list[DeviceInfo]:
@@ -108,6 +119,22 @@ class _Nvml:
             return 0.0, 0.0
         return sum(util) / len(util), sum(m.used / m.total for m in mem if m.total) / len(mem)
 
+    def readings(self) -> list[GpuReading]:
+        """Each GPU's figures now; empty when NVML does not answer (never made-up zeros)."""
+        if self.lib is None:
+            return []
+        out = []
+        for index, handle in enumerate(self.handles):
+            try:
+                name = self.lib.nvmlDeviceGetName(handle)
+                util = self.lib.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+                mem = self.lib.nvmlDeviceGetMemoryInfo(handle)
+            except Exception:  # a GPU that stopped answering is left out, not reported as idle
+                continue
+            out.append(GpuReading(index=index, name=name.decode() if isinstance(name, bytes) else str(name),
+                                  utilization=util, memory_used_bytes=int(mem.used), memory_total_bytes=int(mem.total)))
+        return out
+
 
 _NVML: _Nvml | None = None
 _NVML_LOCK = threading.Lock()
@@ -119,6 +146,11 @@ def _nvml() -> _Nvml:
         if _NVML is None:
             _NVML = _Nvml()
         return _NVML
+
+
+def gpu_readings() -> list[GpuReading]:
+    """Every GPU NVML answers for (package ``nvidia-ml-py``); empty without it or a driver."""
+    return _nvml().readings()
 
 
 def sample_load() -> LoadSample:

@@ -32,6 +32,7 @@ from central.adapters.grpc_base import Services, unary
 from central.adapters.specs import check_id
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
+from central.metrics import APPEND_SECONDS
 from events import TerminalSessionClosed, TerminalSessionDenied, TerminalSessionOpened
 from protos import common_pb2, deployment_pb2, deployment_pb2_grpc
 from protos import terminal_audit_pb2 as audit_pb2
@@ -139,7 +140,8 @@ class TerminalAuditService(audit_grpc.TerminalAuditServiceServicer):
         events = [_event(node.node_id, i, record, now) for i, record in enumerate(request.records)]
         self.t.ports[node.node_id] = request.terminal_port
         if events:
-            await self.t.s.bus.append_many(events)  # a bus error answers 503: the node sends again
+            with APPEND_SECONDS.time():
+                await self.t.s.bus.append_many(events)  # a bus error answers 503: the node sends again
         return audit_pb2.ReportTerminalActivityResponse(status=common_pb2.STATUS_SUCCESS, accepted=len(events))
 
     def _caller(self, node_id: str, context) -> NodeState:

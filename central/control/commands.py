@@ -22,6 +22,7 @@ from central.lifecycle.deciders import Finish, JobCommand, Progress, decide
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import decide_node
 from central.lifecycle.state import CentralState
+from central.metrics import APPEND_SECONDS
 from events import Event, utc_now
 
 __all__ = ["Commands", "RETRIES"]
@@ -84,7 +85,8 @@ class Commands:
             versions.append(version)
         if events:
             try:
-                results = await self.bus.append_each(events, versions)
+                with APPEND_SECONDS.time():
+                    results = await self.bus.append_each(events, versions)
             except BusError as exc:
                 results = [exc] * len(events)
             for slot, event, result in zip(slots, events, results):
@@ -99,7 +101,8 @@ class Commands:
         seq = expected
         try:
             for event in events:
-                seq = await self.bus.append(event, expected_version=seq)
+                with APPEND_SECONDS.time():
+                    seq = await self.bus.append(event, expected_version=seq)
                 self.appended_through = max(self.appended_through, seq)
         except ConcurrencyConflict:
             await self.catch_up()  # a stored head of the chain is folded; the rest is decided again

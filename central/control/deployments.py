@@ -28,6 +28,7 @@ from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from central.lifecycle.deployments import ACTIVE, DeploymentState
 from central.lifecycle.policy import Candidate, fitting, why_unfit
+from central.metrics import APPEND_SECONDS
 from events import (
     Device,
     DeploymentDeleted,
@@ -97,7 +98,6 @@ class DeploymentControl:
         self.auth = auth
         self.reported = reported if reported is not None else {}  # node id -> NodeInfo of its latest heartbeat
         self._tasks: set[asyncio.Task] = set()
-        state.listen(self._on_event)
 
     async def _append(self, events: list) -> bool:
         """Append a chain to one deployment at its current version; False on a conflict."""
@@ -105,7 +105,8 @@ class DeploymentControl:
         seq = self.state.versions.get(subject_for(events[0]), 0)
         try:
             for event in events:
-                seq = await bus.append(event, expected_version=seq)
+                with APPEND_SECONDS.time():
+                    seq = await bus.append(event, expected_version=seq)
         except ConcurrencyConflict:
             await self.commands.catch_up()
             return False
@@ -113,7 +114,9 @@ class DeploymentControl:
         return True
 
     def resume(self) -> None:
-        """After a restart: follow again every deployment placed but not yet running."""
+        """Once central's state has replayed the stream: react to live events (not to the
+        replayed ones), and follow again every deployment placed but not yet running."""
+        self.state.listen(self._on_event)
         for d in self.state.deployments.values():
             if d.status == "placed":
                 self._spawn(self._follow(d.deployment_id))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from bus import EventBus, StoredMessage
+from central.metrics import observe_projection_lag
 from central.readmodel.projection import (
     EVENTS_STREAM,
     TELEMETRY_STREAM,
@@ -159,6 +160,8 @@ class Projector:
 
     async def _apply(self, stream: str, batch: list[StoredMessage]) -> None:
         seq = await asyncio.to_thread(self.projection.apply, stream, batch)
+        if batch and stream == EVENTS_STREAM and self._events_caught_up.is_set():  # replayed history is not lag
+            observe_projection_lag(batch[0].time_ns)  # in stream order: the oldest
         if self.on_applied is not None:
             self.on_applied(stream, seq)
         async with self._applied:
