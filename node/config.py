@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 class NodeConfig:
     """Everything a node process needs to know before it starts.
 
-    ``slots`` None means one per accelerator (one on CPU). ``nats`` None means the NATS
+    ``slots`` None means one per device (accelerator, or CPU device). ``nats`` None means the NATS
     server on central's host, port 4222 (a node never starts one of its own).
     ``checkpoint_every`` 0 turns per-epoch checkpoints off.
     """
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", dest="heartbeat_s", help="heartbeat interval in seconds (CYXWIZ_HEARTBEAT_S; default 10)")
     p.add_argument("--data-root", dest="data_roots", action="append",
                    help="folder file:// datasets may come from; repeatable (CYXWIZ_DATA_ROOTS, os.pathsep-separated)")
-    p.add_argument("--slots", help="jobs run at once (CYXWIZ_NODE_SLOTS; default one per accelerator, one on CPU)")
+    p.add_argument("--slots", help="slots for jobs, one per device a job uses (CYXWIZ_NODE_SLOTS; default one per device JAX sees: each GPU, or one CPU)")
     p.add_argument("--home", help="state folder (CYXWIZ_HOME; default .cyxwiz)")
     p.add_argument("--name", help="node name shown by central (CYXWIZ_NODE_NAME; default the host name)")
     p.add_argument("--node-id", help="node id to ask for (default: a new one per process)")

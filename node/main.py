@@ -86,7 +86,7 @@ class Node:
         )
         await self.reporter.start()
         self.executor = Executor(
-            self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
+            self.slots, self.reporter, devices=len(self.devices), data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
             checkpoint_interval_s=CHECKPOINT_INTERVAL_S,
             worker_env=worker_env(self.devices, self.slots), compilation_cache_dir=self.compilation_cache_dir,

@@ -3,7 +3,9 @@ a chunk of train steps as one ``lax.scan``, a chunk of validation, a snapshot co
 
 A :class:`Program` is fixed by model, optimizer and shapes (no data, no seed), so the
 chunks it compiles are shared process-wide by every run with the same shapes. The host
-loop that drives them (chunk plans, host syncs, checkpoints) is :mod:`node.trainer`.
+loop that drives them (chunk plans, host syncs, checkpoints) is :mod:`node.trainer`;
+where their arrays live (one device, or data parallel over several) is
+:mod:`node.parallel`'s :class:`Layout`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import optax
 from jax import lax
 
 from node.models import Model
+from node.parallel import Layout
 from node.train_config import TrainConfig
 
 __all__ = ["Program", "TrainState", "build_optimizer"]
@@ -47,8 +50,10 @@ _COMPILED_LOCK = threading.Lock()
 
 @dataclass(frozen=True, eq=False)
 class Program:
-    """The pure, jitted functions of a run, fixed by model, optimizer and shapes (no data,
-    no seed), so that compiled chunks are shared by every run with the same shapes."""
+    """The pure, jitted functions of a run, fixed by model, optimizer, shapes and the
+    devices' layout (no data, no seed), so that compiled chunks are shared by every run
+    with the same shapes. ``batch`` is the global batch: split over ``layout``'s data
+    axis inside each step."""
 
     model: Model
     optimizer: optax.GradientTransformation
@@ -60,32 +65,43 @@ class Program:
     steps_per_epoch: int
     val_batch: int
     n_val: int
+    layout: Layout
 
     def compiled(self, kind: str, length: int, *args: Any) -> Any:
-        """Compiled ahead of time (so that timings exclude it) and kept process-wide."""
+        """Compiled ahead of time (so that timings exclude it) and kept process-wide.
+
+        Every program takes and gives its arrays as ``layout`` says: the train state as
+        :meth:`Layout.state_shardings`, data, sample order and metrics replicated."""
         avals = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
-        key = (self.signature, kind, length, avals)
+        key = (self.signature, self.layout.key, kind, length, avals)
         with _COMPILED_LOCK:
             fn = _COMPILED.get(key)
             if fn is not None:
                 _COMPILED.move_to_end(key)
                 return fn
-        if kind == "init":
-            jitted = jax.jit(self.init_state)
-        elif kind == "order":
-            jitted = jax.jit(self.epoch_order)
-        elif kind == "chunk":
-            jitted = jax.jit(partial(self.run_chunk, length=length), donate_argnums=0)
-        elif kind == "snapshot":
-            jitted = jax.jit(_copy_tree)
-        else:
-            jitted = jax.jit(partial(self.eval_chunk, length=length))
-        fn = jitted.lower(*args).compile()
+        fn = self._jitted(kind, length, args).lower(*args).compile()
         with _COMPILED_LOCK:
             _COMPILED[key] = fn
             while len(_COMPILED) > _COMPILED_MAX:
                 _COMPILED.popitem(last=False)
         return fn
+
+    def _jitted(self, kind: str, length: int, args: tuple) -> Any:
+        layout = self.layout
+        rep = layout.replicated
+        if kind == "init":
+            state = layout.state_shardings(jax.eval_shape(self.init_state, *args))
+            return jax.jit(self.init_state, in_shardings=(rep, rep), out_shardings=state)
+        if kind == "order":
+            return jax.jit(self.epoch_order, in_shardings=(rep, rep), out_shardings=rep)
+        first = layout.state_shardings(args[0])  # the train state, or the parameters for eval
+        if kind == "chunk":
+            return jax.jit(partial(self.run_chunk, length=length), donate_argnums=0,
+                           in_shardings=(first, rep, rep, rep, rep), out_shardings=(first, rep))
+        if kind == "snapshot":
+            return jax.jit(_copy_tree, in_shardings=(first,), out_shardings=first)
+        return jax.jit(partial(self.eval_chunk, length=length), in_shardings=(first, rep, rep, rep),
+                       out_shardings=rep)
 
     def init_state(self, init_key: jax.Array, dropout_key: jax.Array) -> TrainState:
         params = self.model.init(init_key)
@@ -94,8 +110,7 @@ class Program:
     def epoch_order(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
         """This epoch's sample order, padded to whole batches (padding is masked)."""
         perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), self.n_train)
-        pad = self.steps_per_epoch * self.batch - self.n_train
-        return jnp.concatenate([perm, perm[:pad]]).astype(jnp.int32)
+        return jnp.resize(perm, self.steps_per_epoch * self.batch).astype(jnp.int32)  # repeats perm's head
 
     def run_chunk(self, state, x, y, order, start, *, length):
         """``length`` train steps from step ``start`` of the epoch; metrics summed."""
@@ -104,9 +119,10 @@ class Program:
         def body(carry, i):
             state, acc = carry
             first = (start + i) * batch
-            idx = lax.dynamic_slice_in_dim(order, first, batch)
-            valid = first + jnp.arange(batch) < n_train
-            state, sums = self.train_step(state, (x[idx], y[idx], valid))
+            split = self.layout.split_batch
+            idx = split(lax.dynamic_slice_in_dim(order, first, batch))
+            valid = split(first + jnp.arange(batch) < n_train)
+            state, sums = self.train_step(state, (split(x[idx]), split(y[idx]), valid))
             return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
 
         (state, sums), _ = lax.scan(body, (state, _zero_sums()), jnp.arange(length, dtype=jnp.int32))
@@ -135,9 +151,10 @@ class Program:
 
         def body(acc, i):
             first = (start + i) * batch
-            xb = lax.dynamic_slice_in_dim(xv, first, batch)
-            yb = lax.dynamic_slice_in_dim(yv, first, batch)
-            valid = first + jnp.arange(batch) < n_val
+            split = self.layout.split_batch
+            xb = split(lax.dynamic_slice_in_dim(xv, first, batch))
+            yb = split(lax.dynamic_slice_in_dim(yv, first, batch))
+            valid = split(first + jnp.arange(batch) < n_val)
             loss, correct = self.per_example(self.model.apply(params, xb, None, dtype=self.dtype), yb)
             sums = (jnp.where(valid, loss, 0.0).sum(), (correct & valid).sum(), valid.sum())
             return _Sums(*(a + s for a, s in zip(acc, sums))), None

@@ -2,7 +2,8 @@
 are ``node.serving``'s, the terminal (50053) is ``node.terminal``'s.
 
 AssignJob answers as the seed's node did: ``STATUS_FAILED`` with Error 400 for an
-invalid job (the message names the field), 429 when no slot is free, 409 when another
+invalid job (the message names the field) or one this node cannot run as asked (more
+devices than it has), 429 when no slot is free, 409 when another
 attempt of the job runs here; ``accepted = true`` otherwise. The call must carry the
 session token central gave this node (``authorization_token``): a node takes work
 only from the central it registered with; anything else is UNAUTHENTICATED (401).
@@ -18,7 +19,8 @@ from collections.abc import Callable
 
 import grpc
 
-from node.executor import Assignment, Busy, Conflict, Executor
+from events.devices import batch_problem, requested_devices
+from node.executor import Assignment, Busy, Conflict, Executor, Unfit
 from node.metrics import MetricsHistory
 from node.models import MODEL_TYPES, parse_model_definition
 from protos import common_pb2, job_pb2, node_pb2, node_pb2_grpc
@@ -55,7 +57,11 @@ def validate_job(job: job_pb2.JobConfig) -> str | None:
         return f"{who}: attempt and resume_from_epoch must be >= 0 (got {job.attempt}, {job.resume_from_epoch})"
     if job.resume_from_epoch and not job.resume_checkpoint_uri:
         return f"{who}: resume_from_epoch {job.resume_from_epoch} needs a resume_checkpoint_uri"
-    return None
+    try:
+        problem = batch_problem(job.batch_size, requested_devices(job.hyperparameters))
+    except ValueError as exc:
+        return f"{who}: hyperparameters: {exc}"
+    return f"{who}: {problem}" if problem else None
 
 
 def _dataset_problem(uri: str) -> str | None:
@@ -85,7 +91,7 @@ def to_assignment(job: job_pb2.JobConfig) -> Assignment:
         job_id=job.job_id, attempt=job.attempt or 1, model_definition=job.model_definition,
         hyperparameters=dict(job.hyperparameters), dataset_uri=job.dataset_uri, epochs=job.epochs,
         batch_size=job.batch_size, resume_checkpoint_uri=job.resume_checkpoint_uri,
-        resume_from_epoch=job.resume_from_epoch,
+        resume_from_epoch=job.resume_from_epoch, devices=requested_devices(job.hyperparameters),
     )
 
 
@@ -138,6 +144,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return _refused(job.job_id, 429, str(exc))
         except Conflict as exc:
             return _refused(job.job_id, 409, str(exc))
+        except Unfit as exc:
+            return _refused(job.job_id, 400, str(exc))
         if started:
             log.info("accepted job %s (attempt %d)", job.job_id, job.attempt or 1)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

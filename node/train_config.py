@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from events.devices import ALL, DEVICES, batch_problem, requested_devices
 from node.models import parse_model_definition
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -15,7 +16,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 _DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
 _HYPERPARAMETERS = (
     "optimizer", "learning_rate", "weight_decay", "momentum", "seed", "dtype",
-    "validation_split", "steps_per_chunk",
+    "validation_split", "steps_per_chunk", DEVICES,
 )
 
 
@@ -30,7 +31,9 @@ class TrainConfig:
     until that many seconds of training have passed since the last one (or the start):
     a short job may end with none, its final model being stored anyway.
     ``checkpoint_every`` > 0 attaches a checkpoint
-    to every that-many-th epoch (and the last).
+    to every that-many-th epoch (and the last). ``devices``: how many of the process's
+    devices train data parallel (``events.devices.ALL``, 0: all of them); the global
+    batch ``batch_size`` must divide by it.
     """
 
     model_definition: Mapping[str, Any]
@@ -47,6 +50,7 @@ class TrainConfig:
     chunk_seconds: float = 0.1
     checkpoint_every: int = 0
     checkpoint_interval_s: float = 0.0
+    devices: int = 1
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -71,6 +75,10 @@ class TrainConfig:
         if not (_is_real(self.chunk_seconds) and self.chunk_seconds > 0):
             raise ValueError(f"chunk_seconds must be a number > 0 (got {self.chunk_seconds!r})")
         _check_int("checkpoint_every", self.checkpoint_every, 0)
+        _check_int("devices", self.devices, ALL)
+        problem = batch_problem(self.batch_size, self.devices)
+        if problem:
+            raise ValueError(problem)
         if not (_is_real(self.checkpoint_interval_s) and 0 <= self.checkpoint_interval_s < math.inf):
             raise ValueError(f"checkpoint_interval_s must be a number >= 0 (got {self.checkpoint_interval_s!r})")
         object.__setattr__(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
@@ -94,7 +102,8 @@ class TrainConfig:
         """Build from a job's fields; ``hyperparameters`` values are strings as in the proto.
 
         Known hyperparameters: optimizer, learning_rate, weight_decay, momentum, seed,
-        dtype, validation_split, steps_per_chunk ("auto" or a number of steps).
+        dtype, validation_split, steps_per_chunk ("auto" or a number of steps), devices
+        (a number, or "all").
         """
         values: dict[str, Any] = {}
         for name, raw in hyperparameters.items():
@@ -103,6 +112,8 @@ class TrainConfig:
             text = str(raw).strip()
             if name in ("optimizer", "dtype"):
                 values[name] = text.lower()
+            elif name == DEVICES:
+                values[name] = requested_devices({name: text})
             elif name == "steps_per_chunk" and text.lower() == "auto":
                 values[name] = None
             elif name in ("seed", "steps_per_chunk"):

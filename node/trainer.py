@@ -35,7 +35,9 @@ import numpy as np
 from node import checkpoint
 from node.datacache import device_cache
 from node.datasets import Dataset
+from events.devices import batch_problem, resolve_devices
 from node.models import Model, build_model
+from node.parallel import Layout
 from node.programs import Program, TrainState, build_optimizer
 from node.snapshots import EpochPipeline
 from node.train_config import TrainConfig
@@ -88,6 +90,7 @@ class EpochResult:
     step: int
     checkpoint: bytes | None = field(default=None, repr=False)
     checkpoint_sha256: str | None = field(default=None, repr=False)
+    devices: int = 1  # how many devices trained it, data parallel
 
 
 @dataclass(frozen=True)
@@ -149,19 +152,25 @@ class Trainer:
         split = np.random.default_rng(config.seed).permutation(n)
         self._train_idx, self._val_idx = np.sort(split[n_val:]), np.sort(split[:n_val])
         n_train = n - n_val
-        batch = min(config.batch_size, n_train)
-        val_batch = min(config.batch_size, n_val)
+        self.layout = Layout.of(resolve_devices(config.devices, len(jax.devices())))
+        problem = batch_problem(config.batch_size, self.layout.size)
+        if problem:
+            raise ValueError(problem)
+        k = self.layout.size  # a batch smaller than the data set still splits evenly (padding is masked)
+        batch = min(config.batch_size, -(-n_train // k) * k)
+        val_batch = min(config.batch_size, -(-n_val // k) * k)
         self._program = Program(
             model=self.model, optimizer=build_optimizer(config),
             signature=(
                 json.dumps(self.model.definition, sort_keys=True), self.model.sample_shape,
                 self.model.output_dim, dataset.task, config.optimizer, config.learning_rate,
                 config.weight_decay, config.momentum, config.dtype, batch, n_train, val_batch, n_val,
+                self.layout.key,
             ),
             classification=dataset.task == "classification",
             dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
             batch=batch, n_train=n_train, steps_per_epoch=-(-n_train // batch),
-            val_batch=val_batch, n_val=n_val,
+            val_batch=val_batch, n_val=n_val, layout=self.layout,
         )
         self.val_steps = -(-n_val // val_batch) if n_val else 0
         root = jax.random.PRNGKey(config.seed)
@@ -241,6 +250,7 @@ class Trainer:
                 loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,
                 val_accuracy=val[1] if val else None, seconds=time.perf_counter() - t0,
                 samples_per_s=self._program.n_train / train_seconds, step=epoch * self.steps_per_epoch,
+                devices=self.layout.size,
             )
             done = epoch
             history.append(last)
@@ -271,7 +281,8 @@ class Trainer:
             args = (x, y, order, np.int32(start))
             fn = program.compiled("chunk", length, state, *args)
             if self._chunk_steps is None:  # a first, untimed run on a copy: warm-up is slow
-                jax.block_until_ready(fn(jax.device_put(jax.device_get(state)), *args))
+                copy = jax.device_put(jax.device_get(state), self.layout.state_shardings(state))
+                jax.block_until_ready(fn(copy, *args))
             phase("training")
             t0 = time.perf_counter()
             state, sums = fn(state, *args)
@@ -348,20 +359,20 @@ class Trainer:
         kept between runs on the same data set, split and dtype (``node.datacache``)."""
         if self._device_data is None:
             p, c = self._program, self.config
-            key = (self.dataset, c.seed, c.validation_split, p.batch, p.val_batch, c.dtype)
+            key = (self.dataset, c.seed, c.validation_split, p.batch, p.val_batch, c.dtype, self.layout.key)
             self._device_data = device_cache.get_or_make(
                 key, self._put_data, lambda arrays: sum(int(a.nbytes) for a in arrays)
             )
         return self._device_data
 
     def _put_data(self) -> tuple[jax.Array, ...]:
-        """Copy the data set to the device once and split it there (asynchronously)."""
-        d, p = self.dataset, self._program
-        x, y = jax.device_put(d.x), jax.device_put(d.y)
-        pad = self.val_steps * p.val_batch - p.n_val
-        vidx = np.concatenate([self._val_idx, self._val_idx[:pad]])
-        train, val = jax.device_put(self._train_idx.astype(np.int32)), jax.device_put(vidx.astype(np.int32))
-        return (x[train].astype(p.dtype), y[train], x[val].astype(p.dtype), y[val])
+        """Copy the data set to the devices once (each keeps all of it) and split it
+        there (asynchronously)."""
+        d, p, put = self.dataset, self._program, self.layout.put
+        x, y = put(d.x), put(d.y)
+        vidx = np.resize(self._val_idx, self.val_steps * p.val_batch)  # padded with its head (masked)
+        train, val = put(self._train_idx.astype(np.int32)), put(vidx.astype(np.int32))
+        return put((x[train].astype(p.dtype), y[train], x[val].astype(p.dtype), y[val]))
 
     # --- checkpoints and results ----------------------------------------------------
 
@@ -406,7 +417,7 @@ class Trainer:
             val_loss=m["val_loss"], val_accuracy=m["val_accuracy"], seconds=0.0, samples_per_s=0.0,
             step=int(state.step),
         )
-        return jax.device_put(state), epoch, last
+        return self.layout.put(state, self.layout.state_shardings(state)), epoch, last
 
     def _result(self, state, done, last, history, started, *, stopped: bool) -> TrainResult:
         model_bytes = None

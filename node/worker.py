@@ -36,11 +36,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from events.devices import DEVICES
 from node.jobs import CANCELLED, COMPLETED, Assignment, JobProblem, Outcome, bad_job, outcome_of
 from node.models import ModelDefinitionError
 from node.trainer import EpochResult, TrainConfig, Trainer
 
-__all__ = ["JobSettings", "WorkerProcess", "leave_device_memory_to_workers", "run_job"]
+__all__ = ["CPU_DEVICES_ENV", "JobSettings", "WorkerProcess", "leave_device_memory_to_workers", "run_job"]
+
+CPU_DEVICES_ENV = "JAX_NUM_CPU_DEVICES"  # JAX's own name: how many CPU devices a worker makes
 
 log = logging.getLogger(__name__)
 DEAD = object()  # what WorkerProcess.recv answers once the process is gone
@@ -81,12 +84,14 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
 
     hyper = dict(job.hyperparameters)
     label_column = hyper.pop("label_column", None)
+    hyper.pop(DEVICES, None)  # the executor read it: job.devices, resolved for this node
     every = _int_hyperparameter(hyper.pop("checkpoint_every", None), settings.checkpoint_every)
     interval = _seconds_hyperparameter(hyper.pop("checkpoint_interval_s", None), settings.checkpoint_interval_s)
     try:
         config = TrainConfig.from_job(
             hyper, epochs=job.epochs, batch_size=job.batch_size,
             model_definition=job.model_definition, checkpoint_every=every, checkpoint_interval_s=interval,
+            devices=job.devices,
         )
     except ModelDefinitionError as exc:
         return bad_job(str(exc))
@@ -208,6 +213,10 @@ def _serve(conn: Connection, env: Mapping[str, str | None], cache_dir: str | Non
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    if os.environ.get(CPU_DEVICES_ENV):  # JAX read its environment when the fork server imported it
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", int(os.environ[CPU_DEVICES_ENV]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the node, which ends its workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s worker: %(message)s")
     from node.trainer import enable_compilation_cache

@@ -291,7 +291,7 @@ def test_unknown_optimizer_and_hyperparameter() -> None:
         TrainConfig.from_job({"learning_rat": "0.1"}, epochs=1, batch_size=8, model_definition=MLP)
     assert str(info.value) == (
         "unknown hyperparameter 'learning_rat': known are optimizer, learning_rate, weight_decay, "
-        "momentum, seed, dtype, validation_split, steps_per_chunk"
+        "momentum, seed, dtype, validation_split, steps_per_chunk, devices"
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from central.lifecycle.errors import Refused
 from events import JobSpec, catalog
+from events.devices import DEVICES, batch_problem, requested_devices
 from events.model_size import ModelSize, estimate
 
 __all__ = [
@@ -59,6 +60,7 @@ def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
         raise Refused(400, f"{name_field or where + '.name'} is too long ({len(spec.name)} characters, at most {MAX_NAME})")
     if sum(len(k) + len(v) for k, v in spec.hyperparameters.items()) > MAX_TEXT:
         raise Refused(400, f"{where}.hyperparameters are too large (over {MAX_TEXT} characters)")
+    _check_devices(spec, where)
     req = spec.requirements
     if req.device is not None and req.device not in DEVICE_NAMES:
         raise Refused(400, f"{where}.requirements.device {req.device[:40]!r} is unknown; use one of {', '.join(DEVICE_NAMES)}")
@@ -68,6 +70,19 @@ def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
         check_model_size(spec.model_definition, optimizer=spec.hyperparameters.get("optimizer", "adam"),
                          memory=largest_node_memory(nodes, req.device), where=f"{where}.model_definition")
     return spec
+
+
+def _check_devices(spec: JobSpec, where: str) -> None:
+    """The hyperparameter ``devices`` reads, and the batch splits over it. More devices
+    than any online node has is no error: the job waits, saying so (a node can join)."""
+    field = f'{where}.hyperparameters["{DEVICES}"]'
+    try:
+        devices = requested_devices(spec.hyperparameters)
+    except ValueError as exc:
+        raise Refused(400, f"{field}: {exc}") from None
+    problem = batch_problem(spec.batch_size, devices)
+    if problem:
+        raise Refused(400, f"{where}.{problem}")
 
 
 def check_model_size(definition: str, *, optimizer: str = "adam", memory: int | None = None,

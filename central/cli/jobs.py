@@ -160,6 +160,7 @@ def submit(
     hp: list[str] = typer.Option([], "--hp", help="extra hyperparameter key=value (repeatable)"),
     priority: str = typer.Option("normal", "--priority", help="low, normal, high, critical"),
     device: Optional[str] = typer.Option(None, "--device", help="required device: cpu or cuda"),
+    devices: Optional[str] = typer.Option(None, "--devices", help='devices of one node to train on, data parallel: N or "all" (default 1; --batch-size must divide by N)'),
     name: Optional[str] = typer.Option(None, "--name"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings"),
     follow: bool = typer.Option(False, "--follow", help="show live progress until the job ends"),
@@ -182,6 +183,8 @@ def submit(
             hyper["learning_rate"] = learning_rate
         if optimizer:
             hyper["optimizer"] = optimizer
+        if devices:
+            hyper["devices"] = devices
         spec["hyperparameters"] = hyper
         if device:
             spec["device"] = device
