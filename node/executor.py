@@ -199,8 +199,11 @@ class Executor:
                 )
             slots = self._free_slots_on(count)
             if slots is None:
-                raise Busy(f"node busy: the job needs {count} free slot(s) on distinct devices, "
-                           f"{self.free_slots} of {self.slots} are free; try another node or later")
+                free = self.free_slots
+                if not free:
+                    raise Busy(f"node busy: all {self.slots} slot(s) are running jobs; try another node or later")
+                raise Busy(f"node busy: the job needs free slots on {count} devices, {free} of {self.slots} "
+                           f"slot(s) are free; try another node or later")
             for slot in slots:
                 slot.busy = True
             env = dict(self.worker_env(tuple(s.device for s in slots))) if self.worker_env else {}

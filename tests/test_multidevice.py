@@ -83,8 +83,7 @@ def test_a_2_device_job_and_two_1_device_jobs_share_a_4_device_node(tmp_path):
         assert executor.free_slots == 0 and sorted(executor.active_jobs()) == ["one-a", "one-b", "two"]
         with pytest.raises(Busy) as busy:
             executor.submit(_job("one-c", 1))
-        assert str(busy.value) == ("node busy: the job needs 1 free slot(s) on distinct devices, 0 of 4 are free; "
-                                   "try another node or later")
+        assert str(busy.value) == "node busy: all 4 slot(s) are running jobs; try another node or later"
         with pytest.raises(Unfit) as unfit:
             executor.submit(_job("eight", 8))
         assert str(unfit.value) == "job 'eight' asks for 8 devices; this node has 4"
@@ -96,9 +95,11 @@ def test_a_2_device_job_and_two_1_device_jobs_share_a_4_device_node(tmp_path):
         assert recorder.devices == {"two": {2}, "one-a": {1}, "one-b": {1}}, "each worker sees its own devices"
         executor.cancel("one-a")
         wait_until(lambda: "one-a" in recorder.ends and executor.free_slots == 1, timeout=60, message="one slot free")
-        assert executor.submit(_job("one-c", 1))
-        with pytest.raises(Busy):
+        with pytest.raises(Busy) as busy:
             executor.submit(_job("two-more", 2))
+        assert str(busy.value) == ("node busy: the job needs free slots on 2 devices, 1 of 4 slot(s) are free; "
+                                   "try another node or later")
+        assert executor.submit(_job("one-c", 1)) and executor.free_slots == 0
     finally:
         executor.close()
 
@@ -194,3 +195,16 @@ def test_duckdb_keeps_each_attempts_device_count(tmp_path):
         assert projection.query("SELECT attempt, devices FROM jobs").rows == [[2, 2]]
     finally:
         projection.close()
+
+
+def test_the_scaling_bench_runs_in_one_command_on_2_forced_cpu_devices():
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
+    tiny = ["--features", "8", "--hidden", "8", "--batch", "16", "--steps", "2", "--epochs", "1", "--repeats", "1"]
+    done = subprocess.run([sys.executable, str(ROOT / "bench/multigpu_bench.py"), *tiny], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    one, two = out["samples_per_s"]["1"], out["samples_per_s"]["2"]
+    assert one > 0 and two > 0 and out["efficiency"] == round(two / (2 * one), 3)
+    assert (out["model"], out["global_batch"], out["dtype"]) == ("8-8-10", 16, "bfloat16")
