@@ -194,7 +194,8 @@ class EventBus:
         """Fire-and-forget telemetry (heartbeats); loss of one sample is acceptable."""
         if type(event).__name__ not in TELEMETRY_TYPES:
             raise ValueError(f"{type(event).__name__} is not telemetry")
-        await self.nc.publish(subject_for(event), encode(event), headers=headers_for(event))
+        with self._nats_errors("telemetry publish"):
+            await self.nc.publish(subject_for(event), encode(event), headers=headers_for(event))
 
     # --- reading -----------------------------------------------------------------------
 

@@ -25,18 +25,19 @@ from central.lifecycle.jobs import TERMINAL
 from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import bearer_metadata, dict_to_job_config
+from protos.trailers import CODE_TRAILER, code_of
 from central.client_deployments import DeploymentCalls, DeploymentInfo  # noqa: F401  (re-exported)
 
 TERMINAL_STATES = frozenset(str(s) for s in TERMINAL)
 
 
 class ClientError(CyxwizError):
+    """What central answered, as the error tree's code (``events.errors.CODES``)."""
+
     code = 500
 
     def __init__(self, message: str, code: int | None = None):
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+        super().__init__(message, code=code)
 
 
 class InvalidRequest(ClientError):
@@ -45,6 +46,10 @@ class InvalidRequest(ClientError):
 
 class Unauthenticated(ClientError):
     code = 401
+
+
+class Forbidden(Unauthenticated):
+    code = 403
 
 
 class NotFound(ClientError):
@@ -60,14 +65,16 @@ class CentralUnavailable(ClientError):
     retryable = True
 
 
-_BY_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
-    grpc.StatusCode.ALREADY_EXISTS: Conflict,
-}
+_BY_CODE = {cls.code: cls for cls in (InvalidRequest, Unauthenticated, Forbidden, NotFound, Conflict)}
+
+
+def error_for(code: int, message: str) -> ClientError:
+    """The client's error for an HTTP-style code: its own class where it has one, else a
+    ``ClientError`` that carries the code (and the table's retryable for 429/503/504)."""
+    cls = _BY_CODE.get(code, ClientError)
+    error = cls(message, code)
+    error.retryable = code in (429, 503, 504)
+    return error
 
 
 @dataclass(frozen=True)
@@ -261,12 +268,13 @@ class Client(DeploymentCalls):
         return [NodeSummary.from_proto(info) for info in response.nodes]
 
     def _retrying(self, method, request, attempts: int = 5):
-        """``_call`` again while central is unavailable, for calls that are idempotent."""
+        """``_call`` again while a retry can help (central or its event store unavailable,
+        busy), for calls that are idempotent."""
         for attempt in range(attempts):
             try:
                 return self._call(method, request)
-            except CentralUnavailable:
-                if attempt == attempts - 1:
+            except ClientError as exc:
+                if not exc.retryable or attempt == attempts - 1:
                     raise
                 time.sleep(min(2.0, 0.25 * 2**attempt))
 
@@ -289,18 +297,21 @@ def _state_from_code(code: int) -> str:
 
 def _raise_for(response) -> None:
     if response.HasField("error") and response.error.code >= 400:
-        code = response.error.code
-        cls = {400: InvalidRequest, 401: Unauthenticated, 404: NotFound, 409: Conflict}.get(code, ClientError)
-        raise cls(response.error.message, code)
+        raise error_for(response.error.code, response.error.message)
 
 
 def _translate(exc: grpc.RpcError, target: str) -> ClientError:
-    status = exc.code() if hasattr(exc, "code") else None
-    detail = exc.details() if hasattr(exc, "details") else str(exc)
-    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    code = code_of(exc) or 500
+    if code in (503, 504) and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+            and not _from_central(exc):
         return CentralUnavailable(
             f"central is not reachable at {target}: start it with 'cyxwiz up' or 'cyxwiz central', "
             "or point CYXWIZ_CENTRAL / --central at it"
         )
-    cls = _BY_STATUS.get(status, ClientError)
-    return cls(detail or str(status))
+    detail = exc.details() if hasattr(exc, "details") else str(exc)
+    return error_for(code, detail or exc.code().name)
+
+
+def _from_central(exc: grpc.RpcError) -> bool:
+    """Whether central itself answered (with its code trailer), as opposed to the channel."""
+    return any(key == CODE_TRAILER for key, _ in (exc.trailing_metadata() or ()))

@@ -15,11 +15,10 @@ import grpc
 import numpy as np
 
 from protos import common_pb2, deployment_pb2 as dp, deployment_pb2_grpc as dpg, inference_pb2, inference_pb2_grpc
+from protos.trailers import code_of
 
 __all__ = ["DeploymentCalls", "DeploymentInfo"]
 
-_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.NOT_FOUND: 404,
-         grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
 STATUS_NAMES = {v: k.removeprefix("DEPLOYMENT_STATUS_").lower() for k, v in dp.DeploymentStatus.items()}
 
 
@@ -91,7 +90,7 @@ class DeploymentCalls:
     def predict(self, deployment_id: str, x) -> np.ndarray:
         """The model's output for ``x`` (one sample, or a batch with a leading dimension): class
         probabilities for a classifier. Sent to the node's InferenceService with the API key."""
-        from central.client import ClientError
+        from central.client import ClientError, error_for
 
         info = self.deployment(deployment_id)
         if info.status != "running" or not info.grpc_endpoint:
@@ -105,7 +104,6 @@ class DeploymentCalls:
                     inference_pb2.InferRequest(deployment_id=deployment_id, inputs=[tensor]),
                     timeout=self.timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
-                code = _HTTP.get(exc.code(), 503)
-                raise ClientError(f"{info.grpc_endpoint}: {exc.details() or exc.code().name}", code) from None
+                raise error_for(code_of(exc) or 503, f"{info.grpc_endpoint}: {exc.details() or exc.code().name}") from None
         out = answer.outputs[0]
         return np.frombuffer(out.data, "<f4").reshape(tuple(out.shape))

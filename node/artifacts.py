@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bus import BusError, BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
+from bus import BusUnavailable, EventBus, ObjectNotFound, ObjectRef, parse_object_uri
 from events import Event
 from node.datasets import DatasetError
 
@@ -71,13 +71,8 @@ class ArtifactStore:
             return self._bus
 
     async def _call(self, op: Callable[[EventBus], Awaitable[T]]) -> T:
-        bus = await self._connected()
-        try:
-            return await op(bus)
-        except BusError:
-            raise
-        except Exception as exc:  # NATS client errors: timeouts, lost connection
-            raise BusUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        """``op`` on the connected bus; EventBus raises only our errors (``BusError``)."""
+        return await op(await self._connected())
 
     async def put_checkpoint(self, job_id: str, attempt: int, epoch: int, data: bytes) -> ObjectRef:
         name = checkpoint_name(job_id, attempt, epoch)

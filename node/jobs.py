@@ -12,6 +12,8 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import jax
+
 from node.datasets import DatasetError
 from node.trainer import TrainingError, TrainResult
 
@@ -89,7 +91,7 @@ def outcome_of(exc: BaseException) -> Outcome:
         return Outcome(status=FAILED, error=f"resume_checkpoint_uri: {exc}", error_code=404, retryable=False)
     if isinstance(exc, BusError):
         return Outcome(status=FAILED, error=f"object store: {exc}", error_code=503, retryable=True)
-    if _out_of_memory(exc):
+    if out_of_memory(exc):
         return Outcome(
             status=FAILED, error=f"out of memory: {_first_line(exc)}; lower batch_size or the model size",
             error_code=507, retryable=True,
@@ -120,8 +122,12 @@ def crashed(exitcode: int | None, epochs_done: int) -> Outcome:
     )
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc) or "Out of memory" in str(exc)
+def out_of_memory(exc: BaseException) -> bool:
+    """Host memory (``MemoryError``) or XLA's: a ``JaxRuntimeError`` whose absl status is
+    RESOURCE_EXHAUSTED. JAX gives no code attribute, only the status as the message's
+    first word, so that word (and no other text) is what is read."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, jax.errors.JaxRuntimeError) and str(exc).startswith("RESOURCE_EXHAUSTED:"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from central.adapters.grpc_base import ERROR_TRAILER
+from protos.trailers import ERROR_TRAILER
 from central.server import CentralConfig, CentralServer
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import HTTP_TO_GRPC, bearer_metadata

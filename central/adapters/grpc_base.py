@@ -18,13 +18,13 @@ from central.lifecycle.nodes import NodeState
 from events import CyxwizError
 from protos import common_pb2, job_pb2, node_pb2
 from protos.convert import grpc_status, status_error
+from protos.trailers import error_trailers
 
-__all__ = ["DEFAULT_PAGE", "ERROR_TRAILER", "MAX_PAGE", "MAX_TEXT", "Services", "abort_with", "bounded_text",
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "MAX_TEXT", "Services", "abort_with", "bounded_text",
            "error_response", "paging", "unary"]
 
 log = logging.getLogger("cyxwiz.central.grpc")
 
-ERROR_TRAILER = "cyxwiz-error-bin"
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -64,8 +64,7 @@ def unary(response_cls):
 
 async def abort_with(context, response_cls, code: int, message: str, status: grpc.StatusCode | None = None):
     response = error_response(response_cls, code, message)
-    await context.abort(status or grpc_status(code), message,
-                        trailing_metadata=((ERROR_TRAILER, response.SerializeToString()),))
+    await context.abort(status or grpc_status(code), message, trailing_metadata=error_trailers(response, code))
 
 
 def paging(page_size: int, page_token: str) -> tuple[int, int]:

@@ -21,12 +21,12 @@ from node.serving.deployments import Deployment, Deployments, Status
 from node.serving.errors import InvalidRequest, NotReady, ServingError
 from node.serving.spec import DeploymentSpec, check_deployment_id, new_deployment_id, serving_params
 from protos import common_pb2, deployment_pb2, deployment_pb2_grpc, inference_pb2, inference_pb2_grpc, node_pb2
+from protos.trailers import error_trailers
 
 __all__ = ["DeploymentServicer", "InferenceServicer", "deployment_to_proto", "spec_from_config"]
 
 log = logging.getLogger(__name__)
 
-ERROR_TRAILER = "cyxwiz-error-bin"
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -58,7 +58,7 @@ def _error_response(response_cls, exc: ServingError):
 
 
 async def abort(context: grpc.aio.ServicerContext, response_cls, exc: ServingError):
-    trailer = [(ERROR_TRAILER, _error_response(response_cls, exc).SerializeToString())]
+    trailer = list(error_trailers(_error_response(response_cls, exc), exc.code))
     if isinstance(exc, NotReady):
         trailer.append(("retry-after", str(exc.retry_after)))
     await context.abort(exc.grpc_code, exc.message, trailing_metadata=tuple(trailer))
