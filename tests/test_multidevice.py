@@ -20,6 +20,9 @@ import grpc
 import pytest
 
 from bus import StoredMessage
+from central.cli.run import rest_sql
+from central.cli.stack import Stack, StackConfig
+from central.client import Client
 from central.readmodel.projection import EVENTS_STREAM, Projection
 from central.server import CentralConfig, CentralServer
 from events import JobAssigned, JobRequeued, JobSpec, JobSubmitted, decode, encode, subject_for
@@ -208,3 +211,27 @@ def test_the_scaling_bench_runs_in_one_command_on_2_forced_cpu_devices():
     one, two = out["samples_per_s"]["1"], out["samples_per_s"]["2"]
     assert one > 0 and two > 0 and out["efficiency"] == round(two / (2 * one), 3)
     assert (out["model"], out["global_batch"], out["dtype"]) == ("8-8-10", 16, "bfloat16")
+
+
+@pytest.mark.slow
+def test_cyxwiz_submit_devices_2_trains_on_2_devices_of_a_4_device_node(tmp_path):
+    """The whole path as processes: a node that sees 4 CPU devices has 4 slots, the CLI's
+    --devices 2 reaches its trainer, and the attempt's count is in SQL."""
+    config = StackConfig(home=tmp_path / "home", grpc_port=0, rest_port=0, nodes=1, node_port=0, deploy_port=0,
+                         terminal_port=0, fresh_nats=True, extra_env={"XLA_FLAGS": FOUR_CPUS})
+    with Stack(config) as stack:
+        with Client(stack.grpc) as client:
+            [node] = client.nodes()
+        assert (len(node.devices), node.slots) == (4, 4)
+        done = subprocess.run([sys.executable, "-m", "central", "submit", "-d", "builtin://iris", "-m", "mlp", "-e", "2",
+                               "-b", "8", "--devices", "2", "--follow", "--central", stack.grpc],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = wait_until(lambda: rest_sql(stack.rest, "SELECT state, devices FROM jobs")["rows"] == [["completed", 2]]
+                          and rest_sql(stack.rest, "SELECT attempt, devices FROM assignments")["rows"], timeout=30,
+                          message="the completed job in SQL")
+        assert rows == [[1, 2]]
+        refused = subprocess.run([sys.executable, "-m", "central", "submit", "-d", "builtin://iris", "-b", "8",
+                                  "--devices", "3", "--central", stack.grpc], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "config.batch_size 8 must divide by the number of devices (3)" in refused.stderr
+        assert "Traceback" not in refused.stderr
