@@ -122,17 +122,18 @@ class Program:
             split = self.layout.split_batch
             idx = split(lax.dynamic_slice_in_dim(order, first, batch))
             valid = split(first + jnp.arange(batch) < n_train)
-            state, sums = self.train_step(state, (split(x[idx]), split(y[idx]), valid))
+            count = jnp.clip(n_train - first, 0, batch)  # valid.sum() without a collective on the way
+            state, sums = self.train_step(state, (split(x[idx]), split(y[idx]), valid, count))
             return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
 
         (state, sums), _ = lax.scan(body, (state, _zero_sums()), jnp.arange(length, dtype=jnp.int32))
         return state, _as_vector(sums)
 
     def train_step(self, state: TrainState, batch: tuple[jax.Array, ...]) -> tuple[TrainState, _Sums]:
-        """One optimizer step on a masked batch: pure, so it jits and replays exactly."""
-        x, y, valid = batch
+        """One optimizer step on a masked batch (examples, labels, mask, and the mask's
+        count): pure, so it jits and replays exactly."""
+        x, y, valid, count = batch
         key = jax.random.fold_in(state.key, state.step)
-        count = valid.sum()
 
         def loss_fn(params):
             loss, correct = self.per_example(self.model.apply(params, x, key, dtype=self.dtype), y)
