@@ -13,7 +13,12 @@ in one run, side by side:
   (d) projection lag (append in this process -> committed in DuckDB by the projector
       process, which reports each commit on a pipe) at a steady rate, p50/p99/max;
   (e) with authorization on: (a)'s publishes as central (a user without limits) and as
-      the publisher role (every publish checked against its permissions), alternated.
+      the publisher role (every publish checked against its permissions), alternated;
+  (f) durability and replication: ``append_many`` (pipelined) and one ``append`` at a
+      time (each awaited: the latency of one command's event) on one server and on a
+      3-server cluster (R3), each with ``sync_interval: always`` (ours) and with
+      nats-server's default (fsync every 2 min), every figure also as a ratio to one
+      server with the default, in the same run. ``--durability-only`` runs (f) alone.
 
 The projector process is ``tests/projector_proc.py --follow``. The server runs with
 its nkey users (``bus.credentials``) and every connection is central's, as in the
@@ -42,6 +47,7 @@ import psutil  # noqa: E402
 from nats.js import api  # noqa: E402
 
 from bus import CREDS_ENV, EventBus, credentials_from_file, start_server  # noqa: E402
+from bus.cluster import start_cluster  # noqa: E402
 from bus.loop import run as run_loop  # noqa: E402
 from central.readmodel.projector import rebuild  # noqa: E402
 from events import (  # noqa: E402
@@ -260,8 +266,53 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model or platform.processor()}, Python {platform.python_version()}"
 
 
+async def append_rates(url: str, seed: Path, n: int, singles: int) -> tuple[float, float, float, int]:
+    """(f) on one setup: pipelined msg/s, one-at-a-time p50 and p99 ms, the replicas."""
+    bus = await EventBus.connect(url, credentials=seed)
+    try:
+        started = time.perf_counter()
+        for chunk in chunks(job_history(60_000_000, n), 10_000):
+            await bus.append_many(chunk)
+        rate = n / (time.perf_counter() - started)
+        latencies = []
+        for event in job_history(70_000_000, singles):
+            t = time.perf_counter()
+            await bus.append(event)
+            latencies.append((time.perf_counter() - t) * 1000)
+        return rate, statistics.median(latencies), percentile(latencies, 99), bus.replicas
+    finally:
+        await bus.close()
+
+
+async def durability(workdir: Path, n: int, singles: int) -> None:
+    """(f): one server and a 3-server cluster, fsync always and the default, one run."""
+    rows = []
+    for where in ("one server", "3-server cluster"):
+        for sync in ("always", None):
+            root = workdir / f"f-{len(rows)}"
+            if where == "one server":
+                server = start_server(root, port=0, sync_interval=sync)
+                url, seed, stop = server.url, server.seed("central"), server.kill
+            else:
+                cluster = start_cluster(root, size=3, sync_interval=sync)
+                url, seed, stop = cluster.url, cluster.seed("central"), cluster.stop
+            try:
+                rows.append((where, sync or "default (2 min)", *await append_rates(url, seed, n, singles)))
+            finally:
+                stop()
+    base_rate, base_p50 = rows[1][2], rows[1][3]
+    for where, sync, rate, p50, p99, replicas in rows:
+        print(f"(f) {where:16} R{replicas} fsync {sync:15}: append_many {rate:9,.0f} msg/s = {rate / base_rate:.2f}; "
+              f"one append p50 {p50:.2f} ms = {p50 / base_p50:.2f}x, p99 {p99:.2f} ms")
+
+
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cyxwiz-bench-"))
+    if args.durability_only:
+        print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
+        await durability(workdir, args.append_events, args.single_appends)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
     server = start_server(workdir / "nats", port=0, auth=not args.no_auth)
     if args.no_auth:
         os.environ.pop(CREDS_ENV, None)
@@ -292,6 +343,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"(e) publish_async as central (no limits):    {rate_c:10,.0f} msg/s, nats-server {cpu_c:.1f} us CPU/msg")
             print(f"(e) publish_async as the publisher role:     {rate_p:10,.0f} msg/s, nats-server {cpu_p:.1f} us CPU/msg"
                   f"  = {rate_p / rate_c:.2f} of central's rate, {cpu_p / cpu_c:.3f} of its server CPU")
+        await durability(workdir, args.append_events // 4, args.single_appends)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         await bus.close()
@@ -305,4 +357,6 @@ if __name__ == "__main__":
     parser.add_argument("--lag-rate", type=int, default=1000, help="events/s for the lag measurement (d)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
     parser.add_argument("--no-auth", action="store_true", help="nats-server without users (the reference)")
+    parser.add_argument("--durability-only", action="store_true", help="only (f): fsync and replication")
+    parser.add_argument("--single-appends", type=int, default=1000, help="one-at-a-time appends in (f)")
     run_loop(main(parser.parse_args()))  # the loop our processes run on (uvloop where installed)

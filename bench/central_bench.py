@@ -1,6 +1,7 @@
 """Central's scheduler under load, and its memory with a long history.
 
     python bench/central_bench.py [--nodes 200] [--jobs 10000] [--history 100000]
+    python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500]
 
 1. Throughput and latency: a real nats-server, central as a subprocess (``python -m
    central central``), and ``--nodes`` simulated nodes (real gRPC servers, several per
@@ -8,7 +9,17 @@
    gRPC. Latency is JobSubmitted -> JobAssigned as stored in the stream (the NATS
    server's clock for both); assignments/s is jobs / (last JobAssigned - first
    JobSubmitted).
-2. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
+2. Heavy report traffic (``--reports-only`` runs it alone): ``--nodes`` simulated nodes
+   that report each job trained within milliseconds of accepting its AssignJob (the
+   epoch, then the completion: central refuses a completion before its epochs), so every
+   job is a submit, an assignment and the node's reports. Closed loop: ``--concurrency``
+   submits in flight (assignments/s, submit -> AssignJob p50/p99); open loop: submits at
+   ``--open-rate`` per second whatever the answers (submit -> AssignJob p50/p99). Times
+   are wall clock (one machine): the submit is timed as it is sent, the AssignJob as the
+   node receives it. Reports central refused are counted (expected: none).
+   ``CENTRAL_PYSPY=/tmp/central`` (with py-spy on PATH) writes a flame graph of central
+   per part (``/tmp/central-reports.svg``).
+3. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
    central starts, replays them, and its RSS (psutil, central's process alone) is read.
 """
 
@@ -65,6 +76,142 @@ def node_worker(central: str, first: int, count: int, slots: int, ready, stop) -
     asyncio.run(main())
 
 
+def reporting_node_worker(central: str, first: int, count: int, slots: int, ready, stop, results) -> None:
+    """Nodes that report each accepted job trained at once; at the end, per job the wall
+    time its AssignJob arrived, and every refusal of a report."""
+    from fake_node import FakeNode
+
+    async def main() -> None:
+        channel = grpc.aio.insecure_channel(central)
+        assigned_at: dict[str, float] = {}
+        refused: list[str] = []
+        tasks: set[asyncio.Task] = set()
+
+        async def report(node: FakeNode, job_id: str, attempt: int) -> None:
+            try:
+                await node.complete(job_id, attempt=attempt)
+            except grpc.aio.AioRpcError as exc:
+                refused.append(f"{exc.code().name}: {exc.details()}"[:300])
+
+        def on_assign(node: FakeNode):
+            def accepted(a) -> None:
+                assigned_at.setdefault(a.job_id, time.time())
+                task = asyncio.ensure_future(report(node, a.job_id, a.attempt))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            return accepted
+
+        nodes = [FakeNode(channel, node_id=f"bench-{i:04d}", slots=slots) for i in range(first, first + count)]
+        for node in nodes:
+            node.on_assign = on_assign(node)
+            await node.start()
+            node.start_heartbeats(5.0)
+        ready.put(count)
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        results.put((assigned_at, refused))
+        for node in nodes:
+            await node.stop()
+        await channel.close()
+
+    asyncio.run(main())
+
+
+async def submit_closed(target: str, n: int, concurrency: int, prefix: str) -> dict[str, float]:
+    """``concurrency`` submits in flight; the wall time each was sent."""
+    channel = grpc.aio.insecure_channel(target)
+    stub = job_pb2_grpc.JobServiceStub(channel)
+    sent: dict[str, float] = {}
+    next_index = iter(range(n))
+
+    async def worker() -> None:
+        for i in next_index:
+            job_id = f"{prefix}-{i:06d}"
+            sent[job_id] = time.time()
+            await stub.SubmitJob(job_pb2.SubmitJobRequest(config=_bench_config(job_id)), timeout=60)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await channel.close()
+    return sent
+
+
+async def submit_open(target: str, n: int, rate: float, prefix: str) -> dict[str, float]:
+    """Submits at ``rate`` per second on a fixed schedule, never waiting for answers."""
+    channel = grpc.aio.insecure_channel(target)
+    stub = job_pb2_grpc.JobServiceStub(channel)
+    sent: dict[str, float] = {}
+    calls = []
+    started = time.perf_counter()
+    for i in range(n):
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        job_id = f"{prefix}-{i:06d}"
+        sent[job_id] = time.time()
+        calls.append(asyncio.ensure_future(stub.SubmitJob(job_pb2.SubmitJobRequest(config=_bench_config(job_id)),
+                                                          timeout=60)))
+    await asyncio.gather(*calls)
+    await channel.close()
+    return sent
+
+
+def _bench_config(job_id: str) -> job_pb2.JobConfig:
+    return job_pb2.JobConfig(job_id=job_id, job_type=job_pb2.JOB_TYPE_TRAINING, epochs=1, batch_size=32,
+                             dataset_uri="synthetic://classification?n=64")
+
+
+def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: int, jobs: int, concurrency: int,
+                open_rate: float) -> dict:
+    """Closed loop, then open loop, against one central with reporting nodes."""
+    home = work / "reports"
+    home.mkdir(parents=True)
+    central, info = start_central(nats_url, home)
+    ctx = mp.get_context("spawn")
+    ready, stop, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=reporting_node_worker,
+                           args=(info["grpc"], first, min(per_process, nodes - first), slots, ready, stop, results))
+               for first in range(0, nodes, per_process)]
+    for w in workers:
+        w.start()
+    try:
+        registered = sum(ready.get(timeout=300) for _ in workers)
+        pids = [central.pid, *(c.pid for c in psutil.Process(central.pid).children())]
+        cpu_before, t0 = _cpu(pids), time.perf_counter()
+        closed = asyncio.run(submit_closed(info["grpc"], jobs, concurrency, "closed"))
+        cpu_closed = sum(_cpu(pids)) - sum(cpu_before)
+        closed_s = time.perf_counter() - t0
+        opened = asyncio.run(submit_open(info["grpc"], jobs, open_rate, "open"))
+        time.sleep(2.0)  # the last assignments and reports
+    finally:
+        stop.set()
+        assigned_at: dict[str, float] = {}
+        refused: list[str] = []
+        for _ in workers:
+            got, bad = results.get(timeout=120)
+            assigned_at.update(got)
+            refused += bad
+        for w in workers:
+            w.join(60)
+        stop_central(central)
+
+    def latencies(sent: dict[str, float]) -> list[float]:
+        return [(assigned_at[j] - t) * 1000 for j, t in sent.items() if j in assigned_at]
+
+    lat_closed, lat_open = latencies(closed), latencies(opened)
+    closed_span = max(assigned_at[j] for j in closed if j in assigned_at) - min(closed.values())
+    return {
+        "mode": "heavy reports: nodes report each job trained at once", "nodes": registered, "jobs_per_loop": jobs,
+        "closed_loop": {"in_flight": concurrency, "assigned": len(lat_closed),
+                        "assignments_per_s": round(len(lat_closed) / closed_span),
+                        "submit_to_assign_ms_p50": round(statistics.median(lat_closed), 1),
+                        "submit_to_assign_ms_p99": round(percentile(lat_closed, 0.99), 1),
+                        "central_cores_busy": round(cpu_closed / closed_s, 2)},
+        "open_loop": {"rate_per_s": open_rate, "assigned": len(lat_open),
+                      "submit_to_assign_ms_p50": round(statistics.median(lat_open), 1),
+                      "submit_to_assign_ms_p99": round(percentile(lat_open, 0.99), 1)},
+        "reports_refused": len(refused), "refusals": sorted(set(refused))[:5],
+    }
+
+
 # --- central as a subprocess -------------------------------------------------------------
 
 
@@ -82,6 +229,10 @@ def start_central(nats_url: str, home: Path) -> tuple[subprocess.Popen, dict]:
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"central did not start: {(home / 'central.log').read_text()[-2000:]}")
         time.sleep(0.05)
+    if os.environ.get("CENTRAL_PYSPY"):  # a flame graph of central (py-spy installed by hand: not a dependency)
+        subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--subprocesses", "--rate", "200",
+                          "--output", f"{os.environ['CENTRAL_PYSPY']}-{home.name}.svg"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, json.loads(ready.read_text())
 
 
@@ -254,9 +405,35 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--reports-only", action="store_true", help="only the heavy report load (2.)")
+    parser.add_argument("--open-rate", type=float, default=500.0, help="submits/s of the open loop")
+    parser.add_argument("--report-slots", type=int, default=8, help="slots per reporting node")
+    parser.add_argument("--compare-fsync", action="store_true",
+                        help="the report load with fsync always (ours) and with nats-server's default, one run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="central-bench-") as tmp:
         work = Path(tmp)
+        print(json.dumps({"machine": f"{os.cpu_count()} cores", "load_average": round(os.getloadavg()[0], 1)}),
+              flush=True)
+        if args.reports_only:
+            runs = {}
+            for sync in (["always", None] if args.compare_fsync else ["always"]):
+                name = sync or "default"
+                server = start_server(work / f"nats-reports-{name}", port=0, sync_interval=sync)
+                os.environ[CREDS_ENV] = str(server.seed("central"))
+                try:
+                    runs[name] = report_load(server.url, work / name, args.nodes, args.nodes_per_process,
+                                             args.report_slots, args.jobs, args.concurrency, args.open_rate)
+                    print(json.dumps({"fsync": name, **runs[name]}), flush=True)
+                finally:
+                    server.kill()
+            if len(runs) == 2:
+                always, default = runs["always"]["closed_loop"], runs["default"]["closed_loop"]
+                print(json.dumps({"fsync_always_over_default": {
+                    "assignments_per_s": round(always["assignments_per_s"] / default["assignments_per_s"], 2),
+                    "p99": round(always["submit_to_assign_ms_p99"] / default["submit_to_assign_ms_p99"], 2)}}))
+            print(json.dumps({"load_average_at_end": round(os.getloadavg()[0], 1)}), flush=True)
+            return
         server = start_server(work / "nats", port=0)
         os.environ[CREDS_ENV] = str(server.seed("central"))  # this process and its children
         try:

@@ -23,6 +23,8 @@ from events import Event, InvalidEvent, decode, encode, headers_for, subject_for
 
 WRONG_LAST_SEQUENCE = 10071
 NO_RESPONDERS = "503"
+NO_LEADER_HINT = ("the stream has no leader (a NATS cluster accepts writes while a majority of its servers is up) "
+                  "or JetStream is not running; retry once it is back")
 
 
 class _ApiError(msgspec.Struct):
@@ -178,7 +180,8 @@ class Appender:
                 raise BusUnavailable(self.url, "connection closed")
             if batch.remaining == before:
                 raise AppendFailed(
-                    f"{batch.remaining} of {len(batch.subjects)} appends not acknowledged within {batch.timeout:g} s")
+                    f"{batch.remaining} of {len(batch.subjects)} appends not acknowledged by NATS within "
+                    f"{batch.timeout:g} s: {NO_LEADER_HINT}")
 
     async def _on_ack(self, msg) -> None:
         key, _, index = msg.subject[len(self._prefix):].partition(".")
@@ -199,7 +202,7 @@ class Appender:
     def _result(batch: _Batch, i: int, msg) -> int | BusError:
         subject = batch.subjects[i]
         if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
-            return AppendFailed(f"append to {subject} refused: no stream takes this subject")
+            return AppendFailed(f"append to {subject}: NATS has no stream that takes this subject now; {NO_LEADER_HINT}")
         try:
             ack = _ack_decoder.decode(msg.data)
         except msgspec.DecodeError:

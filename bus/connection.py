@@ -21,9 +21,9 @@ import nats.errors
 from bus.client import FastHeadersClient
 from bus.credentials import Credentials
 from bus.errors import BusForbidden, BusUnauthorized, BusUnavailable
-from bus.server import _host_port
+from bus.server import host_port
 
-__all__ = ["Violations", "first_refusal", "open_connection", "parse_violation"]
+__all__ = ["Violations", "cluster_size", "first_refusal", "open_connection", "parse_violation", "servers"]
 
 T = TypeVar("T")
 _VIOLATION = re.compile(r"permissions violation for (publish|subscription) to \"([^\"]*)\"", re.IGNORECASE)
@@ -99,7 +99,7 @@ async def open_connection(
     options = credentials.connect_options() if credentials else {}
     connecting = asyncio.ensure_future(
         nc.connect(
-            url,
+            servers(url),
             name=name,
             connect_timeout=min(2.0, timeout),
             allow_reconnect=True,
@@ -129,12 +129,23 @@ async def open_connection(
             refused.cancel()
 
 
+def servers(url: str) -> list[str]:
+    """The servers of ``url``: one, or a cluster's, comma-separated (``CYXWIZ_NATS_URL``)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def cluster_size(nc) -> int:
+    """How many servers the connection knows: those given and those the server told of
+    (a cluster's servers advertise each other), so 1 means a lone server."""
+    return len({(u.hostname, u.port) for u in nc.servers})
+
+
 def first_refusal(url: str, timeout: float) -> str | None:
     """None if some server of ``url`` (comma-separated for a cluster) accepts TCP, else why not."""
     reason = None
-    for server in url.split(","):
+    for server in servers(url):
         try:
-            with socket.create_connection(_host_port(server.strip()), timeout=timeout):
+            with socket.create_connection(host_port(server), timeout=timeout):
                 return None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__

@@ -9,6 +9,7 @@ sequence of its last event (0 when it has none).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -25,13 +26,43 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bus.appender import Appender
-from bus.connection import Violations, first_refusal, open_connection
+from bus.connection import Violations, cluster_size, first_refusal, open_connection
 from bus.credentials import Credentials, resolve_credentials
 from bus.errors import AppendFailed, BusError, BusForbidden, BusUnavailable, ObjectNotFound
-from bus.names import BUCKETS, EVENTS_STREAM, TELEMETRY_STREAM
+from bus.names import BUCKETS, CLUSTER_REPLICAS, EVENTS_STREAM, REPLICAS_ENV, TELEMETRY_STREAM
 from bus.server import NatsServer, ensure_server
-from events import Event, decode, encode, headers_for, subject_for
+from events import ConfigError, Event, decode, encode, headers_for, subject_for
 from events.catalog import TELEMETRY_TYPES
+
+__all__ = [
+    "EventBus", "Listening", "ObjectRef", "StoredMessage", "choose_replicas", "default_home", "open_bus",
+    "parse_object_uri",
+]
+
+SETUP_TIMEOUT_S = 30.0  # a cluster that is electing its JetStream leader answers 503 meanwhile
+NO_SUITABLE_PEERS = 10005  # a cluster that has not met all its servers yet cannot place R3
+
+
+class _NotYet(Exception):
+    """The cluster cannot place the stream yet (its servers are still meeting)."""
+
+
+def choose_replicas(servers: int, env: dict[str, str] | None = None) -> int:
+    """The replicas of our streams and buckets: ``CYXWIZ_REPLICAS``, else 3 on a cluster
+    (at most its size), else 1. Raises ``ConfigError`` for a value that cannot be used."""
+    text = (os.environ if env is None else env).get(REPLICAS_ENV, "").strip()
+    if not text:
+        return min(CLUSTER_REPLICAS, servers) if servers > 1 else 1
+    try:
+        replicas = int(text)
+    except ValueError:
+        replicas = 0
+    if not 1 <= replicas <= 5:
+        raise ConfigError(f"{REPLICAS_ENV} must be an integer 1..5 (JetStream's limit), got {text!r}")
+    if replicas > 1 and servers == 1:
+        raise ConfigError(f"{REPLICAS_ENV}={replicas}, but NATS is a lone server (it names no other servers): "
+                          f"it can keep 1 replica; set {REPLICAS_ENV}=1 or point CYXWIZ_NATS_URL at a cluster")
+    return replicas
 
 
 
@@ -87,7 +118,7 @@ class EventBus:
         *,
         timeout: float = 5.0,
         name: str = "cyxwiz",
-        replicas: int = 1,
+        replicas: int | None = None,
         setup: bool = True,
         flush_linger_s: float = 0.0,
         credentials: Credentials | str | Path | None = None,
@@ -96,6 +127,7 @@ class EventBus:
         (``BusUnauthorized`` when the server refuses the credentials).
 
         ``credentials``: a seed or ``.creds`` file, else ``$CYXWIZ_NATS_CREDS``, else none.
+        ``replicas``: of the streams and buckets it creates; None: ``choose_replicas``.
         ``flush_linger_s``: let socket writes wait that long for more publishes (a busy
         server's appends share write syscalls; each round trip pays it)."""
         reason = await asyncio.to_thread(first_refusal, url, min(2.0, timeout))
@@ -105,6 +137,11 @@ class EventBus:
         nc, violations = await open_connection(
             url, credentials=creds, name=name, timeout=timeout, flush_linger_s=flush_linger_s
         )
+        try:
+            replicas = choose_replicas(cluster_size(nc)) if replicas is None else replicas
+        except ConfigError:
+            await nc.close()
+            raise
         bus = cls(nc, url, replicas=replicas, violations=violations)
         if setup:
             await bus.setup()
@@ -144,10 +181,32 @@ class EventBus:
             await self._bucket(bucket)
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(config)
+        """Create or update the stream; a cluster without a JetStream leader for now
+        (just started, or a server lost) answers 503, so ask again for a while."""
+        deadline = asyncio.get_running_loop().time() + SETUP_TIMEOUT_S
+        while True:
+            try:
+                try:
+                    await self.js.add_stream(config)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code == NO_SUITABLE_PEERS:
+                        raise _NotYet() from exc
+                    await self.js.update_stream(config)
+                return
+            except (_NotYet, nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError,
+                    nats.errors.NoRespondersError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    why = (f"the cluster cannot place {config.num_replicas} replicas: fewer servers with JetStream "
+                           f"are up than {REPLICAS_ENV}" if isinstance(exc, _NotYet)
+                           else f"JetStream not available ({type(exc).__name__})")
+                    raise BusUnavailable(self.url, f"stream {config.name}: {why}") from exc
+                await asyncio.sleep(0.2)
+
+    async def stream_replicas(self, stream: str = EVENTS_STREAM) -> tuple[int, str | None]:
+        """The stream's configured replicas and the name of the server that leads it."""
+        with self._nats_errors('stream info'):
+            info = await self.violations.guard(self.js.stream_info(stream))
+            return info.config.num_replicas or 1, info.cluster.leader if info.cluster else None
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -221,6 +280,12 @@ class EventBus:
             except nats.js.errors.NotFoundError:
                 return 0
             return msg.seq
+
+    async def subjects(self, pattern: str, stream: str = EVENTS_STREAM) -> list[str]:
+        """The subjects matching ``pattern`` (NATS wildcards) that hold messages in ``stream``."""
+        with self._nats_errors('subjects of a stream'):
+            info = await self.violations.guard(self.js.stream_info(stream, subjects_filter=pattern))
+            return sorted((info.state.subjects or {}).keys())
 
     async def read(
         self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>"
@@ -364,6 +429,17 @@ class EventBus:
             except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
                 raise ObjectNotFound(bucket, name) from exc
             return result.data
+
+    async def object_sha256(self, bucket: str, name: str) -> str:
+        """The SHA-256 (hex) the object store holds for an object, read without its
+        contents: a re-uploaded object has a new one. Raises ``ObjectNotFound``, ``BusError``."""
+        with self._nats_errors('object info'):
+            store = await self._bucket(bucket)
+            try:
+                info = await self.violations.guard(store.get_info(name))
+            except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
+                raise ObjectNotFound(bucket, name) from exc
+            return base64.urlsafe_b64decode(info.digest.partition("=")[2]).hex()  # "SHA-256=<base64url>"
 
     async def list_objects(self, bucket: str) -> list[str]:
         with self._nats_errors('object list'):

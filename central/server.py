@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,17 +24,20 @@ from pathlib import Path
 import duckdb
 import grpc
 
-from bus import EventBus, NatsServer, open_bus
+from bus import BusError, EventBus, NatsServer, open_bus
+from bus.lease import Lease
 from events import ConfigError
 from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
+from central.control.job_phases import JobPhases
 from central.adapters.deployments import add_deployment_routes, add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
 from central.adapters.terminal import add_terminal_services
 from central.control.deployments import DeploymentControl
+from central.control.leadership import LEASE_BUCKET, LEASE_KEY, Leadership
 from central.control.liveness import Liveness
 from central.control.scheduler import Scheduler
 from central.lifecycle.state import CentralState
@@ -54,6 +59,7 @@ class CentralConfig:
     heartbeat_s: float = 10.0
     node_timeout_s: float = 30.0
     dispatch_process: bool = True  # AssignJob calls from a worker process, off the event loop
+    lease_ttl_s: float = 5.0  # the scheduling lease among centrals of one stream (leadership.py)
     host: str = "0.0.0.0"  # where the servers listen
     advertise_host: str = "127.0.0.1"  # how the ready banner names them
 
@@ -67,6 +73,7 @@ class CentralConfig:
         "heartbeat_s": "CYXWIZ_HEARTBEAT_S",
         "node_timeout_s": "CYXWIZ_NODE_TIMEOUT_S",
         "dispatch_process": "CYXWIZ_DISPATCH_PROCESS",
+        "lease_ttl_s": "CYXWIZ_LEASE_TTL_S",
     }
 
     @classmethod
@@ -89,6 +96,8 @@ class CentralConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0..65535 (0: any free port), got {getattr(self, name)}")
         if self.heartbeat_s <= 0:
             raise ConfigError(f"heartbeat must be > 0 seconds (got {self.heartbeat_s:g})")
+        if self.lease_ttl_s < 0.3:
+            raise ConfigError(f"lease-ttl must be at least 0.3 seconds (got {self.lease_ttl_s:g})")
         if self.node_timeout_s <= self.heartbeat_s:
             raise ConfigError(f"node-timeout ({self.node_timeout_s:g}s) must be longer than the heartbeat "
                               f"({self.heartbeat_s:g}s); three heartbeats is usual")
@@ -96,6 +105,7 @@ class CentralConfig:
 
 def _convert(name: str, value, source: str):
     kind = {"grpc_port": int, "rest_port": int, "heartbeat_s": float, "node_timeout_s": float, "home": Path,
+            "lease_ttl_s": float,
             "dispatch_process": _flag}.get(name, str)
     try:
         return kind(value)
@@ -131,6 +141,9 @@ class CentralServer:
         self.scheduler: Scheduler | None = None
         self.liveness: Liveness | None = None
         self.dispatcher: Dispatcher | None = None
+        self.leadership: Leadership | None = None
+        self.central_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._leader_tasks: list[asyncio.Task] = []
         self._feed_projector: Callable[[list], None] = lambda batch: None  # until the read model starts
 
     # --- addresses ---------------------------------------------------------------------
@@ -148,7 +161,8 @@ class CentralServer:
         return self.bus.url if self.bus else ""
 
     def ready_info(self) -> dict:
-        return {"grpc": self.grpc_address, "rest": self.rest_url, "nats": self.nats_url, "pid": os.getpid()}
+        return {"grpc": self.grpc_address, "rest": self.rest_url, "nats": self.nats_url, "pid": os.getpid(),
+                "central_id": self.central_id}
 
     # --- start and stop ----------------------------------------------------------------
 
@@ -157,15 +171,17 @@ class CentralServer:
         # central answers hundreds of calls a second: its appends share write syscalls
         self.bus, self.nats = await open_bus(c.nats_url, home=c.home, flush_linger_s=0.001, role="central")
         auth = Auth(await load_secret(self.bus), node_token=c.node_token, api_key=c.api_key)
-        commands = Commands(self.state, self.bus)
+        self.commands = commands = Commands(self.state, self.bus)
         self.dispatcher = Dispatcher(self.state, commands, auth,
                                      worker=DispatchWorker() if c.dispatch_process else None)
         self.liveness = Liveness(self.state, self.bus, commands, heartbeat_s=c.heartbeat_s, timeout_s=c.node_timeout_s)
         self.scheduler = Scheduler(self.state, self.bus, commands, self.dispatcher)
+        self.phases = JobPhases(self.state)
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler,
+                            self.phases)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
         self.deployments = DeploymentControl(self.state, commands, auth)
@@ -181,9 +197,37 @@ class CentralServer:
                               "pass --grpc-port 0 for any free port")
         await self._grpc.start()
         await self._start_read_model()
-        self._tasks += [asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                        asyncio.create_task(self.liveness.run(), name="liveness")]
+        self._tasks.append(asyncio.create_task(self.phases.run(self.bus), name="phases"))  # every central answers
+        await self.liveness.follow_heartbeats()
+        self.leadership = Leadership(Lease(self.bus, LEASE_BUCKET, LEASE_KEY, self.central_id, ttl_s=c.lease_ttl_s),
+                                     on_gain=self._lead, on_loss=self._follow_only)
+        await self.leadership.step()  # a lone central holds it before it answers its first call
+        self._leadership_task = asyncio.create_task(self.leadership.run(), name="leadership")
         log.info("central: %s", auth.describe())
+
+    async def _lead(self) -> None:
+        """This central holds the lease: schedule, check liveness, and send again the
+        assignments that a holder before it may have appended and never dispatched."""
+        try:
+            await self.commands.catch_up()
+        except BusError as exc:  # the scan below then sees what this central has folded
+            log.warning("taking the lease over without catching up first: %s", exc)
+        self._leader_tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                              asyncio.create_task(self.liveness.run(), name="liveness")]
+        for job in [j for j in self.state.jobs.values() if j.status == "assigned" and j.node_id]:
+            self.scheduler.spawn(self.dispatcher.redispatch(job))
+
+    async def _follow_only(self) -> None:
+        """The lease is gone: no more passes or checks here. Assignments already on their
+        way are left to finish: a JobAssigned that was stored must reach its node, and the
+        expected versions keep a late one from taking a job another central placed."""
+        for task in self._leader_tasks:
+            task.cancel()
+        await asyncio.gather(*self._leader_tasks, return_exceptions=True)
+        self._leader_tasks = []
+
+    def scheduler_status(self) -> dict:
+        return {**self.scheduler.status(), "lease": self.leadership.status() if self.leadership else None}
 
     async def _replay(self) -> None:
         """Fold the whole stream into central's state, then keep following it live."""
@@ -220,7 +264,7 @@ class CentralServer:
         projector = Projector(self._projection, self.bus)
         self._feed_projector = projector.use_feed()  # the state's subscription serves both
         self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
-        app = make_app(self._projection, scheduler_status=self.scheduler.status,
+        app = make_app(self._projection, scheduler_status=self.scheduler_status,
                        scheduler_queue=self.queue_snapshot, api_key=self.config.api_key)
         self._gateway = add_deployment_routes(app, self.deployments, self.config.api_key)
         try:
@@ -232,12 +276,16 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": j.waiting_reason}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self.leadership is not None:
+            self._leadership_task.cancel()
+            await asyncio.gather(self._leadership_task, return_exceptions=True)
+            await self.leadership.stop()  # another central takes over now, not a TTL later
         if self.scheduler is not None:
             await self.scheduler.stop()
         for task in self._tasks:

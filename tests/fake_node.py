@@ -132,11 +132,12 @@ class FakeNode(node_pb2_grpc.NodeServiceServicer):
         status = job_pb2.JobStatus(job_id=job_id, current_epoch=epoch,
                                    status=common_pb2.STATUS_CANCELLED if cancelled else common_pb2.STATUS_IN_PROGRESS)
         key = (job_id, attempt or self._attempt(job_id))
-        self.reported[key] = max(self.reported.get(key, 0), epoch)
-        return await self.stub.ReportProgress(
+        answer = await self.stub.ReportProgress(
             node_pb2.ReportProgressRequest(node_id=self.node_id, job_id=job_id, status=status, attempt=attempt,
                                            current_metrics={"loss": loss}, checkpoint_uri=checkpoint),
             metadata=self.metadata, timeout=10, wait_for_ready=True)
+        self.reported[key] = max(self.reported.get(key, 0), epoch)  # once central took it: a failed one is sent again
+        return answer
 
     def _attempt(self, job_id: str) -> int:
         return max((a.attempt for a in self.assignments if a.job_id == job_id), default=1)

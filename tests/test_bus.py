@@ -61,7 +61,7 @@ async def test_more_events_than_the_window_keep_their_order(bus):
 
 async def test_an_append_no_stream_takes_fails_clearly(bus):
     await bus.js.delete_stream(EVENTS_STREAM)
-    with pytest.raises(AppendFailed, match="no stream takes this subject"):
+    with pytest.raises(AppendFailed, match="NATS has no stream that takes this subject now"):
         await bus.append(JobSubmitted(job_id="lost", spec=JobSpec()))
     with pytest.raises(AppendFailed, match="2 of 2 appends failed"):
         await bus.append_many([JobSubmitted(job_id=f"lost{i}", spec=JobSpec()) for i in range(2)])
@@ -84,7 +84,7 @@ async def test_appending_on_a_closed_connection_is_bus_unavailable(bus):
 
 async def test_appends_whose_acks_never_come_fail_after_the_timeout(bus):
     bus._appender._prefix = bus.nc.new_inbox() + "."  # acks now go to an inbox nobody reads
-    with pytest.raises(AppendFailed, match="1 of 1 appends not acknowledged within 0.3 s"):
+    with pytest.raises(AppendFailed, match="1 of 1 appends not acknowledged by NATS within 0.3 s: the stream has no leader"):
         await bus._appender.append([JobSubmitted(job_id="unheard", spec=JobSpec())], timeout=0.3)
     assert bus._appender._batches == {}, "a failed batch leaves nothing behind"
 

@@ -158,8 +158,8 @@ async def test_the_scheduler_counts_devices_and_an_8_device_job_waits_saying_why
                                            "global batch is split evenly over them; use 6 or 9")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await submit("lots", "many")
-        assert refused.value.details() == ('config.hyperparameters["devices"]: devices must be a whole '
-                                           "number 1..1024 or \"all\" (got 'many')")
+        assert refused.value.details() == ('config.hyperparameters.devices must be a whole number 1..1024 or "all" '
+                                           "(got 'many')")
     finally:
         await node.stop()
         await channel.close()

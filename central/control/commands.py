@@ -5,10 +5,11 @@ subject); a ``ConcurrencyConflict`` means another writer (another central, a scr
 moved the aggregate on, so we catch up with the stream and decide again. A call returns
 once its events are in central's state, so the caller's next read sees them.
 
-Central's own appends can be ahead of its state for a moment (the scheduler appends a
-JobAssigned and the node may report before central has folded it): a node report
-refused because the node does not hold the job is decided again once central's state
-has folded everything this process appended.
+A node may report before this central has folded the JobAssigned that gave it the job:
+this central's scheduler appended it a moment ago, or another central (the holder of
+the scheduling lease) did. A node report refused because the node does not hold the
+job is decided again, once, after central's state has folded everything the stream
+held when the refusal came (and everything this process appended).
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ class Commands:
 
     async def job(self, job_id: str, command: JobCommand) -> list[Event]:
         """Decide ``command`` on the job and append the events; raises ``Refused``."""
+        caught_up = False
         for _ in range(RETRIES):
             version = self.state.job_version(job_id)
             try:
                 events = decide(self.state.jobs.get(job_id), command, self.clock(), version)
             except Refused as exc:
-                if not (exc.reason == "not_holder" and isinstance(command, (Progress, Finish))
-                        and self.state.last_seq < self.appended_through):
+                if caught_up or not (exc.reason == "not_holder" and isinstance(command, (Progress, Finish))):
                     raise
-                await self.state.wait_for_seq(self.appended_through)  # our own JobAssigned, not folded yet
+                caught_up = True  # once: the JobAssigned may not be folded here yet
+                await self.catch_up()
                 continue
             if await self._append(events, version):
                 return events
@@ -107,4 +109,4 @@ class Commands:
 
     async def catch_up(self) -> None:
         """Wait until central's state has folded everything the stream holds now."""
-        await self.state.wait_for_seq(await self.bus.last_sequence())
+        await self.state.wait_for_seq(max(self.appended_through, await self.bus.last_sequence()))

@@ -2,7 +2,10 @@
 
 One gRPC channel per node endpoint, reused. The node's session token travels in
 ``AssignJobRequest.authorization_token``. A refusal (429 busy, 400 invalid, 401) or an
-unreachable node becomes JobRejected, so the job goes back to the queue; a busy,
+unreachable node becomes JobRejected, so the job goes back to the queue (a call with no
+answer in time is made once more first: the node may have taken the job, and a node
+answers an attempt it already runs as accepted; rejecting it would requeue a job that
+runs, and the node's completion would be refused as not holding it); a busy,
 unauthorized or unreachable node is then left out for a while, with a backoff that
 doubles on each failure in a row (1 s up to 30 s) and resets on an accepted job.
 """
@@ -31,6 +34,7 @@ from protos import node_pb2, node_pb2_grpc
 log = logging.getLogger("cyxwiz.central.dispatcher")
 
 REASON_OF_CODE = {429: "busy", 400: "invalid", 401: "unauthorized"}
+AMBIGUOUS = "no answer in time"  # the call may have reached the node: the outcome is not known
 REASON_OF_STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "busy",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid",
@@ -89,6 +93,9 @@ class Dispatcher:
             authorization_token=self.auth.session_token(node.node_id, node.registration_id),
         )
         reason, message = await self._call(node.endpoint, request)
+        if reason == AMBIGUOUS:  # the node may have taken it: ask again; it answers a repeat as accepted
+            reason, message = await self._call(node.endpoint, request)
+            reason = "unreachable" if reason == AMBIGUOUS else reason
         if reason is None:
             self.accepted += 1
             self._failures.pop(node.node_id, None)
@@ -98,6 +105,14 @@ class Dispatcher:
             self._exclude(node.node_id)
         await self._reject(assigned, seq, reason, message)
 
+    async def redispatch(self, job) -> None:
+        """Call AssignJob again for a job that is assigned and not started: its
+        JobAssigned may be all that a central which lost the lease (or died) did. A node
+        answers an attempt it already runs as accepted, so a repeat changes nothing."""
+        assigned = JobAssigned(job_id=job.job_id, node_id=job.node_id, attempt=job.attempt,
+                               resume_checkpoint=job.checkpoint_uri, resume_epoch=job.checkpoint_epoch)
+        await self.dispatch(assigned, self.state.job_version(job.job_id))
+
     async def _call(self, endpoint: str, request) -> tuple[str | None, str]:
         try:
             if self.worker is not None:
@@ -106,7 +121,9 @@ class Dispatcher:
             else:
                 response = await self._stub(endpoint).AssignJob(request, timeout=self.timeout_s)
         except (grpc.aio.AioRpcError, WorkerCallError) as exc:
-            return REASON_OF_STATUS.get(exc.code(), "unreachable"), f"{exc.code().name}: {exc.details() or ''}"[:500]
+            reason = AMBIGUOUS if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else REASON_OF_STATUS.get(
+                exc.code(), "unreachable")
+            return reason, f"{exc.code().name}: {exc.details() or ''}"[:500]
         except DecodeError:
             return "invalid", "the node's AssignJob answer is not an AssignJobResponse"
         if response.accepted:

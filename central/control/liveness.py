@@ -88,12 +88,19 @@ class Liveness:
         seen = self.last_seen.get(node_id)
         return 0.0 if seen is None else time.time() - (self.clock() - seen)
 
-    async def run(self) -> None:
+    async def follow_heartbeats(self) -> None:
+        """Hear the heartbeats that reach other centrals (every central does, holder or
+        not, so the one that takes the lease over knows every node's last beat)."""
         try:
             self._sub = await self.bus.listen("telemetry.node.*", self._on_telemetry)
         except BusError as exc:
             log.warning("cannot follow heartbeats sent to other centrals: %s", exc)
-        self._last_tick = self.clock()  # a stall before the first tick counts too
+
+    async def run(self) -> None:
+        """The checks, on the holder of the lease (``central.control.leadership``)."""
+        if self._sub is None:
+            await self.follow_heartbeats()
+        self.started = self._last_tick = self.clock()  # a node never heard of gets a whole timeout
         while True:
             await asyncio.sleep(self.tick_s)
             self.note_tick()
@@ -153,3 +160,4 @@ class Liveness:
     async def stop(self) -> None:
         if self._sub is not None:
             await self._sub.stop()
+            self._sub = None

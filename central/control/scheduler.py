@@ -22,14 +22,15 @@ from collections import Counter
 from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
+from central.adapters.job_limits import check_spec
 from central.control.commands import Commands
-from central.lifecycle.deciders import Assign, Cancel
+from central.lifecycle.deciders import Assign, Cancel, Fail, Wait
 from central.lifecycle.errors import Refused
 from central.lifecycle.jobs import JobState
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking, slots_taken, why_waiting
 from central.lifecycle.state import CentralState
-from events import JobAssigned, Requirements
+from events import TERMINAL_JOB_TYPES, JobAssigned, JobSpec, Requirements
 from events.devices import requested_devices
 
 log = logging.getLogger("cyxwiz.central.scheduler")
@@ -55,8 +56,10 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.pending: dict[str, tuple[str, int]] = {}  # job id -> (node id, slots), until the JobAssigned is folded
-        self.waiting: dict[str, str] = {}  # queued job id -> why the last pass placed it nowhere
+        self._explaining: dict[str, str] = {}  # job id -> the reason being appended (JobWaiting)
         self._pending_by_node: Counter[str] = Counter()
+        self._valid: set[str] = set()  # queued jobs whose spec passed the rules of SubmitJob
+        self._failing: set[str] = set()  # jobs being failed for a spec no node can run
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.assigned = 0
@@ -71,6 +74,9 @@ class Scheduler:
     def _on_event(self, event, old, new) -> None:
         if isinstance(event, JobAssigned):
             self._unpend(event.job_id)
+            self._valid.discard(event.job_id)
+        elif type(event).__name__ in TERMINAL_JOB_TYPES:
+            self._valid.discard(event.job_id)
         self._wake.set()
 
     def _unpend(self, job_id: str) -> None:
@@ -137,7 +143,9 @@ class Scheduler:
             if job.job_id in self.pending:
                 continue
             if job.cancel_requested:
-                self._spawn(self._cancel(job.job_id))
+                self.spawn(self._cancel(job.job_id))
+                continue
+            if self._refuse_if_invalid(job):
                 continue
             devices, batch_size = _device_need(job)
             node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node,
@@ -152,30 +160,71 @@ class Scheduler:
         for job in skipped:
             self.state.push_queued(job)
         if batch:
-            self._spawn(self._assign_batch(batch))
+            self.spawn(self._assign_batch(batch))
         return len(batch)
 
+    def _refuse_if_invalid(self, job: JobState) -> bool:
+        """Fail a queued job that no node could ever run (a script's JobSubmitted did not
+        pass SubmitJob's checks): at once, not retried, the rule's words as its error."""
+        if job.job_id in self._valid:
+            return False
+        if job.job_id in self._failing:
+            return True
+        try:
+            check_spec(job.spec or JobSpec(), fit_memory=False)  # a larger node may yet come: not a reason to fail
+        except Refused as exc:
+            self._failing.add(job.job_id)
+            self.spawn(self._fail(job.job_id, exc.message))
+            return True
+        self._valid.add(job.job_id)
+        return False
+
+    async def _fail(self, job_id: str, error: str) -> None:
+        try:
+            await self.commands.job(job_id, Fail(error, code=400, retryable=False))
+        except (Refused, BusError) as exc:
+            log.info("job %s: not failed for its spec (%s)", job_id, exc)
+        finally:
+            self._failing.discard(job_id)
+
     def _explain(self, skipped: list[JobState]) -> None:
-        """Say why each job the pass could not place waits (``jobs show``, the queue)."""
-        for job_id in [j for j in self.waiting if self.state.jobs.get(j) is None or self.state.jobs[j].status != "queued"]:
-            del self.waiting[job_id]
+        """Say why each job the pass could not place waits: a JobWaiting when the reason
+        changed (``jobs show``, the queue endpoint and SQL read it from the fold)."""
         if not skipped:
             return
         online = [Candidate(n.node_id, n.devices, n.ram_bytes, n.slots) for n in self.state.online_nodes()]
         reasons: dict = {}
+        waits: list[tuple[str, Wait]] = []
         for job in skipped:
+            if self._refuse_if_invalid(job):
+                continue
             requirements = job.spec.requirements if job.spec else ANY
             devices, batch_size = _device_need(job)
             need = (requirements, devices, batch_size)
             if need not in reasons:
                 reasons[need] = why_waiting(requirements, online, devices, batch_size)
-            self.waiting[job.job_id] = reasons[need]
+            reason = reasons[need]
+            if reason != job.waiting_reason and self._explaining.get(job.job_id) != reason:
+                self._explaining[job.job_id] = reason
+                waits.append((job.job_id, Wait(reason)))
+        if waits:
+            self.spawn(self._append_waits(waits))
+
+    async def _append_waits(self, waits: list[tuple[str, Wait]]) -> None:
+        """Append the pass's JobWaiting events pipelined; one that lost to another change of
+        its job (it was assigned meanwhile) is dropped: the next pass explains again."""
+        try:
+            await self.commands.decide_each(waits)
+        finally:
+            for job_id, wait in waits:
+                if self._explaining.get(job_id) == wait.reason:
+                    del self._explaining[job_id]
 
     def _reserve(self, node_id: str, job_id: str, count: int) -> None:
         self.pending[job_id] = (node_id, count)
         self._pending_by_node[node_id] += count
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -189,7 +238,7 @@ class Scheduler:
         for (job, _, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
-                self._spawn(self.dispatcher.dispatch(event, result))
+                self.spawn(self.dispatcher.dispatch(event, result))
                 continue
             self._unpend(job.job_id)
             self.state.push_queued(job)  # dropped there if the job moved on
@@ -227,9 +276,13 @@ class Scheduler:
         }
 
     async def stop(self) -> None:
+        """Stop what is in flight (this central stops scheduling: it lost the lease, or
+        stops); reservations go with it, as the next holder decides from the stream."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pending.clear()
+        self._pending_by_node.clear()
 
 
 def _device_need(job: JobState) -> tuple[int, int]:
