@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOUR_CPUS = "--xla_force_host_platform_device_count=4"
 
 
+@pytest.mark.timeout(600)  # a process of its own: JAX, compiling on a loaded machine
 def test_same_seed_same_params_on_1_2_and_4_devices_and_a_2_device_checkpoint_resumes_on_1():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FOUR_CPUS}"}
     done = subprocess.run([sys.executable, str(ROOT / "tests/scripts/multidevice_trainer.py")], env=env,
@@ -200,6 +201,7 @@ def test_duckdb_keeps_each_attempts_device_count(tmp_path):
         projection.close()
 
 
+@pytest.mark.timeout(600)  # a process of its own: JAX, compiling on a loaded machine
 def test_the_scaling_bench_runs_in_one_command_on_2_forced_cpu_devices():
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
@@ -214,6 +216,7 @@ def test_the_scaling_bench_runs_in_one_command_on_2_forced_cpu_devices():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_cyxwiz_submit_devices_2_trains_on_2_devices_of_a_4_device_node(tmp_path):
     """The whole path as processes: a node that sees 4 CPU devices has 4 slots, the CLI's
     --devices 2 reaches its trainer, and the attempt's count is in SQL."""
