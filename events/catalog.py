@@ -119,6 +119,7 @@ class JobAssigned(JobEvent, frozen=True, kw_only=True):
     attempt: int = 1
     resume_checkpoint: str | None = None
     resume_epoch: int = 0
+    devices: int = 1  # how many of the node's devices this attempt trains on (events.devices)
 
 
 class JobRejected(JobEvent, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from events.devices import DEVICES, MAX_DEVICES, batch_problem, requested_devices
 from events.errors import CyxwizError
 
 __all__ = [
@@ -128,6 +129,9 @@ def check_job(*, dataset_uri: str, model_definition: str | Mapping[str, Any],
     dataset = check_dataset_uri(dataset_uri)
     model = normalise_model(model_definition)
     hyper = parse_hyperparameters(hyperparameters)
+    problem = batch_problem(batch_size, requested_devices(hyperparameters))  # the global batch splits over them
+    if problem:
+        raise InvalidJobSpec("batch_size", problem.removeprefix("batch_size "))
     return CheckedJob(model=model, hyperparameters=hyper, dataset=dataset)
 
 
@@ -371,7 +375,16 @@ HYPERPARAMETERS: Mapping[str, _Rule] = {
     "checkpoint_interval_s": _Rule(float, _real(0), "a number of seconds >= 0"),
     "label_column": _Rule(str, lambda v: isinstance(v, str) and 0 < len(v) <= 256, "a CSV column name or index"),
     "name": _Rule(str, lambda v: isinstance(v, str) and len(v) <= 256, "text of at most 256 characters"),
+    DEVICES: _Rule(str, lambda v: _devices_ok(v), f'a whole number 1..{MAX_DEVICES} or "all"'),
 }
+
+
+def _devices_ok(value: Any) -> bool:
+    try:
+        requested_devices({DEVICES: value})
+    except ValueError:
+        return False
+    return True
 
 
 def parse_hyperparameters(values: Mapping[str, str]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class ConfigError(ValueError):
 class NodeConfig:
     """Everything a node process needs to know before it starts.
 
-    ``slots`` None means one per accelerator (one on CPU). ``nats`` None means the NATS
+    ``slots`` None means one per device (accelerator, or CPU device). ``nats`` None means the NATS
     server on central's host, port 4222 (a node never starts one of its own).
     ``checkpoint_every`` 0 turns per-epoch checkpoints off.
     """
@@ -183,7 +183,7 @@ def _options(
     node_token: Opt = typer.Option(None, "--node-token", help="operator token for registration (CYXWIZ_NODE_TOKEN)"),
     heartbeat_s: Opt = typer.Option(None, "--heartbeat", help="heartbeat interval in seconds (CYXWIZ_HEARTBEAT_S; default 10)"),
     data_roots: Optional[list[str]] = typer.Option(None, "--data-root", help="folder file:// datasets may come from; repeatable (CYXWIZ_DATA_ROOTS, os.pathsep-separated; default ./data and <home>/data)"),
-    slots: Opt = typer.Option(None, "--slots", help="jobs run at once (CYXWIZ_NODE_SLOTS; default one per accelerator, one on CPU)"),
+    slots: Opt = typer.Option(None, "--slots", help="slots for jobs, one per device a job uses (CYXWIZ_NODE_SLOTS; default one per device JAX sees: each GPU, or one CPU)"),
     home: Opt = typer.Option(None, "--home", help="state folder (CYXWIZ_HOME; default .cyxwiz)"),
     name: Opt = typer.Option(None, "--name", help="node name shown by central (CYXWIZ_NODE_NAME; default the host name)"),
     node_id: Opt = typer.Option(None, "--node-id", help="node id to ask for (default: a new one per process)"),

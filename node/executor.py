@@ -1,5 +1,12 @@
 """The job executor: a fixed number of slots, each with one long-lived worker process.
 
+Slots sit on the node's devices (slot i on device i modulo their number; by default one
+slot per device). A job asking for k devices (``Assignment.devices``, see
+``events.devices``) takes k free slots on k different devices and trains in one worker
+that sees those k devices: a 2-GPU node runs one 2-device job or two 1-device jobs.
+The idle workers of the other slots it takes are ended first (a worker holds its
+device's memory).
+
 Each job trains in its slot's worker process (see :mod:`node.worker`), so whatever
 goes wrong inside it ends that job alone: bad data, a model that does not fit, a NaN
 loss or out of memory become a failed :class:`Outcome` with a one-line error naming
@@ -28,12 +35,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from events.devices import batch_problem, resolve_devices
 from node.jobs import CANCELLED, COMPLETED, FAILED, Assignment, JobProblem, Outcome, crashed, outcome_of
 from node.trainer import EpochResult
-from node.worker import DEAD, JobSettings, WorkerProcess
+from node.worker import CPU_DEVICES_ENV, DEAD, JobSettings, WorkerProcess
 
 __all__ = [
-    "Assignment", "Busy", "Conflict", "Executor", "JobListener", "Outcome",
+    "Assignment", "Busy", "Conflict", "Executor", "JobListener", "Outcome", "Unfit",
     "COMPLETED", "FAILED", "CANCELLED", "worker_env",
 ]
 
@@ -56,16 +64,19 @@ class JobListener(Protocol):
     def on_end(self, job: Assignment, outcome: Outcome) -> None: ...
 
 
-def worker_env(devices: Sequence[object], slots: int) -> Callable[[int], dict[str, str | None]]:
-    """Each slot's worker sees one GPU (slot i the i-th, round robin); slots that share a
-    GPU share its memory instead of each preallocating most of it."""
+def worker_env(devices: Sequence[object], slots: int) -> Callable[[tuple[int, ...]], dict[str, str | None]]:
+    """The environment of a worker that trains on the node's devices ``ids``: it sees
+    those alone (``CUDA_VISIBLE_DEVICES`` on GPUs; on a node with several CPU devices,
+    that many of them). Slots that share a GPU share its memory instead of each
+    preallocating most of it."""
     gpus = sum(1 for d in devices if getattr(d, "kind", "") == "cuda")
     if not gpus:
-        return lambda _slot: {}
+        several = len(devices) > 1
+        return lambda ids: {CPU_DEVICES_ENV: str(len(ids))} if several else {}
     per_gpu = -(-slots // gpus)
 
-    def env(slot: int) -> dict[str, str | None]:
-        values: dict[str, str | None] = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}
+    def env(ids: tuple[int, ...]) -> dict[str, str | None]:
+        values: dict[str, str | None] = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in ids)}
         if per_gpu > 1:
             values["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.75 / per_gpu:.3f}"
         return values
@@ -81,19 +92,29 @@ class Conflict(Exception):
     """Another attempt of this job is running here (the node answers 409)."""
 
 
-class _Slot:
-    """One slot: its worker process, started on first use and after a crash or kill."""
+class Unfit(Exception):
+    """The job cannot run here as it asks: more devices than the node has, or a batch
+    that does not split over them (the node answers 400)."""
 
-    def __init__(self, index: int, env: Mapping[str, str | None], cache_dir: str | None) -> None:
+
+class _Slot:
+    """One slot on one device: its worker process, started on first use, after a crash or
+    kill, and when a job needs it to see other devices."""
+
+    def __init__(self, index: int, device: int, cache_dir: str | None) -> None:
         self.index = index
-        self.env = env
+        self.device = device
         self.cache_dir = cache_dir
         self.worker: WorkerProcess | None = None
+        self.worker_env: Mapping[str, str | None] | None = None
         self.busy = False
 
-    def ready_worker(self) -> WorkerProcess:
-        if self.worker is None or not self.worker.alive():
-            self.worker = WorkerProcess(f"cyxwiz-worker-{self.index}", self.env, self.cache_dir)
+    def ready_worker(self, env: Mapping[str, str | None]) -> WorkerProcess:
+        if self.worker is not None and self.worker.alive() and self.worker_env == env:
+            return self.worker
+        self.discard_worker(kill=True)
+        self.worker = WorkerProcess(f"cyxwiz-worker-{self.index}", env, self.cache_dir)
+        self.worker_env = env
         return self.worker
 
     def discard_worker(self, *, kill: bool) -> None:
@@ -103,9 +124,11 @@ class _Slot:
 
 
 class _Running:
-    def __init__(self, job: Assignment, slot: _Slot) -> None:
+    def __init__(self, job: Assignment, slots: list[_Slot], env: Mapping[str, str | None]) -> None:
         self.job = job
-        self.slot = slot
+        self.slot = slots[0]  # its worker trains the job
+        self.slots = slots
+        self.env = env
         self.stop = threading.Event()
         self.stop_reason = CANCELLED  # or FAILED when the node itself is shutting down
         self.stop_asked_at: float | None = None
@@ -114,13 +137,13 @@ class _Running:
 
 
 class Executor:
-    """Runs up to ``slots`` jobs at once, each in its slot's worker process.
+    """Runs up to ``slots`` jobs at once on ``devices`` devices, each in a worker process.
 
     ``fetch_dataset(name)`` reads ``nats://<name>`` data sets, ``dataset_sha256(name)``
     says their SHA-256 without reading them (so workers can cache them), and
     ``fetch_object(uri)`` reads resume checkpoints; they block the job's thread in this process only.
-    ``worker_env(slot)`` gives environment variables for a slot's worker (a value of
-    None removes one), for example the GPU it may see.
+    ``worker_env(device_ids)`` gives environment variables for a worker that trains on
+    those devices (a value of None removes one), for example the GPUs it may see.
     """
 
     def __init__(
@@ -128,6 +151,7 @@ class Executor:
         slots: int,
         listener: JobListener,
         *,
+        devices: int = 1,
         data_roots: Sequence[Path] = (),
         fetch_dataset: Callable[[str], bytes] | None = None,
         dataset_sha256: Callable[[str], str] | None = None,
@@ -135,12 +159,14 @@ class Executor:
         checkpoint_every: int = 1,
         checkpoint_interval_s: float = 0.0,
         stop_grace_s: float = 3.0,
-        worker_env: Callable[[int], Mapping[str, str | None]] | None = None,
+        worker_env: Callable[[tuple[int, ...]], Mapping[str, str | None]] | None = None,
         compilation_cache_dir: str | Path | None = None,
     ) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1 (got {slots})")
+        if slots < 1 or devices < 1:
+            raise ValueError(f"slots and devices must be >= 1 (got {slots}, {devices})")
         self.slots = slots
+        self.devices = devices
+        self.worker_env = worker_env
         self.listener = listener
         self.fetch_dataset = fetch_dataset
         self.dataset_sha256 = dataset_sha256
@@ -153,15 +179,22 @@ class Executor:
             can_hash_datasets=dataset_sha256 is not None,
         )
         cache = None if compilation_cache_dir is None else str(compilation_cache_dir)
-        self._slots = [_Slot(i, dict(worker_env(i)) if worker_env else {}, cache) for i in range(slots)]
+        self._slots = [_Slot(i, i % devices, cache) for i in range(slots)]
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
     # --- what the service and agent call -----------------------------------------
 
     def submit(self, job: Assignment) -> bool:
-        """Start ``job`` in a free slot. Returns False when that same attempt already runs
-        here (an idempotent repeat); raises :class:`Conflict` or :class:`Busy`."""
+        """Start ``job`` on free slots of as many devices as it asks. Returns False when
+        that same attempt already runs here (an idempotent repeat); raises
+        :class:`Conflict`, :class:`Unfit` or :class:`Busy`."""
+        count = resolve_devices(job.devices, self.devices)
+        if count > self.devices:
+            raise Unfit(f"job {job.job_id!r} asks for {count} devices; this node has {self.devices}")
+        problem = batch_problem(job.batch_size, count)
+        if problem:
+            raise Unfit(f"job {job.job_id!r}: {problem} (devices=all is {count} on this node)")
         with self._lock:
             current = self._running.get(job.job_id)
             if current is not None:
@@ -170,17 +203,33 @@ class Executor:
                 raise Conflict(
                     f"job {job.job_id!r}: attempt {current.job.attempt} is still running on this node"
                 )
-            slot = next((s for s in self._slots if not s.busy), None)
-            if slot is None:
-                raise Busy(f"node busy: all {self.slots} slot(s) are running jobs; try another node or later")
-            slot.busy = True
-            running = _Running(job, slot)
+            slots = self._free_slots_on(count)
+            if slots is None:
+                free = self.free_slots
+                if not free:
+                    raise Busy(f"node busy: all {self.slots} slot(s) are running jobs; try another node or later")
+                raise Busy(f"node busy: the job needs free slots on {count} devices, {free} of {self.slots} "
+                           f"slot(s) are free; try another node or later")
+            for slot in slots:
+                slot.busy = True
+            env = dict(self.worker_env(tuple(s.device for s in slots))) if self.worker_env else {}
+            running = _Running(replace(job, devices=count), slots, env)
             running.thread = threading.Thread(
                 target=self._run, args=(running,), name=f"job-{job.job_id}", daemon=True
             )
             self._running[job.job_id] = running
         running.thread.start()
         return True
+
+    def _free_slots_on(self, count: int) -> list[_Slot] | None:
+        """``count`` free slots on distinct devices (the lowest first), or None."""
+        chosen: dict[int, _Slot] = {}
+        for slot in self._slots:
+            if not slot.busy and slot.device not in chosen:
+                chosen[slot.device] = slot
+                if len(chosen) == count:
+                    return list(chosen.values())
+        return None
 
     def cancel(self, job_id: str) -> bool:
         """Ask ``job_id`` to stop at its next step boundary (killed after the grace period);
@@ -206,8 +255,8 @@ class Executor:
 
     @property
     def free_slots(self) -> int:
-        with self._lock:
-            return self.slots - len(self._running)
+        """Slots no job holds (a job on k devices holds k)."""
+        return sum(1 for s in self._slots if not s.busy)
 
     def worker_pids(self) -> list[int | None]:
         """The process id of each slot's worker (None where none runs now)."""
@@ -259,8 +308,9 @@ class Executor:
         if outcome.status == FAILED:
             log.warning("job %s failed: %s", job.job_id, outcome.error)
         with self._lock:
-            self._running.pop(job.job_id, None)  # the slot is free before central hears of the end
-            running.slot.busy = False
+            self._running.pop(job.job_id, None)  # the slots are free before central hears of the end
+            for slot in running.slots:
+                slot.busy = False
         try:
             self.listener.on_end(job, outcome)
         except Exception:  # a listener bug must not kill the thread silently
@@ -279,11 +329,13 @@ class Executor:
     def _supervise(self, running: _Running) -> Outcome:
         """Hand the job to the slot's worker and relay what it says until the job ends."""
         job, slot = running.job, running.slot
-        worker = slot.ready_worker()
+        for other in running.slots[1:]:
+            other.discard_worker(kill=True)  # an idle worker there holds its device's memory
+        worker = slot.ready_worker(running.env)
         epochs_done = job.resume_from_epoch
         if not worker.send("run", job.job_id, job, self.settings):
             slot.discard_worker(kill=True)
-            worker = slot.ready_worker()
+            worker = slot.ready_worker(running.env)
             worker.send("run", job.job_id, job, self.settings)
         if running.stop.is_set():  # asked before the worker existed
             worker.send("stop", job.job_id)

@@ -43,6 +43,7 @@ class Assignment:
     batch_size: int
     resume_checkpoint_uri: str = ""
     resume_from_epoch: int = 0
+    devices: int = 1  # from the hyperparameter "devices"; events.devices.ALL: every device of the node
 
 
 @dataclass(frozen=True, kw_only=True)

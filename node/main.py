@@ -99,7 +99,8 @@ class Node:
         await self.reporter.start()
         self.throughput = Throughput(self.reporter)
         self.executor = Executor(
-            self.slots, self.throughput, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
+            self.slots, self.throughput, devices=len(self.devices), data_roots=cfg.data_roots,
+            fetch_dataset=self.store.get_dataset_blocking,
             dataset_sha256=self.store.dataset_sha256_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
             checkpoint_interval_s=CHECKPOINT_INTERVAL_S,

@@ -76,8 +76,9 @@ def detect_devices() -> list[DeviceInfo]:
 
 
 def default_slots(devices: list[DeviceInfo]) -> int:
-    """One slot per accelerator; one when the node trains on CPU only."""
-    return max(1, sum(1 for d in devices if d.kind != "cpu"))
+    """One slot per device JAX trains on (accelerators; on a CPU-only node its CPU
+    devices, one unless XLA is told to make more)."""
+    return max(1, len(devices))
 
 
 def cpu_cores() -> int:

@@ -2,7 +2,8 @@
 are ``node.serving``'s, the terminal (50053) is ``node.terminal``'s.
 
 AssignJob answers as the seed's node did: ``STATUS_FAILED`` with Error 400 for an
-invalid job (the message names the field), 429 when no slot is free, 409 when another
+invalid job (the message names the field) or one this node cannot run as asked (more
+devices than it has), 429 when no slot is free, 409 when another
 attempt of the job runs here; ``accepted = true`` otherwise. The call must carry the
 session token central gave this node (``authorization_token``): a node takes work
 only from the central it registered with; anything else is UNAUTHENTICATED (401).
@@ -17,8 +18,9 @@ from collections.abc import Callable
 
 import grpc
 
+from events.devices import requested_devices
 from events.jobspec import InvalidJobSpec, check_job
-from node.executor import Assignment, Busy, Conflict, Executor
+from node.executor import Assignment, Busy, Conflict, Executor, Unfit
 from node.metrics import MetricsHistory
 from protos import common_pb2, job_pb2, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, status_error
@@ -55,7 +57,7 @@ def to_assignment(job: job_pb2.JobConfig) -> Assignment:
         job_id=job.job_id, attempt=job.attempt or 1, model_definition=job.model_definition,
         hyperparameters=dict(job.hyperparameters), dataset_uri=job.dataset_uri, epochs=job.epochs,
         batch_size=job.batch_size, resume_checkpoint_uri=job.resume_checkpoint_uri,
-        resume_from_epoch=job.resume_from_epoch,
+        resume_from_epoch=job.resume_from_epoch, devices=requested_devices(job.hyperparameters),
     )
 
 
@@ -108,6 +110,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return _refused(job.job_id, 429, str(exc))
         except Conflict as exc:
             return _refused(job.job_id, 409, str(exc))
+        except Unfit as exc:
+            return _refused(job.job_id, 400, str(exc))
         if started:
             log.info("accepted job %s (attempt %d)", job.job_id, job.attempt or 1)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

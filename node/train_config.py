@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from events.devices import ALL, DEVICES, batch_problem, requested_devices
 from events.jobspec import DTYPES, OPTIMIZERS, check_hyperparameter, parse_hyperparameters
 from node.models import parse_model_definition
 
@@ -29,7 +30,9 @@ class TrainConfig:
     until that many seconds of training have passed since the last one (or the start):
     a short job may end with none, its final model being stored anyway.
     ``checkpoint_every`` > 0 attaches a checkpoint
-    to every that-many-th epoch (and the last).
+    to every that-many-th epoch (and the last). ``devices``: how many of the process's
+    devices train data parallel (``events.devices.ALL``, 0: all of them); the global
+    batch ``batch_size`` must divide by it.
     """
 
     model_definition: Mapping[str, Any]
@@ -46,6 +49,7 @@ class TrainConfig:
     chunk_seconds: float = 0.1
     checkpoint_every: int = 0
     checkpoint_interval_s: float = 0.0
+    devices: int = 1
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -60,6 +64,10 @@ class TrainConfig:
         checked = {name: check_hyperparameter(name, value) for name, value in values.items()}  # events.jobspec's rules
         if not (_is_real(self.chunk_seconds) and self.chunk_seconds > 0):
             raise ValueError(f"chunk_seconds must be a number > 0 (got {self.chunk_seconds!r})")
+        _check_int("devices", self.devices, ALL)
+        problem = batch_problem(self.batch_size, self.devices)
+        if problem:
+            raise ValueError(problem)
         for name in ("learning_rate", "weight_decay", "momentum", "validation_split", "checkpoint_interval_s"):
             checked[name] = float(checked[name])
         for name, value in checked.items():
@@ -81,6 +89,8 @@ class TrainConfig:
         ``label_column`` and ``name`` are not training settings and are left out.
         """
         values = {k: v for k, v in parse_hyperparameters(hyperparameters).items() if k not in _NOT_TRAINING}
+        if DEVICES in values:  # a number, or "all" (ALL)
+            values[DEVICES] = requested_devices(values)
         return cls(model_definition=model_definition, epochs=epochs, batch_size=batch_size, **{**values, **overrides})
 
 

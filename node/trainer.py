@@ -1,4 +1,5 @@
-"""The node's training core: a job's config and data set in, epochs and a model out.
+"""The node's training loop on the host: a job's config and data set in, epochs and a
+model out. The jitted programs it drives are in :mod:`node.programs`.
 
 No networking here: the node's worker process (``node.worker``) calls :meth:`Trainer.run`,
 passes ``on_epoch`` to report progress and checkpoints, ``on_phase`` for telemetry and
@@ -21,25 +22,23 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax import lax
 
 from node import checkpoint
 from node.datacache import device_cache
 from node.datasets import Dataset
+from events.devices import batch_problem, resolve_devices
 from node.models import Model, build_model
+from node.parallel import Layout
+from node.programs import Program, TrainState, build_optimizer
 from node.snapshots import EpochPipeline
 from node.train_config import TrainConfig
 
@@ -76,21 +75,6 @@ def enable_compilation_cache(path: str | Path, *, min_compile_seconds: float = 0
     compilation_cache.reset_cache()  # pick the new directory up even after earlier compiles
 
 
-class TrainState(NamedTuple):
-    """What a step changes (parameters, optimizer state, global step) and the dropout key."""
-
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    key: jax.Array
-
-
-class _Sums(NamedTuple):
-    loss: jax.Array
-    correct: jax.Array
-    count: jax.Array
-
-
 @dataclass(frozen=True)
 class EpochResult:
     """Metrics after one epoch. Accuracies are None for regression, validation None without a split."""
@@ -106,6 +90,7 @@ class EpochResult:
     step: int
     checkpoint: bytes | None = field(default=None, repr=False)
     checkpoint_sha256: str | None = field(default=None, repr=False)
+    devices: int = 1  # how many devices trained it, data parallel
 
 
 @dataclass(frozen=True)
@@ -149,120 +134,8 @@ class _Phases:
             self.on_phase(phase)
 
 
-_COMPILED: OrderedDict[tuple, Any] = OrderedDict()
-_COMPILED_MAX = 64
-_COMPILED_LOCK = threading.Lock()
 # Steps per chunk measured by the first run of a program, reused by later runs of it.
 _CHUNK_STEPS: dict[tuple, int] = {}
-
-
-@dataclass(frozen=True, eq=False)
-class _Program:
-    """The pure, jitted functions of a run, fixed by model, optimizer and shapes (no data,
-    no seed), so that compiled chunks are shared by every run with the same shapes."""
-
-    model: Model
-    optimizer: optax.GradientTransformation
-    signature: tuple
-    classification: bool
-    dtype: Any
-    batch: int
-    n_train: int
-    steps_per_epoch: int
-    val_batch: int
-    n_val: int
-
-    def compiled(self, kind: str, length: int, *args: Any) -> Any:
-        """Compiled ahead of time (so that timings exclude it) and kept process-wide."""
-        avals = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
-        key = (self.signature, kind, length, avals)
-        with _COMPILED_LOCK:
-            fn = _COMPILED.get(key)
-            if fn is not None:
-                _COMPILED.move_to_end(key)
-                return fn
-        if kind == "init":
-            jitted = jax.jit(self.init_state)
-        elif kind == "order":
-            jitted = jax.jit(self.epoch_order)
-        elif kind == "chunk":
-            jitted = jax.jit(partial(self.run_chunk, length=length), donate_argnums=0)
-        elif kind == "snapshot":
-            jitted = jax.jit(_copy_tree)
-        else:
-            jitted = jax.jit(partial(self.eval_chunk, length=length))
-        fn = jitted.lower(*args).compile()
-        with _COMPILED_LOCK:
-            _COMPILED[key] = fn
-            while len(_COMPILED) > _COMPILED_MAX:
-                _COMPILED.popitem(last=False)
-        return fn
-
-    def init_state(self, init_key: jax.Array, dropout_key: jax.Array) -> TrainState:
-        params = self.model.init(init_key)
-        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), dropout_key)
-
-    def epoch_order(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
-        """This epoch's sample order, padded to whole batches (padding is masked)."""
-        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), self.n_train)
-        pad = self.steps_per_epoch * self.batch - self.n_train
-        return jnp.concatenate([perm, perm[:pad]]).astype(jnp.int32)
-
-    def run_chunk(self, state, x, y, order, start, *, length):
-        """``length`` train steps from step ``start`` of the epoch; metrics summed."""
-        batch, n_train = self.batch, self.n_train
-
-        def body(carry, i):
-            state, acc = carry
-            first = (start + i) * batch
-            idx = lax.dynamic_slice_in_dim(order, first, batch)
-            valid = first + jnp.arange(batch) < n_train
-            state, sums = self.train_step(state, (x[idx], y[idx], valid))
-            return (state, _Sums(*(a + s for a, s in zip(acc, sums)))), None
-
-        (state, sums), _ = lax.scan(body, (state, _zero_sums()), jnp.arange(length, dtype=jnp.int32))
-        return state, _as_vector(sums)
-
-    def train_step(self, state: TrainState, batch: tuple[jax.Array, ...]) -> tuple[TrainState, _Sums]:
-        """One optimizer step on a masked batch: pure, so it jits and replays exactly."""
-        x, y, valid = batch
-        key = jax.random.fold_in(state.key, state.step)
-        count = valid.sum()
-
-        def loss_fn(params):
-            loss, correct = self.per_example(self.model.apply(params, x, key, dtype=self.dtype), y)
-            loss = jnp.where(valid, loss, 0.0)
-            return loss.sum() / jnp.maximum(count, 1), (loss.sum(), (correct & valid).sum())
-
-        (_, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(params, opt_state, state.step + 1, state.key)
-        return new_state, _Sums(loss_sum, correct.astype(jnp.int32), count)
-
-    def eval_chunk(self, params, xv, yv, start, *, length):
-        """Summed validation metrics over ``length`` batches from batch ``start``."""
-        batch, n_val = self.val_batch, self.n_val
-
-        def body(acc, i):
-            first = (start + i) * batch
-            xb = lax.dynamic_slice_in_dim(xv, first, batch)
-            yb = lax.dynamic_slice_in_dim(yv, first, batch)
-            valid = first + jnp.arange(batch) < n_val
-            loss, correct = self.per_example(self.model.apply(params, xb, None, dtype=self.dtype), yb)
-            sums = (jnp.where(valid, loss, 0.0).sum(), (correct & valid).sum(), valid.sum())
-            return _Sums(*(a + s for a, s in zip(acc, sums))), None
-
-        sums, _ = lax.scan(body, _zero_sums(), jnp.arange(length, dtype=jnp.int32))
-        return _as_vector(sums)
-
-    def per_example(self, out: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Loss and correctness of each example: cross-entropy, or mean squared error."""
-        if self.classification:
-            loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
-            return loss, jnp.argmax(out, axis=-1) == y
-        loss = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
-        return loss, jnp.zeros(loss.shape, bool)
 
 
 class Trainer:
@@ -279,19 +152,25 @@ class Trainer:
         split = np.random.default_rng(config.seed).permutation(n)
         self._train_idx, self._val_idx = np.sort(split[n_val:]), np.sort(split[:n_val])
         n_train = n - n_val
-        batch = min(config.batch_size, n_train)
-        val_batch = min(config.batch_size, n_val)
-        self._program = _Program(
-            model=self.model, optimizer=_optimizer(config),
+        self.layout = Layout.of(resolve_devices(config.devices, len(jax.devices())))
+        problem = batch_problem(config.batch_size, self.layout.size)
+        if problem:
+            raise ValueError(problem)
+        k = self.layout.size  # a batch smaller than the data set still splits evenly (padding is masked)
+        batch = min(config.batch_size, -(-n_train // k) * k)
+        val_batch = min(config.batch_size, -(-n_val // k) * k)
+        self._program = Program(
+            model=self.model, optimizer=build_optimizer(config),
             signature=(
                 json.dumps(self.model.definition, sort_keys=True), self.model.sample_shape,
                 self.model.output_dim, dataset.task, config.optimizer, config.learning_rate,
                 config.weight_decay, config.momentum, config.dtype, batch, n_train, val_batch, n_val,
+                self.layout.key,
             ),
             classification=dataset.task == "classification",
             dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
             batch=batch, n_train=n_train, steps_per_epoch=-(-n_train // batch),
-            val_batch=val_batch, n_val=n_val,
+            val_batch=val_batch, n_val=n_val, layout=self.layout,
         )
         self.val_steps = -(-n_val // val_batch) if n_val else 0
         root = jax.random.PRNGKey(config.seed)
@@ -374,6 +253,7 @@ class Trainer:
                 loss=sums[0], accuracy=sums[1], val_loss=val[0] if val else None,
                 val_accuracy=val[1] if val else None, seconds=time.perf_counter() - t0,
                 samples_per_s=self._program.n_train / train_seconds, step=epoch * self.steps_per_epoch,
+                devices=self.layout.size,
             )
             done = epoch
             history.append(last)
@@ -405,7 +285,8 @@ class Trainer:
             args = (x, y, order, np.int32(start))
             fn = program.compiled("chunk", length, state, *args)
             if self._chunk_steps is None:  # a first, untimed run on a copy: warm-up is slow
-                jax.block_until_ready(fn(jax.device_put(jax.device_get(state)), *args))
+                copy = jax.device_put(jax.device_get(state), self.layout.state_shardings(state))
+                jax.block_until_ready(fn(copy, *args))
             phase("training")
             t0 = time.perf_counter()
             state, sums = fn(state, *args)
@@ -483,20 +364,20 @@ class Trainer:
         kept between runs on the same data set, split and dtype (``node.datacache``)."""
         if self._device_data is None:
             p, c = self._program, self.config
-            key = (self.dataset, c.seed, c.validation_split, p.batch, p.val_batch, c.dtype)
+            key = (self.dataset, c.seed, c.validation_split, p.batch, p.val_batch, c.dtype, self.layout.key)
             self._device_data = device_cache.get_or_make(
                 key, self._put_data, lambda arrays: sum(int(a.nbytes) for a in arrays)
             )
         return self._device_data
 
     def _put_data(self) -> tuple[jax.Array, ...]:
-        """Copy the data set to the device once and split it there (asynchronously)."""
-        d, p = self.dataset, self._program
-        x, y = jax.device_put(d.x), jax.device_put(d.y)
-        pad = self.val_steps * p.val_batch - p.n_val
-        vidx = np.concatenate([self._val_idx, self._val_idx[:pad]])
-        train, val = jax.device_put(self._train_idx.astype(np.int32)), jax.device_put(vidx.astype(np.int32))
-        return (x[train].astype(p.dtype), y[train], x[val].astype(p.dtype), y[val])
+        """Copy the data set to the devices once (each keeps all of it) and split it
+        there (asynchronously)."""
+        d, p, put = self.dataset, self._program, self.layout.put
+        x, y = put(d.x), put(d.y)
+        vidx = np.resize(self._val_idx, self.val_steps * p.val_batch)  # padded with its head (masked)
+        train, val = put(self._train_idx.astype(np.int32)), put(vidx.astype(np.int32))
+        return put((x[train].astype(p.dtype), y[train], x[val].astype(p.dtype), y[val]))
 
     # --- checkpoints and results ----------------------------------------------------
 
@@ -541,7 +422,7 @@ class Trainer:
             val_loss=m["val_loss"], val_accuracy=m["val_accuracy"], seconds=0.0, samples_per_s=0.0,
             step=int(state.step),
         )
-        return jax.device_put(state), epoch, last
+        return self.layout.put(state, self.layout.state_shardings(state)), epoch, last
 
     def _result(self, state, done, last, history, started, *, stopped: bool) -> TrainResult:
         model_bytes = None
@@ -560,24 +441,3 @@ class Trainer:
             compute_seconds=time.perf_counter() - started, model_bytes=model_bytes, history=tuple(history),
         )
 
-
-def _copy_tree(tree: Any) -> Any:
-    """A copy in new device buffers (the state itself is donated to the next chunk)."""
-    return jax.tree.map(jnp.copy, tree)
-
-
-def _zero_sums() -> _Sums:
-    return _Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-
-
-def _as_vector(sums: _Sums) -> jax.Array:
-    """Chunk metrics as one float32 vector (loss sum, correct, count): one transfer."""
-    return jnp.stack([sums.loss, sums.correct.astype(jnp.float32), sums.count.astype(jnp.float32)])
-
-
-def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    lr, wd = config.learning_rate, config.weight_decay
-    if config.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=wd)
-    base = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr, momentum=config.momentum or None)
-    return optax.chain(optax.add_decayed_weights(wd), base) if wd else base

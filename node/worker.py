@@ -41,11 +41,14 @@ from typing import Any
 
 from node.jobs import CANCELLED, COMPLETED, FAILED, Assignment, JobProblem, Outcome, bad_job, outcome_of
 from node.joblog import JobDiary
+from events.devices import DEVICES
 from events.jobspec import InvalidJobSpec, check_job
 from node.models import ModelDefinitionError
 from node.trainer import EpochResult, TrainConfig, Trainer
 
-__all__ = ["JobSettings", "WorkerProcess", "leave_device_memory_to_workers", "run_job"]
+__all__ = ["CPU_DEVICES_ENV", "JobSettings", "WorkerProcess", "leave_device_memory_to_workers", "run_job"]
+
+CPU_DEVICES_ENV = "JAX_NUM_CPU_DEVICES"  # JAX's own name: how many CPU devices a worker makes
 
 log = logging.getLogger(__name__)
 DEAD = object()  # what WorkerProcess.recv answers once the process is gone
@@ -100,10 +103,11 @@ def _train(job, settings, fetch, should_stop, on_epoch, diary: JobDiary) -> Outc
     hyper = checked.hyperparameters
     label_column = hyper.pop("label_column", None)
     hyper.pop("name", None)
+    hyper.pop(DEVICES, None)  # the executor read it: job.devices, resolved for this node
     every = hyper.pop("checkpoint_every", settings.checkpoint_every)
     interval = hyper.pop("checkpoint_interval_s", settings.checkpoint_interval_s)
     config = TrainConfig(model_definition=checked.model, epochs=job.epochs, batch_size=job.batch_size,
-                         checkpoint_every=every, checkpoint_interval_s=interval, **hyper)
+                         checkpoint_every=every, checkpoint_interval_s=interval, devices=job.devices, **hyper)
     diary.phase("loading")
     loading = time.perf_counter()
     dataset = cached_dataset(
@@ -202,6 +206,10 @@ def _serve(conn: Connection, env: Mapping[str, str | None], cache_dir: str | Non
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    if os.environ.get(CPU_DEVICES_ENV):  # JAX read its environment when the fork server imported it
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", int(os.environ[CPU_DEVICES_ENV]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the node, which ends its workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s worker: %(message)s")
     from node.trainer import enable_compilation_cache

@@ -118,3 +118,47 @@ def test_a_ranking_passes_over_the_node_to_avoid_while_another_fits():
     assert Ranking(nodes).take(Requirements(), avoid="a") == "b"
     only = Ranking(nodes[:1])
     assert only.take(Requirements(), avoid="a") == "a", "the avoided node when no other fits"
+
+
+# --- devices: a job on k devices takes k slots of one node with k devices ----------------------
+
+GPUS = tuple(Device(type="cuda", memory_bytes=16 << 30) for _ in range(4))
+
+
+def test_slots_taken_counts_the_devices_a_job_asks_for():
+    from central.lifecycle.policy import device_count, slots_taken
+
+    four, one = node("four", devices=GPUS, slots=4), node("cpu", devices=CPU, slots=2)
+    assert (device_count(GPUS), device_count(GPU16), device_count(CPU)) == (4, 1, 1)
+    assert [slots_taken(k, 8, four) for k in (1, 2, 4, 8)] == [1, 2, 4, None]
+    assert slots_taken(0, 8, four) == 4 and slots_taken(0, 6, four) is None, "all: 4 devices, 6 does not split"
+    assert slots_taken(2, 8, one) is None and slots_taken(0, 7, one) == 1
+    assert slots_taken(4, 8, node("few-slots", devices=GPUS, slots=2)) is None, "k slots on k devices"
+
+
+@given(candidates.map(lambda ns: [n._replace(devices=GPUS[:n.slots]) for n in ns]),
+       st.lists(st.tuples(requirements, st.sampled_from([0, 1, 1, 2, 3, 4])), max_size=30))
+def test_ranking_with_devices_takes_what_choose_would(nodes, jobs):
+    from central.lifecycle.policy import slots_taken
+
+    ranking = Ranking(nodes)
+    current = {n.node_id: n for n in nodes}
+    for wanted, devices in jobs:
+        expected = choose(wanted, current.values(), devices, 8)
+        assert ranking.take(wanted, devices=devices, batch_size=8) == expected
+        if expected is not None:
+            n = current[expected]
+            count = slots_taken(devices, 8, n)
+            assert count is not None and n.free >= count
+            current[expected] = n._replace(running=n.running + count)
+
+
+def test_why_a_job_waits_for_devices():
+    from central.lifecycle.policy import why_waiting
+
+    four = node("four", devices=GPUS, slots=4, running=4)
+    assert why_waiting(Requirements(), [four], 8, 8) == "needs 8 devices on one node; the online nodes that fit it have at most 4"
+    assert why_waiting(Requirements(), [four], 2, 8) == "all slots of the nodes that fit it are busy"
+    assert why_waiting(Requirements(), [four], 0, 6) == (
+        "devices=all: batch_size 6 does not divide by the device count of any node that fits (4); "
+        "choose a number of devices or another batch_size")

@@ -294,7 +294,7 @@ def test_unknown_optimizer_and_hyperparameter() -> None:
     assert str(info.value) == (
         "hyperparameters.learning_rat is not a hyperparameter: did you mean learning_rate? known are optimizer, "
         "learning_rate, weight_decay, momentum, seed, dtype, validation_split, steps_per_chunk, checkpoint_every, "
-        "checkpoint_interval_s, label_column, name"
+        "checkpoint_interval_s, label_column, name, devices"
     )
 
 

@@ -17,6 +17,7 @@ from central.lifecycle.errors import Refused
 from central.lifecycle.jobs import JobState
 from central.lifecycle.nodes import NodeState
 from events import Device, JobPhase, JobSpec, Requirements
+from events.devices import DEVICES
 from protos import common_pb2, job_pb2, node_pb2
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -108,16 +109,21 @@ def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "", *, nodes
     return check_spec(spec, nodes=nodes, where="config", name_field='config.hyperparameters["name"]')
 
 
-def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, resume_epoch: int) -> job_pb2.JobConfig:
-    """The JobConfig a node receives in AssignJob (with attempt and where to resume)."""
+def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, resume_epoch: int,
+                     devices: int = 1) -> job_pb2.JobConfig:
+    """The JobConfig a node receives in AssignJob (with attempt, where to resume, and the
+    attempt's device count in place of the hyperparameter ``devices`` it was asked as)."""
     spec = job.spec or JobSpec()
     req = spec.requirements
+    hyperparameters = spec.hyperparameters
+    if DEVICES in hyperparameters or devices != 1:
+        hyperparameters = {**hyperparameters, DEVICES: str(devices)}
     return job_pb2.JobConfig(
         job_id=job.job_id,
         job_type=job_pb2.JOB_TYPE_TRAINING,
         priority=spec.priority,
         model_definition=spec.model_definition,
-        hyperparameters=spec.hyperparameters,
+        hyperparameters=hyperparameters,
         dataset_uri=spec.dataset_uri,
         batch_size=spec.batch_size,
         epochs=spec.epochs,

@@ -168,6 +168,7 @@ def submit(
     hp: list[str] = typer.Option([], "--hp", help="extra hyperparameter key=value (repeatable)"),
     priority: Optional[str] = typer.Option(None, "--priority", help="low, normal (default), high, critical"),
     device: Optional[str] = typer.Option(None, "--device", help="required device: cpu or cuda"),
+    devices: Optional[str] = typer.Option(None, "--devices", help='devices of one node to train on, data parallel: N or "all" (default 1; --batch-size must divide by N)'),
     name: Optional[str] = typer.Option(None, "--name"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings; flags given override it"),
     follow: bool = typer.Option(False, "--follow", help="show live progress until the job ends"),
@@ -197,7 +198,7 @@ def submit(
         spec.setdefault("batch_size", SUBMIT_DEFAULTS["batch_size"])
         spec.setdefault("priority", SUBMIT_DEFAULTS["priority"])
         given = {**parse_hyperparameters(hp), **({"learning_rate": learning_rate} if learning_rate is not None else {}),
-                 **({"optimizer": optimizer} if optimizer else {})}
+                 **({"optimizer": optimizer} if optimizer else {}), **({"devices": devices} if devices else {})}
         hyper = dict(spec.get("hyperparameters", {}))
         for key, value in given.items():
             if key in hyper:

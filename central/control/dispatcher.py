@@ -89,7 +89,7 @@ class Dispatcher:
         request = node_pb2.AssignJobRequest(
             node_id=node.node_id,
             job=config_from_spec(job, attempt=assigned.attempt, resume_uri=assigned.resume_checkpoint,
-                                 resume_epoch=assigned.resume_epoch),
+                                 resume_epoch=assigned.resume_epoch, devices=assigned.devices),
             authorization_token=self.auth.session_token(node.node_id, node.registration_id),
         )
         reason, message = await self._call(node.endpoint, request)

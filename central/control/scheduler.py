@@ -3,8 +3,9 @@
 It wakes on every change central folds (JobSubmitted from any publisher, JobRejected,
 JobRequeued, NodeRegistered, freed slots) and on the end of a node's exclusion. One pass
 takes jobs in queue order (``policy.queue_key``), picks a node with ``policy.Ranking``
-(what ``policy.choose`` would pick) and reserves the slot locally until the JobAssigned
-comes back from the stream.
+(what ``policy.choose`` would pick) and reserves the slots locally until the JobAssigned
+comes back from the stream. Slots count devices: a job on k devices (its hyperparameter
+``devices``) holds k slots of its node, and its JobAssigned says k.
 
 Appends are pipelined: a pass's JobAssigned events go out together, each carrying its
 job's expected version, so a second central process on the same stream loses with
@@ -27,9 +28,10 @@ from central.lifecycle.deciders import Assign, Cancel, Fail, Wait
 from central.lifecycle.errors import Refused
 from central.lifecycle.jobs import JobState
 from central.control.dispatcher import Dispatcher
-from central.lifecycle.policy import Candidate, Ranking, why_waiting
+from central.lifecycle.policy import Candidate, Ranking, slots_taken, why_waiting
 from central.lifecycle.state import CentralState
 from events import TERMINAL_JOB_TYPES, JobAssigned, JobSpec, Requirements
+from events.devices import requested_devices
 
 log = logging.getLogger("cyxwiz.central.scheduler")
 
@@ -53,7 +55,7 @@ class Scheduler:
         self.commands = commands
         self.dispatcher = dispatcher
         self.clock = clock
-        self.pending: dict[str, str] = {}  # job id -> node id, until the JobAssigned is folded
+        self.pending: dict[str, tuple[str, int]] = {}  # job id -> (node id, slots), until the JobAssigned is folded
         self._explaining: dict[str, str] = {}  # job id -> the reason being appended (JobWaiting)
         self._pending_by_node: Counter[str] = Counter()
         self._valid: set[str] = set()  # queued jobs whose spec passed the rules of SubmitJob
@@ -78,9 +80,9 @@ class Scheduler:
         self._wake.set()
 
     def _unpend(self, job_id: str) -> None:
-        node_id = self.pending.pop(job_id, None)
+        node_id, count = self.pending.pop(job_id, (None, 0))
         if node_id is not None:
-            self._pending_by_node[node_id] -= 1
+            self._pending_by_node[node_id] -= count
             if self._pending_by_node[node_id] <= 0:
                 del self._pending_by_node[node_id]
 
@@ -113,7 +115,7 @@ class Scheduler:
         for node in self.state.online_nodes():
             if self.dispatcher.excluded(node.node_id):
                 continue
-            running = self.state.running_on(node.node_id) + self._pending_by_node.get(node.node_id, 0)
+            running = self.state.slots_used_on(node.node_id) + self._pending_by_node.get(node.node_id, 0)
             if running >= node.slots:
                 continue
             out[node.node_id] = Candidate(
@@ -127,12 +129,13 @@ class Scheduler:
         """Assign as many queued jobs as there are fitting free slots; returns how many."""
         if not self.state.has_queued():
             return 0  # most wakes (a job started, an epoch ended) leave nothing to place
-        free = Ranking(self.candidates().values())
+        candidates = self.candidates()
+        free = Ranking(candidates.values())
         if not free:
             self._explain(self.state.queued(limit=100))  # every slot busy, or no node: the head of the queue says why
             return 0
         skipped: list[JobState] = []
-        batch: list[tuple[JobState, str]] = []
+        batch: list[tuple[JobState, str, int]] = []
         while free:
             job = self.state.pop_queued()
             if job is None:
@@ -144,12 +147,15 @@ class Scheduler:
                 continue
             if self._refuse_if_invalid(job):
                 continue
-            node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node)
+            devices, batch_size = _device_need(job)
+            node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node,
+                                devices=devices, batch_size=batch_size)
             if node_id is None:
                 skipped.append(job)
                 continue
-            self._reserve(node_id, job.job_id)
-            batch.append((job, node_id))
+            count = slots_taken(devices, batch_size, candidates[node_id]) or 1
+            self._reserve(node_id, job.job_id, count)
+            batch.append((job, node_id, count))
         self._explain(skipped)
         for job in skipped:
             self.state.push_queued(job)
@@ -192,9 +198,11 @@ class Scheduler:
         for job in skipped:
             if self._refuse_if_invalid(job):
                 continue
-            need = job.spec.requirements if job.spec else ANY
+            requirements = job.spec.requirements if job.spec else ANY
+            devices, batch_size = _device_need(job)
+            need = (requirements, devices, batch_size)
             if need not in reasons:
-                reasons[need] = why_waiting(need, online)
+                reasons[need] = why_waiting(requirements, online, devices, batch_size)
             reason = reasons[need]
             if reason != job.waiting_reason and self._explaining.get(job.job_id) != reason:
                 self._explaining[job.job_id] = reason
@@ -212,21 +220,22 @@ class Scheduler:
                 if self._explaining.get(job_id) == wait.reason:
                     del self._explaining[job_id]
 
-    def _reserve(self, node_id: str, job_id: str) -> None:
-        self.pending[job_id] = node_id
-        self._pending_by_node[node_id] += 1
+    def _reserve(self, node_id: str, job_id: str, count: int) -> None:
+        self.pending[job_id] = (node_id, count)
+        self._pending_by_node[node_id] += count
 
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _assign_batch(self, batch: list[tuple[JobState, str]]) -> None:
+    async def _assign_batch(self, batch: list[tuple[JobState, str, int]]) -> None:
         """Decide and append the pass's assignments pipelined through the command shell,
         each at its job's expected version; only the appends that won are dispatched."""
-        results = await self.commands.decide_each([(job.job_id, Assign(node_id)) for job, node_id in batch])
+        commands = [(job.job_id, Assign(node_id, count)) for job, node_id, count in batch]
+        results = await self.commands.decide_each(commands)
         conflicted = retry = False
-        for (job, _), (event, result) in zip(batch, results):
+        for (job, _, _), (event, result) in zip(batch, results):
             if isinstance(result, int):
                 self.assigned += 1
                 self.spawn(self.dispatcher.dispatch(event, result))
@@ -274,3 +283,14 @@ class Scheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.pending.clear()
         self._pending_by_node.clear()
+
+
+def _device_need(job: JobState) -> tuple[int, int]:
+    """(devices asked for, batch size) of a queued job; a value the submit check would
+    refuse (a script's JobSubmitted) counts as one device, and the node refuses the job."""
+    if job.spec is None:
+        return 1, 0
+    try:
+        return requested_devices(job.spec.hyperparameters), job.spec.batch_size
+    except ValueError:
+        return 1, job.spec.batch_size

@@ -74,6 +74,7 @@ class Submit:
 @dataclass(frozen=True, slots=True)
 class Assign:
     node_id: str
+    devices: int = 1  # the attempt's device count on that node ("all" resolved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,7 @@ def _decide_assign(state: JobState, cmd: Assign, now: datetime, version: int) ->
         raise Refused(409, f"job {state.job_id!r} is {state.status}, not queued")
     return [JobAssigned(job_id=state.job_id, node_id=cmd.node_id, attempt=state.attempt,
                         resume_checkpoint=state.checkpoint_uri, resume_epoch=state.checkpoint_epoch,
+                        devices=max(1, cmd.devices),
                         occurred_at=now, event_id=decision_event_id(state.job_id, version, f"assigned/{cmd.node_id}"))]
 
 

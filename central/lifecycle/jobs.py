@@ -102,6 +102,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     submitted_at: float = 0.0
     attempt: int = 1
     node_id: str | None = None
+    devices: int = 1  # the current attempt's device count on its node (JobAssigned.devices)
     epochs_done: int = 0
     checkpoint_uri: str | None = None
     checkpoint_epoch: int = 0
@@ -219,7 +220,7 @@ def _apply(state: JobState | None, event: Event) -> JobState | None:
                             submitted_at=at)
         case JobAssigned():
             return replace(state, status=JobStatus.ASSIGNED, node_id=event.node_id, attempt=event.attempt,
-                           waiting_reason="")
+                           devices=max(1, event.devices), waiting_reason="")
         case JobRejected():
             return replace(state, status=JobStatus.QUEUED, node_id=None, rejections=state.rejections + 1)
         case JobWaiting():

@@ -1,9 +1,14 @@
 """Pure scheduler policy: the order of the queue, which nodes fit a job, and which is best.
 
 - Queue order: higher priority first, then earlier submission, then the job id.
-- A node fits when it has a free slot and the job's required device (``cuda``, ...)
-  with at least the job's memory; a CPU job (or one that names no device) fits any node
-  whose RAM, or one of whose devices, holds that memory.
+- A node fits when it has the job's required device (``cuda``, ...) with at least the
+  job's memory; a CPU job (or one that names no device) fits any node whose RAM, or one
+  of whose devices, holds that memory.
+- Devices: a job asking for k devices (its hyperparameter ``devices``, read by
+  ``events.devices``; ``"all"`` is every device of the node) takes k slots of one node
+  that has at least k devices and k free slots. Slots count devices, as on the node.
+  A job asking for more devices than any online node has waits, saying so: a larger
+  node can join (or come back) at any time, as for memory and device type.
 - Score: a lightly loaded node first, then one that completed more jobs, then the one
   up longest; ties go to the smaller node id, so the choice is deterministic.
 - A deployment fits a node by the same rule, held against the memory the node has
@@ -18,6 +23,10 @@ import math
 from typing import Iterable, NamedTuple
 
 from events import Device, Requirements
+from events.devices import ALL, batch_problem, resolve_devices
+
+__all__ = ["Candidate", "choose", "device_count", "fits", "queue_key", "Ranking", "score", "slots_taken",
+           "why_waiting"]
 
 
 class Candidate(NamedTuple):
@@ -50,14 +59,43 @@ def fits(requirements: Requirements, devices: Iterable[Device], ram_bytes: int) 
     return any(d.type.lower() == wanted and need <= d.memory_bytes for d in devices)
 
 
-def why_waiting(requirements: Requirements, online: Iterable[Candidate]) -> str:
+def device_count(devices: Iterable[Device]) -> int:
+    """The devices of a node one job can train on together: its accelerators, or its
+    CPU devices when it has none (at least one)."""
+    devices = list(devices)
+    return sum(1 for d in devices if d.type.lower() != "cpu") or max(1, len(devices))
+
+
+def slots_taken(devices: int, batch_size: int, node: Candidate) -> int | None:
+    """The slots a job asking ``devices`` (``ALL``: all of them) takes on ``node``;
+    None when it can never run there (too few devices or slots, or, for ``all``, a
+    ``batch_size`` that does not split over the node's devices)."""
+    have = device_count(node.devices)
+    count = resolve_devices(devices, have)
+    if count > min(have, node.slots):
+        return None
+    if devices == ALL and batch_size and batch_problem(batch_size, count):
+        return None
+    return count
+
+
+def why_waiting(requirements: Requirements, online: Iterable[Candidate], devices: int = 1,
+                batch_size: int = 0) -> str:
     """Why a queued job that found no free slot waits: no node could ever run it (the
     words say what is missing), or the nodes that could are busy."""
     online = list(online)
     if not online:
         return "no node is online"
-    if any(fits(requirements, n.devices, n.ram_bytes) for n in online):
+    fitting = [n for n in online if fits(requirements, n.devices, n.ram_bytes)]
+    if any(slots_taken(devices, batch_size, n) is not None for n in fitting):
         return "all slots of the nodes that fit it are busy"
+    if fitting and devices == ALL:
+        counts = sorted({device_count(n.devices) for n in fitting})
+        return (f"devices=all: batch_size {batch_size} does not divide by the device count of any node "
+                f"that fits ({', '.join(map(str, counts))}); choose a number of devices or another batch_size")
+    if fitting:
+        most = max(min(device_count(n.devices), n.slots) for n in fitting)
+        return f"needs {devices} devices on one node; the online nodes that fit it have at most {most}"
     return why_unfit(requirements, online)
 
 
@@ -102,11 +140,12 @@ def score(node: Candidate) -> float:
     return -load * 10.0 + history + uptime
 
 
-def choose(requirements: Requirements, nodes: Iterable[Candidate]) -> str | None:
-    """The id of the best node with a free slot that fits, or None."""
+def choose(requirements: Requirements, nodes: Iterable[Candidate], devices: int = 1,
+           batch_size: int = 0) -> str | None:
+    """The id of the best node with free slots for the job that fits, or None."""
     best: tuple[float, str] | None = None
     for node in nodes:
-        if node.free <= 0 or not fits(requirements, node.devices, node.ram_bytes):
+        if not _room(requirements, devices, batch_size, node):
             continue
         key = (score(node), node.node_id)
         if best is None or key[0] > best[0] or (key[0] == best[0] and key[1] < best[1]):
@@ -133,10 +172,13 @@ class Ranking:
     def __bool__(self) -> bool:
         return bool(self._nodes)
 
-    def take(self, requirements: Requirements, avoid: str | None = None) -> str | None:
-        """The best node that fits; ``avoid`` (a requeued job's excluded node) only when
-        no other fits."""
-        if requirements in self._unplaceable:
+    def take(self, requirements: Requirements, avoid: str | None = None, devices: int = 1,
+             batch_size: int = 0) -> str | None:
+        """The best node that fits and has the free slots a job on ``devices`` takes
+        (``slots_taken``); ``avoid`` (a requeued job's excluded node) only when no other
+        fits."""
+        need = (requirements, devices, batch_size if devices == ALL else 0)
+        if need in self._unplaceable:
             return None
         passed_over = []
         found = fallback = None
@@ -146,7 +188,7 @@ class Ranking:
             if node is None or node.running != entry[2]:
                 continue  # an entry from before the node took a slot
             passed_over.append(entry)
-            if fits(requirements, node.devices, node.ram_bytes):
+            if _room(requirements, devices, batch_size, node):
                 if node.node_id != avoid:
                     found = node
                     passed_over.pop()
@@ -159,9 +201,10 @@ class Ranking:
             self._heap = [e for e in self._heap if e[1] != found.node_id]
             heapq.heapify(self._heap)
         if found is None:
-            self._unplaceable.add(requirements)
+            self._unplaceable.add(need)
             return None
-        taken = Candidate(found.node_id, found.devices, found.ram_bytes, found.slots, found.running + 1,
+        count = slots_taken(devices, batch_size, found) or 1
+        taken = Candidate(found.node_id, found.devices, found.ram_bytes, found.slots, found.running + count,
                           found.completed, found.uptime_s)
         if taken.free > 0:
             self._nodes[taken.node_id] = taken
@@ -169,3 +212,11 @@ class Ranking:
         else:
             del self._nodes[taken.node_id]
         return taken.node_id
+
+
+def _room(requirements: Requirements, devices: int, batch_size: int, node: Candidate) -> bool:
+    """True when ``node`` fits the job and has the free slots it takes now."""
+    if not fits(requirements, node.devices, node.ram_bytes):
+        return False
+    count = slots_taken(devices, batch_size, node)
+    return count is not None and node.free >= count

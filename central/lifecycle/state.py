@@ -185,6 +185,11 @@ class CentralState:
         held = self.node_jobs.get(node_id)
         return len(held) if held else 0
 
+    def slots_used_on(self, node_id: str) -> int:
+        """The node's slots its active jobs hold: one per device each trains on."""
+        held = self.node_jobs.get(node_id)
+        return sum(self.jobs[j].devices for j in held) if held else 0
+
     # --- listening and waiting -----------------------------------------------------------
 
     def listen(self, listener: Listener) -> None:

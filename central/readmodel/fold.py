@@ -37,7 +37,8 @@ REFUSED = (duckdb.Error, pa.ArrowException, OverflowError)
 _OUTCOME = {"JobCompleted": "completed", "JobFailed": "failed", "JobRequeued": "requeued", "JobCancelled": "cancelled"}
 
 _S, _I, _F, _B, _T = pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.timestamp("us")
-_LIFECYCLE = [("state", _S), ("cancel_requested", _B), ("node_id", _S), ("attempt", _I), ("current_epoch", _I),
+_LIFECYCLE = [("state", _S), ("cancel_requested", _B), ("node_id", _S), ("attempt", _I), ("devices", _I),
+              ("current_epoch", _I),
               ("started_at", _T), ("finished_at", _T), ("final_loss", _F), ("final_accuracy", _F),
               ("final_val_accuracy", _F), ("artifact_uri", _S), ("sha256", _S), ("size_bytes", _I),
               ("compute_seconds", _F), ("error", _S), ("error_code", _I), ("retryable", _B), ("waiting_reason", _S),
@@ -57,7 +58,7 @@ _SCHEMAS = {
         ("val_loss", _F), ("val_accuracy", _F), ("seconds", _F), ("samples_per_s", _F),
         ("checkpoint_uri", _S), ("occurred_at", _T), ("seq", _I)]),
     "b_assignments": pa.schema([("job_id", _S), ("attempt", _I), ("node_id", _S), ("assigned_at", _T),
-                                ("outcome", _S), ("seq", _I), ("closed_seq", _I)]),
+                                ("outcome", _S), ("seq", _I), ("closed_seq", _I), ("devices", _I)]),
     "b_assignment_deltas": pa.schema([("job_id", _S), ("seq", _I), ("outcome", _S), ("closed_seq", _I)]),
     "b_nodes": pa.schema([
         ("node_id", _S), ("name", _S), ("endpoint", _S), ("devices", _S), ("cpu_cores", _I), ("ram_bytes", _I),
@@ -213,7 +214,7 @@ class Batch:
         change = _track_assignment(self.assignments_open, job_id, seq, old, new, name)
         if name == "JobAssigned":
             self.closed_assignments.discard(job_id)
-            self.assignment_rows[seq] = [job_id, ev.attempt, ev.node_id, occurred, "assigned", seq, None]
+            self.assignment_rows[seq] = [job_id, ev.attempt, ev.node_id, occurred, "assigned", seq, None, ev.devices]
             return
         if change is None:
             return
@@ -326,7 +327,8 @@ def _lifecycle_columns(job: JobState, seq: int, started: int | None, finished: i
     completed = job.status == JobStatus.COMPLETED
     metrics = job.metrics if completed else {}
     uri, sha, size = job.artifact if completed and job.artifact else (None, None, None)
-    return (str(job.status), job.cancel_requested, job.node_id, job.attempt, job.epochs_done, started, finished,
+    return (str(job.status), job.cancel_requested, job.node_id, job.attempt, job.devices, job.epochs_done,
+            started, finished,
             metrics.get("loss"), metrics.get("accuracy"), metrics.get("val_accuracy"), uri or None, sha or None,
             size, job.compute_seconds if completed else None,
             (job.error or None) if job.status == JobStatus.FAILED else None,

@@ -19,7 +19,7 @@ from central.readmodel import terminal
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: jobs.devices and assignments.devices (the attempt's device count)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS projection_schema (version INTEGER);
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR, name VARCHAR, state VARCHAR, cancel_requested BOOLEAN, job_type VARCHAR, dataset_uri VARCHAR,
     epochs INTEGER, batch_size INTEGER, priority INTEGER, model_definition VARCHAR,
     hyperparameters JSON, required_device VARCHAR, min_memory_bytes BIGINT,
-    submitted_by VARCHAR, node_id VARCHAR, attempt INTEGER, current_epoch INTEGER,
+    submitted_by VARCHAR, node_id VARCHAR, attempt INTEGER, devices INTEGER, current_epoch INTEGER,
     submitted_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
     final_loss DOUBLE, final_accuracy DOUBLE, final_val_accuracy DOUBLE,
     artifact_uri VARCHAR, sha256 VARCHAR, size_bytes BIGINT, compute_seconds DOUBLE,
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     samples_per_s DOUBLE, checkpoint_uri VARCHAR, occurred_at TIMESTAMP, seq BIGINT);
 CREATE TABLE IF NOT EXISTS assignments (
     job_id VARCHAR, attempt INTEGER, node_id VARCHAR, assigned_at TIMESTAMP,
-    outcome VARCHAR, seq BIGINT, closed_seq BIGINT);
+    outcome VARCHAR, seq BIGINT, closed_seq BIGINT, devices INTEGER);
 CREATE TABLE IF NOT EXISTS node_metrics (
     node_id VARCHAR, observed_at TIMESTAMP, cpu_percent DOUBLE, ram_used_bytes BIGINT,
     ram_total_bytes BIGINT, gpu_percent DOUBLE, gpu_memory_used_bytes BIGINT,
@@ -75,7 +75,7 @@ INSERT_ASSIGNMENTS = "INSERT INTO assignments BY NAME SELECT * FROM b_assignment
 INSERT_NODES = "INSERT INTO nodes BY NAME SELECT * FROM b_nodes;"
 INSERT_METRICS = "INSERT INTO node_metrics BY NAME SELECT * FROM b_metrics;"
 
-_LIFECYCLE = ("state", "cancel_requested", "node_id", "attempt", "current_epoch", "final_loss", "final_accuracy",
+_LIFECYCLE = ("state", "cancel_requested", "node_id", "attempt", "devices", "current_epoch", "final_loss", "final_accuracy",
               "final_val_accuracy", "artifact_uri", "sha256", "size_bytes", "compute_seconds", "error", "error_code",
               "retryable", "waiting_reason", "updated_seq")
 
