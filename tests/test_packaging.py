@@ -20,7 +20,8 @@ CENTRAL_MODULES = ["central.client", "central.server", "central.cli", "central.c
                    "central.cli.run", "central.cli.objects", "central.cli.deployments", "central.cli.shell",
                    "central.cli.nats", "central.cli.central", "central.cli.node", "central.cli.stack",
                    "central.readmodel.projection", "central.readmodel.projector", "central.adapters.rest",
-                   "central.adapters.job_limits", "events.model_size", "protos.convert"]
+                   "central.adapters.job_limits", "central.cli.logs", "central.control.job_phases", "events.jobspec",
+                   "events.model_size", "protos.convert"]
 
 
 def env(**extra: str) -> dict[str, str]:

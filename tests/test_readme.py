@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,25 @@ def test_every_block_is_run_or_marked():
     assert sum(1 for b in every if b.lang in RUN_LANGS and b.verb == "run") >= 10
 
 
+def run_block(command: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run one block in a process group of its own; on timeout the whole group is killed
+    (a block that starts a server leaves nothing behind)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"a README block ran longer than {timeout:.0f} s:\n{command[-1]}\n{err[-2000:]}") from None
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # anything the block left running
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     """A folder with ``cyxwiz up``'s stack in ``./.cyxwiz`` (started from there, as a user
@@ -108,7 +128,7 @@ def test_the_readme_runs(folder):
             continue
         command = ["bash", "-c", "set -eo pipefail\n" + block.body] if block.lang == "sh" else [sys.executable, "-c", block.body]
         started = time.monotonic()
-        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=400)
+        done = run_block(command, cwd=work, env=env, timeout=400)
         print(f"README.md:{block.line} ({block.lang}) {time.monotonic() - started:.1f} s", flush=True)
         assert done.returncode == 0, (f"README.md:{block.line} ({block.lang}) exited {done.returncode}\n"
                                       f"{block.body}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")

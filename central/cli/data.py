@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bus import BusError, BusForbidden, EventBus, default_home
@@ -33,13 +32,14 @@ from central.adapters.job_limits import check_spec
 from central.lifecycle.errors import Refused
 from central.lifecycle.state import CentralState
 from central.readmodel.sql import QueryResult, SqlError, SqlTooLarge
+from central.cli.render import make_console
 from central.cluster import connect_bus, rest_url
 from events import EVENT_TYPES, CyxwizError, InvalidEvent, JobSubmitted, build, subject_for
 
 from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = make_console()  # piped: no wrapping of ids, hashes or table cells
+err = make_console(stderr=True)
 
 events_app = typer.Typer(help="Publish and watch events on the bus.", no_args_is_help=True)
 projection_app = typer.Typer(help="The DuckDB read model.", no_args_is_help=True)
