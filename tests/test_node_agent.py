@@ -171,11 +171,16 @@ async def test_continue_job_false_stops_the_job(central, nats_server, tmp_path):
 async def test_crashing_job_fails_alone_and_the_node_serves_the_next(central, nats_server, tmp_path):
     async with running_node(central, nats_server.url, tmp_path) as node:
         rec = central.record
-        bad = job_config("j-bad", hyperparameters={"optimizer": "adagrad"})
+        refused = await assign(node, rec, job_config("j-rule", hyperparameters={"optimizer": "adagrad"}))
+        assert not refused.accepted and refused.error.code == 400  # the rules of events.jobspec, at AssignJob
+        assert "hyperparameters.optimizer must be one of adam, adamw or sgd" in refused.error.message
+        # passes the rules, but does not fit the data: only the worker can tell
+        bad = job_config("j-bad", model_definition='{"type": "cnn", "input_shape": [7, 7]}')
         assert (await assign(node, rec, bad)).accepted
         failed = await eventually(lambda: rec.completion_of("j-bad"), timeout=30)
         assert failed.result.status == common_pb2.STATUS_FAILED
-        assert failed.error.code == 400 and "optimizer" in failed.error.message and not failed.retryable
+        assert failed.error.code == 400 and "model_definition.input_shape" in failed.error.message
+        assert not failed.retryable
         assert (await assign(node, rec, job_config("j-good"))).accepted
         good = await eventually(lambda: rec.completion_of("j-good"), timeout=60)
         assert good.result.status == common_pb2.STATUS_COMPLETED

@@ -52,7 +52,7 @@ COMMAND_MODULES = (
     "central.cli.node",  # node (runs python -m node)
     "central.cli.objects",  # datasets put|list, models get|list
     "central.cli.jobs",  # submit, jobs, nodes
-    "central.cli.logs",  # jobs logs (after jobs: it joins its group)
+    "central.cli.logs",  # jobs logs (a sub-command of central.cli.jobs.jobs_app)
     "central.cli.run",  # up, demo
     "central.cli.deployments",  # deploy, deployments, predict
     "central.cli.shell",  # shell

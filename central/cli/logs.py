@@ -9,8 +9,9 @@ keeps going until the job ends, with its phase and the progress within the epoch
 table (``central.cli.exits``): 4 an unknown job, 3 NATS unreachable; with ``--follow``,
 1 when the job failed or was cancelled.
 
-Where the bus is: ``--nats`` / ``$CYXWIZ_NATS_URL``, else the embedded server of
-``$CYXWIZ_HOME``, as for ``cyxwiz events tail``; the ``reader`` role is enough.
+Where the bus is: ``--nats`` / ``$CYXWIZ_NATS_URL``, else the home's cluster file, else the
+embedded server of ``$CYXWIZ_HOME``, as for ``cyxwiz events tail``; the ``reader`` role's
+credentials are enough.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from bus import BusError, EventBus, StoredMessage, open_bus
+from bus import BusError, EventBus, StoredMessage
 from bus.loop import run as run_loop
-from central.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_NOT_FOUND, exit_code
+from central.cli.exits import EXIT_FAILED, EXIT_INPUT, exit_code
+from central.cli.ids import AmbiguousId, UnknownId, resolve_job_on_bus
+from central.cli.jobs import jobs_app
+from central.cluster import connect_bus
 from events import InvalidEvent, JobLog, JobPhase, job_subject, to_builtins
 
 __all__ = ["describe", "jobs_logs", "register"]
@@ -40,13 +44,12 @@ DRAIN_S = 1.0  # after the job ended, how long its node's last lines may still c
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``logs`` to the ``jobs`` group that ``central.cli.jobs`` made."""
-    jobs = next(group.typer_instance for group in app.registered_groups if group.name == "jobs")
-    jobs.command("logs")(jobs_logs)
+    """Add ``logs`` to the ``jobs`` group of ``central.cli.jobs``."""
+    jobs_app.command("logs")(jobs_logs)
 
 
 def jobs_logs(
-    job_id: str = typer.Argument(..., help="the job's id"),
+    job_id: str = typer.Argument(..., help="the job's id, or its first characters (4 at least)"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep going until the job ends, with its phase live"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     nats_url: Optional[str] = typer.Option(None, "--nats", envvar="CYXWIZ_NATS_URL",
@@ -61,21 +64,20 @@ def jobs_logs(
     printer = _Printer(as_json, live=follow and not as_json and out.is_terminal)
     try:
         code = run_loop(_show(job_id, follow, printer, nats_url, home))
-    except BusError as exc:
+    except (BusError, AmbiguousId, UnknownId) as exc:
         _fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     finally:
         printer.close()
-    if code is None:
-        _fail(f"unknown job {job_id!r}: no event of it is on the bus", EXIT_NOT_FOUND)
     raise typer.Exit(code if follow else 0)
 
 
-async def _show(job_id: str, follow: bool, printer: "_Printer", nats_url: str | None, home: Path | None) -> int | None:
-    """Print the job's log; the exit code of its end (0 while it runs), None if unknown."""
-    bus, server = await open_bus(nats_url, home=home, timeout=2.5, role="reader")
+async def _show(job_id: str, follow: bool, printer: "_Printer", nats_url: str | None, home: Path | None) -> int:
+    """Print the job's log; the exit code of its end (0 while it runs)."""
+    bus, server = await connect_bus(nats_url, home=home, timeout=2.5)
     try:
+        job_id = await resolve_job_on_bus(bus, job_id)  # an exact id, or a unique prefix of one
         subjects = (job_subject(job_id), f"telemetry.job.{job_id}")
         history: list[StoredMessage] = []
         ends = []
@@ -87,14 +89,10 @@ async def _show(job_id: str, follow: bool, printer: "_Printer", nats_url: str | 
             ends.append(last)
         history.sort(key=lambda m: m.time_ns)
         ended = None
-        known = False
         for message in history:
             kind = printer.show(message, in_history=True)
-            known = known or message.subject == subjects[0]
             if kind in ENDED:
                 ended = ENDED[kind]
-        if not known:
-            return None
         if ended is not None or not follow:
             return ended or 0
         return await _follow(bus, subjects, ends, printer)
