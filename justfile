@@ -16,11 +16,15 @@ setup:
 test *ARGS:
     python -m pytest -n 2 -q {{ARGS}}
 
+# run every sh/python block of the README against a real stack (tests/test_readme.py)
+readme:
+    python -m pytest -p no:xdist -q tests/test_readme.py
+
 # start NATS, central and one node; Ctrl-C stops them all
 up *ARGS:
     cyxwiz up {{ARGS}}
 
-# bring the stack up, train a real job on builtin://digits, show metrics, hash and SQL
+# on a stack of its own (temporary home, free ports): train on builtin://digits, show metrics, hash and SQL
 demo:
     cyxwiz demo
 

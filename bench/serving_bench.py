@@ -100,13 +100,15 @@ async def serve(models: Path, port_file: Path) -> None:
 
     from node.serving import Serving, source
     from node.serving.runner import Predictor
+    from protos.decode_guard import DecodeGuard
 
     async def fetch(uri: str) -> bytes:
         raise RuntimeError("bench serves local files only")
 
     serving = Serving(fetch=fetch, model_roots=(models,), api_key=None)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
-                                      ("grpc.max_send_message_length", 64 << 20)])
+    # as node/main.py builds its deploy server: the decode guard, 64 MiB messages
+    server = grpc.aio.server(interceptors=[DecodeGuard()], options=[("grpc.max_receive_message_length", 64 << 20),
+                                                                     ("grpc.max_send_message_length", 64 << 20)])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     serving.add_to(server)
     await server.start()
@@ -131,7 +133,7 @@ async def serve(models: Path, port_file: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     plain_port = site._server.sockets[0].getsockname()[1]
-    port_file.write_text(json.dumps({"grpc": grpc_port, "http": http_port, "plain": plain_port}))
+    port_file.write_text(json.dumps({"grpc": grpc_port, "http": http_port, "plain": plain_port, "pid": os.getpid()}))
     await asyncio.Event().wait()
 
 
@@ -155,8 +157,11 @@ def http_latency(port: int, path: str, body: bytes, n: int) -> dict:
 
 
 async def create_to_running(grpc_port: int, deployment_id: str, runtime: dict[str, str], file: str = "digits.cyx") -> float:
+    """Seconds from CreateDeployment to RUNNING; then waits (not timed) until the node has
+    compiled every batch size in the background, so no measurement shares the CPU with XLA."""
     import grpc
 
+    from node.serving.runner import batch_sizes
     from protos import deployment_pb2 as dp
     from protos import deployment_pb2_grpc as dpg
 
@@ -165,41 +170,134 @@ async def create_to_running(grpc_port: int, deployment_id: str, runtime: dict[st
         started = time.perf_counter()
         await stub.CreateDeployment(dp.CreateDeploymentRequest(config=dp.DeploymentConfig(
             deployment_id=deployment_id, model=dp.ModelInfo(local_path=file), runtime_params=runtime)))
+        took = None
         while True:
-            got = await stub.GetDeployment(dp.GetDeploymentRequest(deployment_id=deployment_id))
-            if got.deployment.status == dp.DEPLOYMENT_STATUS_RUNNING:
-                return time.perf_counter() - started
-            assert got.deployment.status == dp.DEPLOYMENT_STATUS_LOADING, got.deployment.status_message
-            await asyncio.sleep(0.002)
+            got = (await stub.GetDeployment(dp.GetDeploymentRequest(deployment_id=deployment_id))).deployment
+            if got.status == dp.DEPLOYMENT_STATUS_RUNNING:
+                took = took or time.perf_counter() - started
+                want = ",".join(map(str, batch_sizes(int(got.config.runtime_params["max_batch_size"]))))
+                if got.config.model.metadata.get("compiled_batch_sizes") == want:
+                    return took
+            else:
+                assert got.status == dp.DEPLOYMENT_STATUS_LOADING, got.status_message
+            await asyncio.sleep(0.002 if took is None else 0.05)
 
 
-async def oip_load(grpc_port: int, model: str, x: np.ndarray, concurrency: int, seconds: float) -> dict:
-    """``concurrency`` callers each sending ModelInfer back to back for ``seconds``."""
-    import grpc
+MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+# HTTP/2 settings tried for 4 MiB requests: a larger stream look-ahead (flow-control window) and frames
+LARGE_WINDOWS = [("grpc.http2.lookahead_bytes", 16 << 20), ("grpc.http2.max_frame_size", (1 << 24) - 1)]
 
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _infer_request(model: str, x: np.ndarray):
     from protos import open_inference_pb2 as oip
-    from protos import open_inference_pb2_grpc as oipg
 
     tensor = oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)
-    request = oip.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[x.astype("<f4").tobytes()])
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
-        stub = oipg.GRPCInferenceServiceStub(channel)
-        for _ in range(20):
-            await stub.ModelInfer(request)
+    return oip.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[x.astype("<f4").tobytes()])
+
+
+async def oip_load(grpc_port: int, model: str, x: np.ndarray, concurrency: int, seconds: float, *,
+                   server_pid: int = 0, client: str = "aio", channels: int = 1, options: list = ()) -> dict:
+    """``concurrency`` callers each sending ModelInfer back to back for ``seconds``, over
+    ``channels`` connections (callers share them round robin). ``client``: ``aio`` (one
+    grpc.aio coroutine per caller) or ``futures`` (the sync stub's ``.future()`` calls, as
+    tritonclient's ``async_infer`` makes them: C-core threads, a callback per answer).
+    Also the CPU each side spent per request (steadier than throughput on a busy machine)."""
+    request = _infer_request(model, x)
+    options = [*MESSAGE_LIMITS, *options]
+    before = (time.process_time(), _cpu_seconds(server_pid) if server_pid else 0.0)
+    if client == "futures":
+        times, elapsed = await asyncio.to_thread(_futures_load, grpc_port, request, concurrency, seconds, channels, options)
+    else:
+        times, elapsed = await _aio_load(grpc_port, request, concurrency, seconds, channels, options)
+    n = max(1, len(times))
+    cpu = {"client_cpu_us_per_request": (time.process_time() - before[0]) / n * 1e6}
+    if server_pid:
+        cpu["server_cpu_us_per_request"] = (_cpu_seconds(server_pid) - before[1]) / n * 1e6
+    return {**_percentiles(times), "rps": len(times) / elapsed, "samples_per_s": len(times) * len(x) / elapsed,
+            "client": client, "channels": channels, **cpu}
+
+
+async def _aio_load(port: int, request, concurrency: int, seconds: float, channels: int, options: list):
+    import grpc
+
+    from protos import open_inference_pb2_grpc as oipg
+
+    opened = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(channels)]
+    try:
+        stubs = [oipg.GRPCInferenceServiceStub(c) for c in opened]
+        for stub in stubs:  # warm each connection up
+            for _ in range(3):
+                await stub.ModelInfer(request)
         times: list[float] = []
         stop = time.perf_counter() + seconds
 
-        async def caller():
+        async def caller(stub):
             while time.perf_counter() < stop:
                 t = time.perf_counter()
                 await stub.ModelInfer(request)
                 times.append(time.perf_counter() - t)
 
         started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {**_percentiles(times), "rps": len(times) / elapsed, "samples_per_s": len(times) * len(x) / elapsed}
+        await asyncio.gather(*(caller(stubs[i % channels]) for i in range(concurrency)))
+        return times, time.perf_counter() - started
+    finally:
+        for c in opened:
+            await c.close()
+
+
+def _futures_load(port: int, request, concurrency: int, seconds: float, channels: int, options: list):
+    import threading
+
+    import grpc
+
+    from protos import open_inference_pb2_grpc as oipg
+
+    opened = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(channels)]
+    try:
+        stubs = [oipg.GRPCInferenceServiceStub(c) for c in opened]
+        for stub in stubs:  # warm each connection up
+            for _ in range(3):
+                stub.ModelInfer(request)
+        times: list[float] = []
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+        done = threading.Event()
+        live = [concurrency]
+        stop = time.perf_counter() + seconds
+
+        def launch(stub) -> None:
+            started = time.perf_counter()
+            stub.ModelInfer.future(request).add_done_callback(lambda f: finished(stub, f, started))
+
+        def finished(stub, future, started: float) -> None:
+            now = time.perf_counter()
+            if future.exception() is not None:
+                failures.append(future.exception())
+            times.append(now - started)
+            if now < stop and not failures:
+                launch(stub)
+                return
+            with lock:
+                live[0] -= 1
+                if live[0] == 0:
+                    done.set()
+
+        began = time.perf_counter()
+        for i in range(concurrency):
+            launch(stubs[i % channels])
+        assert done.wait(seconds + 120), "the callers did not finish"
+        if failures:
+            raise failures[0]
+        return times, time.perf_counter() - began
+    finally:
+        for c in opened:
+            c.close()
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -249,15 +347,20 @@ async def _digits(ports: dict, x: np.ndarray, args) -> dict:
     out["v1_predict_c1"] = await asyncio.to_thread(http_latency, ports["http"], "/v1/predict", body, n)
     plain = json.dumps({"input": one}).encode()
     out["plain_aiohttp_c1"] = await asyncio.to_thread(http_latency, ports["plain"], "/predict", plain, n)
-    sample = x[:1]
-    out["oip_grpc_c64_batching_on"] = await oip_load(ports["grpc"], "dep-1", sample, 64, args.seconds)
-    out["oip_grpc_c64_batching_off"] = await oip_load(ports["grpc"], "dep-off", sample, 64, args.seconds)
-    out["oip_grpc_c1"] = await oip_load(ports["grpc"], "dep-2", sample, 1, args.seconds / 2)
+    sample, pid = x[:1], ports["pid"]
+    for client in ("aio", "futures"):
+        out[f"oip_grpc_c64_batching_on_{client}"] = await oip_load(ports["grpc"], "dep-1", sample, 64, args.seconds,
+                                                                    server_pid=pid, client=client)
+        out[f"oip_grpc_c64_batching_off_{client}"] = await oip_load(ports["grpc"], "dep-off", sample, 64, args.seconds,
+                                                                     server_pid=pid, client=client)
+    out["oip_grpc_c1"] = await oip_load(ports["grpc"], "dep-2", sample, 1, args.seconds / 2, server_pid=pid)
     # batching where the model's compute, not the transport, bounds throughput: the 4096-4096 MLP on CPU
     await create_to_running(ports["grpc"], "big-on", {"max_batch_size": "64"}, "mlp4096.cyx")
     await create_to_running(ports["grpc"], "big-off", {"max_batch_size": "64", "batching": "off"}, "mlp4096.cyx")
-    out["mlp4096_c64_batching_on"] = await oip_load(ports["grpc"], "big-on", sample_big(), 64, args.seconds)
-    out["mlp4096_c64_batching_off"] = await oip_load(ports["grpc"], "big-off", sample_big(), 64, args.seconds)
+    out["mlp4096_c64_batching_on"] = await oip_load(ports["grpc"], "big-on", sample_big(), 64, args.seconds,
+                                                    server_pid=pid, client="futures")
+    out["mlp4096_c64_batching_off"] = await oip_load(ports["grpc"], "big-off", sample_big(), 64, args.seconds,
+                                                     server_pid=pid, client="futures")
     return out
 
 
@@ -268,8 +371,15 @@ def sample_big() -> np.ndarray:
 async def _large(ports: dict, x: np.ndarray, batch: int, args) -> dict:
     out: dict = {"create_to_running_s": await create_to_running(ports["grpc"], "dep-big", {"max_batch_size": str(batch)},
                                                                  "mlp4096.cyx")}
-    for concurrency in (1, 4, 8):
-        out[f"oip_grpc_b{batch}_c{concurrency}"] = await oip_load(ports["grpc"], "dep-big", x, concurrency, args.seconds)
+    pid = ports["pid"]
+    for concurrency in (1, 4, 8):  # one connection
+        out[f"oip_grpc_b{batch}_c{concurrency}"] = await oip_load(ports["grpc"], "dep-big", x, concurrency, args.seconds,
+                                                                  server_pid=pid)
+    for concurrency in (4, 8, 16):  # a connection per caller (HTTP/2 streams of one connection share its window)
+        out[f"oip_grpc_b{batch}_c{concurrency}_channels"] = await oip_load(
+            ports["grpc"], "dep-big", x, concurrency, args.seconds, server_pid=pid, channels=concurrency)
+    out[f"oip_grpc_b{batch}_c8_channels_large_windows"] = await oip_load(
+        ports["grpc"], "dep-big", x, 8, args.seconds, server_pid=pid, channels=8, options=LARGE_WINDOWS)
     return out
 
 
@@ -278,10 +388,16 @@ def summarize(r: dict) -> dict:
     ip = r["in_process"]
     if r["model"] == "digits":
         v1, plain = r["v1_predict_c1"], r["plain_aiohttp_c1"]
-        on, off = r["oip_grpc_c64_batching_on"], r["oip_grpc_c64_batching_off"]
+        best = max(("aio", "futures"), key=lambda c: r[f"oip_grpc_c64_batching_on_{c}"]["rps"])
+        on, off = r[f"oip_grpc_c64_batching_on_{best}"], r[f"oip_grpc_c64_batching_off_{best}"]
         s = {
+            "oip_grpc_c64_client": best,
+            "oip_grpc_c64_rps_aio_client": r["oip_grpc_c64_batching_on_aio"]["rps"],
+            "oip_grpc_c64_server_cpu_us_per_request": on["server_cpu_us_per_request"],
+            "oip_grpc_c64_client_cpu_us_per_request": on["client_cpu_us_per_request"],
             "v1_p50_over_in_process_ms": v1["p50_ms"] - ip["p50_ms"], "v1_p99_over_in_process_ms": v1["p99_ms"] - ip["p99_ms"],
             "plain_aiohttp_p50_over_in_process_ms": plain["p50_ms"] - ip["p50_ms"],
+            "plain_aiohttp_p99_over_in_process_ms": plain["p99_ms"] - ip["p99_ms"],
             "oip_grpc_c64_rps": on["rps"], "batching_throughput_ratio": on["rps"] / off["rps"],
             "batching_p95_on_ms": on["p95_ms"], "batching_p95_off_ms": off["p95_ms"],
             "create_to_running_max_s": max(r["create_to_running_s"]),
@@ -290,8 +406,8 @@ def summarize(r: dict) -> dict:
         s.update(mlp4096_batching_throughput_ratio=big_on["rps"] / big_off["rps"],
                  mlp4096_batching_p95_on_ms=big_on["p95_ms"], mlp4096_batching_p95_off_ms=big_off["p95_ms"])
     else:
-        best = max((v for k, v in r.items() if k.startswith("oip_grpc_")), key=lambda v: v["samples_per_s"])
-        s = {"served_over_in_process": best["samples_per_s"] / ip["samples_per_s"],
+        name, best = max(((k, v) for k, v in r.items() if k.startswith("oip_grpc_")), key=lambda kv: kv[1]["samples_per_s"])
+        s = {"served_over_in_process": best["samples_per_s"] / ip["samples_per_s"], "best": name,
              "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"]}
     return s
 

@@ -9,6 +9,7 @@ sequence of its last event (0 when it has none).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -280,6 +281,12 @@ class EventBus:
                 return 0
             return msg.seq
 
+    async def subjects(self, pattern: str, stream: str = EVENTS_STREAM) -> list[str]:
+        """The subjects matching ``pattern`` (NATS wildcards) that hold messages in ``stream``."""
+        with self._nats_errors('subjects of a stream'):
+            info = await self.violations.guard(self.js.stream_info(stream, subjects_filter=pattern))
+            return sorted((info.state.subjects or {}).keys())
+
     async def read(
         self, start_seq: int = 1, *, until_seq: int | None = None, subjects: str = "events.>"
     ) -> AsyncIterator[StoredMessage]:
@@ -422,6 +429,17 @@ class EventBus:
             except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
                 raise ObjectNotFound(bucket, name) from exc
             return result.data
+
+    async def object_sha256(self, bucket: str, name: str) -> str:
+        """The SHA-256 (hex) the object store holds for an object, read without its
+        contents: a re-uploaded object has a new one. Raises ``ObjectNotFound``, ``BusError``."""
+        with self._nats_errors('object info'):
+            store = await self._bucket(bucket)
+            try:
+                info = await self.violations.guard(store.get_info(name))
+            except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError) as exc:
+                raise ObjectNotFound(bucket, name) from exc
+            return base64.urlsafe_b64decode(info.digest.partition("=")[2]).hex()  # "SHA-256=<base64url>"
 
     async def list_objects(self, bucket: str) -> list[str]:
         with self._nats_errors('object list'):

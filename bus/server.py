@@ -2,7 +2,7 @@
 
 One server per state folder: ``ensure_server(home)`` reuses the one already running
 for that folder (its pid and URL are in ``<home>/nats/server.json``), else starts one on
-4222, or on a free port when 4222 is taken.
+``$CYXWIZ_NATS_PORT`` (0: any free port), else 4222, or on a free port when 4222 is taken.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from pathlib import Path
 
 from bus.credentials import seed_path, write_server_config
 from bus.errors import BusUnavailable
+from events.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_PORT", "SYNC_ENV", "SYNC_INTERVAL", "NatsServer", "sync_interval_setting", "Routes", "die_with_parent", "ensure_server", "host_port",
+    "DEFAULT_PORT", "PORT_ENV", "SYNC_ENV", "SYNC_INTERVAL", "NatsServer", "embedded_port", "sync_interval_setting", "Routes", "die_with_parent", "ensure_server", "host_port",
     "nats_server_binary", "start_server",
 ]
 
 DEFAULT_PORT = 4222
+PORT_ENV = "CYXWIZ_NATS_PORT"  # the embedded server's port
 SYNC_INTERVAL = "always"
 """JetStream's fsync interval on the servers we start: every write is flushed to disk
 before it is acknowledged. nats-server's default (2 min) acknowledges writes that a power
@@ -175,10 +177,22 @@ def ensure_server(home: Path) -> NatsServer:
                 return NatsServer(url=info["url"], pid=info["pid"], store_dir=store_dir)
         except (ValueError, KeyError, OSError):
             pass
-    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else 0
+    port = embedded_port()
+    if port is None:
+        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else 0
     server = start_server(store_dir, port=port)
     state.write_text(json.dumps({"pid": server.pid, "url": server.url}))
     return server
+
+
+def embedded_port() -> int | None:
+    """``$CYXWIZ_NATS_PORT`` (0: any free port), or None when unset (4222, else a free one)."""
+    text = os.environ.get(PORT_ENV, "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise ConfigError(f"{PORT_ENV} must be a port 0..65535 (0: any free port), got {text!r}")
+    return int(text)
 
 
 def _write_config(store_dir: Path, *, auth: bool, sync_interval: str | None, routes: Routes | None,

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import grpc
 
+from central.cluster import central_address
 from central.lifecycle.jobs import TERMINAL
 from events.errors import CyxwizError
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
@@ -95,6 +96,10 @@ class JobInfo:
     submitted_at: int = 0
     started_at: int = 0
     finished_at: int = 0
+    waiting_reason: str = ""  # queued: why no node has taken it
+    phase: str = ""  # assigned or running: loading, compiling, training, checkpointing
+    epoch_progress: float = 0.0  # training: the share of the current epoch done
+    retryable: bool = False  # failed: whether a run elsewhere may succeed
 
     @property
     def done(self) -> bool:
@@ -119,6 +124,10 @@ class JobInfo:
             submitted_at=status.submitted_at,
             started_at=status.start_time,
             finished_at=status.end_time,
+            waiting_reason=status.waiting_reason,
+            phase=status.phase,
+            epoch_progress=status.epoch_progress,
+            retryable=status.retryable,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,10 +169,11 @@ class NodeSummary:
 
 
 class Client(DeploymentCalls):
-    """A connection to central's gRPC endpoint (``CYXWIZ_CENTRAL``, default localhost:50051)."""
+    """A connection to central's gRPC endpoint: ``target``, else ``CYXWIZ_CENTRAL``, else the
+    cluster file of ``CYXWIZ_HOME`` (``central.cluster``), else localhost:50051."""
 
     def __init__(self, target: str | None = None, *, api_key: str | None = None, timeout: float = 10.0):
-        self.target = target or os.environ.get("CYXWIZ_CENTRAL", "localhost:50051")
+        self.target = central_address(target)
         self.timeout = timeout
         api_key = api_key if api_key is not None else os.environ.get("CYXWIZ_API_KEY")
         self._metadata = bearer_metadata(api_key) if api_key else ()
@@ -260,6 +270,16 @@ class Client(DeploymentCalls):
     def jobs(self, *, limit: int = 100) -> list[JobInfo]:
         response = self._call(self._jobs.ListJobs, job_pb2.ListJobsRequest(page_size=limit))
         return [JobInfo.from_proto(job) for job in response.jobs]
+
+    def iter_jobs(self, *, page_size: int = 1000) -> Iterator[JobInfo]:
+        """Every job central knows, newest first, a page at a time."""
+        token = ""
+        while True:
+            response = self._call(self._jobs.ListJobs, job_pb2.ListJobsRequest(page_size=page_size, page_token=token))
+            yield from (JobInfo.from_proto(job) for job in response.jobs)
+            token = response.next_page_token
+            if not token:
+                return
 
     # --- nodes -----------------------------------------------------------------------------
 

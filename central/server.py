@@ -31,6 +31,7 @@ from central.adapters.auth import Auth, load_secret
 from central.control.commands import Commands
 from central.control.dispatch_worker import DispatchWorker
 from central.control.dispatcher import Dispatcher
+from central.control.job_phases import JobPhases
 from central.adapters.deployments import add_deployment_routes, add_deployment_service
 from central.adapters.grpc_base import Services
 from central.adapters.grpc_services import add_services
@@ -175,13 +176,15 @@ class CentralServer:
                                      worker=DispatchWorker() if c.dispatch_process else None)
         self.liveness = Liveness(self.state, self.bus, commands, heartbeat_s=c.heartbeat_s, timeout_s=c.node_timeout_s)
         self.scheduler = Scheduler(self.state, self.bus, commands, self.dispatcher)
+        self.phases = JobPhases(self.state)
         if self.dispatcher.worker is not None:
             await self.dispatcher.worker.start()
         await self._replay()
-        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler)
+        services = Services(self.state, self.bus, commands, auth, self.liveness, self.dispatcher, self.scheduler,
+                            self.phases)
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[DecodeGuard()])
         add_services(self._grpc, services)
-        self.deployments = DeploymentControl(self.state, commands, auth)
+        self.deployments = DeploymentControl(self.state, commands, auth, reported=self.liveness.reported)
         self.deployments.resume()
         add_deployment_service(self._grpc, self.deployments, auth)
         self.terminals = add_terminal_services(self._grpc, services, self.deployments.terminal_target)
@@ -194,6 +197,7 @@ class CentralServer:
                               "pass --grpc-port 0 for any free port")
         await self._grpc.start()
         await self._start_read_model()
+        self._tasks.append(asyncio.create_task(self.phases.run(self.bus), name="phases"))  # every central answers
         await self.liveness.follow_heartbeats()
         self.leadership = Leadership(Lease(self.bus, LEASE_BUCKET, LEASE_KEY, self.central_id, ttl_s=c.lease_ttl_s),
                                      on_gain=self._lead, on_loss=self._follow_only)
@@ -272,7 +276,7 @@ class CentralServer:
     def queue_snapshot(self, limit: int = 100) -> list[dict]:
         """Queued jobs in scheduling order, for REST ``/api/v1/scheduler/queue``."""
         return [{"job_id": j.job_id, "name": j.name, "priority": j.priority, "attempt": j.attempt,
-                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": self.scheduler.waiting.get(j.job_id, "")}
+                 "submitted_at": j.submitted_at, "position": i + 1, "waiting_reason": j.waiting_reason}
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:

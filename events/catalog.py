@@ -55,7 +55,6 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     min_memory_bytes: int = 0  # memory the job needs on that device (or RAM on CPU)
 
 
-DATASET_SCHEMES = ("file", "builtin", "synthetic", "nats")  # what JobSpec.dataset_uri may start with ("<scheme>://")
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,6 +183,14 @@ class JobCancelled(JobEvent, frozen=True, kw_only=True):
     at_epoch: int = 0
 
 
+class JobWaiting(JobEvent, frozen=True, kw_only=True):
+    """Central's scheduler found no node for a queued job, and says why ("no online node
+    has a cuda device", "all slots of the nodes that fit it are busy"). Appended when the
+    reason changes; leaving the queue clears it."""
+
+    reason: str
+
+
 # --- deployments: subject events.deployment.<deployment_id> ------------------------------
 # Appended by central (its DeploymentService places a deployment on a node and follows
 # it there); nodes never publish to events.>. DeploymentFailed with ``lost`` set means
@@ -203,6 +210,8 @@ class DeploymentRequested(DeploymentEvent, frozen=True, kw_only=True):
     max_batch: int = 0
     runtime_params: dict[str, str] = {}
     user_id: str = ""
+    requirements: Requirements = Requirements()  # the device kind and memory asked for
+    memory_bytes: int = 0  # what central estimated serving it takes (placement holds it against the node's available memory)
 
 
 class DeploymentPlaced(DeploymentEvent, frozen=True, kw_only=True):
@@ -286,6 +295,20 @@ class JobPhase(JobEvent, frozen=True, kw_only=True):
     node_id: str = ""
     attempt: int = 1
     phase: str
+    epoch: int = 0  # while training: the epoch in progress (1-based), 0 otherwise
+    step: int = 0  # steps of that epoch done
+    steps: int = 0  # steps in that epoch (0: not known)
+
+
+class JobLog(JobEvent, frozen=True, kw_only=True):
+    """One line of a job's log on its node: data loaded, compiled in N s, each epoch,
+    warnings, the error with its traceback. Telemetry: kept with the telemetry stream."""
+
+    node_id: str = ""
+    attempt: int = 1
+    level: str = "info"  # info, warning, error
+    message: str
+    traceback: str = ""
 
 
 Event = (
@@ -314,6 +337,8 @@ Event = (
     | TerminalSessionClosed
     | TerminalSessionDenied
     | JobPhase
+    | JobWaiting
+    | JobLog
 )
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
@@ -322,7 +347,7 @@ EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Event.__args__}
 # passed through the upcasters in events.codec before it is decoded.
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 
-TELEMETRY_TYPES = frozenset({"NodeHeartbeat", "DeploymentStats", "JobPhase"})
+TELEMETRY_TYPES = frozenset({"NodeHeartbeat", "DeploymentStats", "JobPhase", "JobLog"})
 DEPLOYMENT_TYPES = frozenset({
     "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
     "DeploymentDeleted",

@@ -56,12 +56,14 @@ CODES = MappingProxyType({
     401: Answer("UNAUTHENTICATED", 6, "missing or wrong credentials"),
     403: Answer("PERMISSION_DENIED", 6, "the credentials do not allow it"),
     404: Answer("NOT_FOUND", 4, "unknown id"),
-    409: Answer("FAILED_PRECONDITION", 5, "refused in the current state (or the id is taken)"),
+    409: Answer("FAILED_PRECONDITION", 5, "refused in the current state: the id is taken, the job has no model yet, "
+                                          "the data set exists (--force), the event does not fit the stream"),
     413: Answer("RESOURCE_EXHAUSTED", 2, "the request or its answer is too large"),
     422: Answer("FAILED_PRECONDITION", 1, "the job diverged (NaN or infinite loss)"),
     429: Answer("RESOURCE_EXHAUSTED", 7, "busy: retry later"),
     500: Answer("INTERNAL", 1, "a bug: the message and the log say where"),
-    501: Answer("UNIMPLEMENTED", 1, "this server does not serve that method"),
+    501: Answer("UNIMPLEMENTED", 1, "this server does not serve that method, or this install lacks the part "
+                                    "(cyxwiz node: pip install 'cyxwiz[node]')"),
     503: Answer("UNAVAILABLE", 3, "central, a node or NATS cannot be reached: retry"),
     504: Answer("DEADLINE_EXCEEDED", 3, "no answer in time: retry"),
     507: Answer("RESOURCE_EXHAUSTED", 1, "out of memory on the node"),

@@ -100,6 +100,16 @@ class ArtifactStore:
                 f"no object {name!r} in bucket {DATASETS}: upload it with `cyxwiz datasets put FILE`",
             ) from None
 
+    async def dataset_sha256(self, name: str) -> str:
+        """The SHA-256 (hex) the store holds for an uploaded data set, without reading it."""
+        try:
+            return await self._call(lambda bus: bus.object_sha256(DATASETS, name))
+        except ObjectNotFound:
+            raise DatasetError(
+                f"nats://{name}",
+                f"no object {name!r} in bucket {DATASETS}: upload it with `cyxwiz datasets put FILE`",
+            ) from None
+
     # --- for worker threads ---------------------------------------------------------
 
     def _blocking(self, coro: Awaitable[T], timeout: float) -> T:
@@ -114,6 +124,9 @@ class ArtifactStore:
 
     def get_dataset_blocking(self, name: str, timeout: float = 300.0) -> bytes:
         return self._blocking(self.get_dataset(name), timeout)
+
+    def dataset_sha256_blocking(self, name: str, timeout: float = 30.0) -> str:
+        return self._blocking(self.dataset_sha256(name), timeout)
 
     def get_uri_blocking(self, uri: str, timeout: float = 300.0) -> bytes:
         return self._blocking(self.get_uri(uri), timeout)

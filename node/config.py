@@ -7,14 +7,18 @@ one machine. Bad values raise :class:`ConfigError` naming the flag and the varia
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 import socket
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["ConfigError", "NodeConfig", "parse_config"]
+import typer
+
+__all__ = ["ConfigError", "NodeConfig", "config_from", "node_command", "parse_config", "parse_flags"]
 
 DEFAULT_CENTRAL = "localhost:50051"
 DEFAULT_NODE_PORT = 50054
@@ -153,46 +157,69 @@ _ENV = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cyxwiz node",
-        description="Run a CyxWiz compute node: register with central, train the jobs it assigns.",
-    )
-    p.add_argument("--central", help=f"central's gRPC HOST:PORT (CYXWIZ_CENTRAL; default {DEFAULT_CENTRAL})")
-    p.add_argument("--nats", help="NATS URL of the object store (CYXWIZ_NATS_URL; default nats://<central host>:4222)")
-    p.add_argument("--nats-creds", help="the node role's NATS seed or .creds file, from `cyxwiz nats creds --role node` "
-                                        "(CYXWIZ_NATS_CREDS)")
-    p.add_argument("--node-port", help="NodeService port, 0 = any free port (CYXWIZ_NODE_PORT; default 50054)")
-    p.add_argument("--deploy-port", help="deployment service port (CYXWIZ_DEPLOY_PORT; default 50052)")
-    p.add_argument("--terminal-port", help="terminal service port (CYXWIZ_TERMINAL_PORT; default 50053)")
-    p.add_argument("--bind", dest="bind_host", help="address the servers listen on (default 0.0.0.0)")
-    p.add_argument("--advertise-host", help="host central dials for AssignJob (CYXWIZ_ADVERTISE_HOST; default: guessed)")
-    p.add_argument("--node-token", help="operator token for registration (CYXWIZ_NODE_TOKEN)")
-    p.add_argument("--heartbeat", dest="heartbeat_s", help="heartbeat interval in seconds (CYXWIZ_HEARTBEAT_S; default 10)")
-    p.add_argument("--data-root", dest="data_roots", action="append",
-                   help="folder file:// datasets may come from; repeatable (CYXWIZ_DATA_ROOTS, os.pathsep-separated)")
-    p.add_argument("--slots", help="jobs run at once (CYXWIZ_NODE_SLOTS; default one per accelerator, one on CPU)")
-    p.add_argument("--home", help="state folder (CYXWIZ_HOME; default .cyxwiz)")
-    p.add_argument("--name", help="node name shown by central (CYXWIZ_NODE_NAME; default the host name)")
-    p.add_argument("--node-id", help="node id to ask for (default: a new one per process)")
-    p.add_argument("--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)")
-    p.add_argument("--ready-file", help="write a JSON file with the node id and endpoints once registered")
-    p.add_argument("--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)")
-    p.add_argument("--api-key", help="the cluster API key: deployment, inference and terminal calls may send it as Bearer (CYXWIZ_API_KEY)")
-    p.add_argument("--model-root", dest="model_roots", action="append",
-                   help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)")
-    p.add_argument("--terminal", action="store_true", default=None,
-                   help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)")
-    p.add_argument("--terminal-user", help="run terminal shells as this unprivileged user (CYXWIZ_TERMINAL_USER)")
-    p.add_argument("--terminal-idle-timeout", dest="terminal_idle_timeout_s",
-                   help="end a terminal idle this many seconds (CYXWIZ_TERMINAL_IDLE_TIMEOUT_S; default 900)")
-    return p
+Opt = Optional[str]
+
+
+def _options(
+    central: Opt = typer.Option(None, "--central", help=f"central's gRPC HOST:PORT (CYXWIZ_CENTRAL; default {DEFAULT_CENTRAL})"),
+    nats: Opt = typer.Option(None, "--nats", help="NATS URL of the object store (CYXWIZ_NATS_URL; default nats://<central host>:4222)"),
+    nats_creds: Opt = typer.Option(None, "--nats-creds", help="the node role's NATS seed or .creds file, from `cyxwiz nats creds --role node` (CYXWIZ_NATS_CREDS)"),
+    node_port: Opt = typer.Option(None, "--node-port", help="NodeService port, 0 = any free port (CYXWIZ_NODE_PORT; default 50054)"),
+    deploy_port: Opt = typer.Option(None, "--deploy-port", help="deployment service port (CYXWIZ_DEPLOY_PORT; default 50052)"),
+    terminal_port: Opt = typer.Option(None, "--terminal-port", help="terminal service port (CYXWIZ_TERMINAL_PORT; default 50053)"),
+    bind_host: Opt = typer.Option(None, "--bind", help="address the servers listen on (default 0.0.0.0)"),
+    advertise_host: Opt = typer.Option(None, "--advertise-host", help="host central dials for AssignJob (CYXWIZ_ADVERTISE_HOST; default: guessed)"),
+    node_token: Opt = typer.Option(None, "--node-token", help="operator token for registration (CYXWIZ_NODE_TOKEN)"),
+    heartbeat_s: Opt = typer.Option(None, "--heartbeat", help="heartbeat interval in seconds (CYXWIZ_HEARTBEAT_S; default 10)"),
+    data_roots: Optional[list[str]] = typer.Option(None, "--data-root", help="folder file:// datasets may come from; repeatable (CYXWIZ_DATA_ROOTS, os.pathsep-separated; default ./data and <home>/data)"),
+    slots: Opt = typer.Option(None, "--slots", help="jobs run at once (CYXWIZ_NODE_SLOTS; default one per accelerator, one on CPU)"),
+    home: Opt = typer.Option(None, "--home", help="state folder (CYXWIZ_HOME; default .cyxwiz)"),
+    name: Opt = typer.Option(None, "--name", help="node name shown by central (CYXWIZ_NODE_NAME; default the host name)"),
+    node_id: Opt = typer.Option(None, "--node-id", help="node id to ask for (default: a new one per process)"),
+    checkpoint_every: Opt = typer.Option(None, "--checkpoint-every", help="checkpoint every N epochs, 0 = never (default 1)"),
+    ready_file: Opt = typer.Option(None, "--ready-file", help="write a JSON file with the node id and endpoints once registered"),
+    infer_http_port: Opt = typer.Option(None, "--infer-http-port", help="HTTP inference port, 0 = any free port (CYXWIZ_INFER_HTTP_PORT; default 8082, or 0 with --deploy-port 0)"),
+    api_key: Opt = typer.Option(None, "--api-key", help="the cluster API key: deployment, inference and terminal calls may send it as Bearer (CYXWIZ_API_KEY)"),
+    model_roots: Optional[list[str]] = typer.Option(None, "--model-root", help="folder deployments may load local_path models from; repeatable (CYXWIZ_MODEL_ROOTS)"),
+    terminal: Optional[bool] = typer.Option(None, "--terminal", help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)"),
+    terminal_user: Opt = typer.Option(None, "--terminal-user", help="run terminal shells as this unprivileged user (CYXWIZ_TERMINAL_USER)"),
+    terminal_idle_timeout_s: Opt = typer.Option(None, "--terminal-idle-timeout", help="end a terminal idle this many seconds (CYXWIZ_TERMINAL_IDLE_TIMEOUT_S; default 900)"),
+) -> dict[str, object]:
+    """Run a CyxWiz compute node: register with central, train the jobs it assigns."""
+    return dict(locals())
+
+
+def node_command(run: Callable[[dict[str, object]], int] | None = None):
+    """``cyxwiz node``'s flags as a typer command (its help and errors are typer's, like every
+    cyxwiz command's). Invoked, it returns the flags given (None for each one not given),
+    or with ``run`` exits with ``run(flags)``."""
+
+    @functools.wraps(_options)
+    def command(**flags):
+        flags = {k: (v or None) if isinstance(v, (list, tuple)) else v for k, v in flags.items()}
+        if run is None:
+            return flags
+        raise typer.Exit(run(flags))
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(context_settings={"help_option_names": ["-h", "--help"]})(command)
+    return typer.main.get_command(app)
+
+
+def parse_flags(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """The flags of ``argv`` (None for each one not given)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return node_command().main(args=args, prog_name="cyxwiz node", standalone_mode=False)
 
 
 def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
     """A NodeConfig from command-line flags, then ``env`` (default ``os.environ``), then defaults."""
+    return config_from(parse_flags(argv), env)
+
+
+def config_from(args: Mapping[str, object], env: Mapping[str, str] | None = None) -> NodeConfig:
+    """A NodeConfig from parsed flags (``parse_flags``), then ``env``, then defaults."""
     env = os.environ if env is None else env
-    args = vars(build_parser().parse_args(argv))
     raw: dict[str, object] = {}
     for key, value in args.items():
         if value is None and key in _ENV and env.get(_ENV[key]):

@@ -46,7 +46,9 @@ class JobListener(Protocol):
     """Receives a job's epochs and its end, in order, from the job's thread. Must not block.
 
     A listener may also define ``on_phase(job, phase)`` (loading, compiling, training,
-    checkpointing); it is called when the listener has it.
+    checkpointing), ``on_progress(job, (epoch, step, steps))`` (within an epoch, a few
+    times a second) and ``on_log(job, (level, message, traceback))`` (``node.joblog``);
+    each is called when the listener has it.
     """
 
     def on_epoch(self, job: Assignment, epoch: EpochResult) -> None: ...
@@ -114,8 +116,9 @@ class _Running:
 class Executor:
     """Runs up to ``slots`` jobs at once, each in its slot's worker process.
 
-    ``fetch_dataset(name)`` reads ``nats://<name>`` data sets and ``fetch_object(uri)``
-    resume checkpoints; they block the job's thread in this process only.
+    ``fetch_dataset(name)`` reads ``nats://<name>`` data sets, ``dataset_sha256(name)``
+    says their SHA-256 without reading them (so workers can cache them), and
+    ``fetch_object(uri)`` reads resume checkpoints; they block the job's thread in this process only.
     ``worker_env(slot)`` gives environment variables for a slot's worker (a value of
     None removes one), for example the GPU it may see.
     """
@@ -127,6 +130,7 @@ class Executor:
         *,
         data_roots: Sequence[Path] = (),
         fetch_dataset: Callable[[str], bytes] | None = None,
+        dataset_sha256: Callable[[str], str] | None = None,
         fetch_object: Callable[[str], bytes] | None = None,
         checkpoint_every: int = 1,
         checkpoint_interval_s: float = 0.0,
@@ -139,12 +143,14 @@ class Executor:
         self.slots = slots
         self.listener = listener
         self.fetch_dataset = fetch_dataset
+        self.dataset_sha256 = dataset_sha256
         self.fetch_object = fetch_object
         self.stop_grace_s = stop_grace_s
         self.settings = JobSettings(
             data_roots=tuple(data_roots), checkpoint_every=checkpoint_every,
             checkpoint_interval_s=checkpoint_interval_s,
             can_fetch_datasets=fetch_dataset is not None, can_fetch_objects=fetch_object is not None,
+            can_hash_datasets=dataset_sha256 is not None,
         )
         cache = None if compilation_cache_dir is None else str(compilation_cache_dir)
         self._slots = [_Slot(i, dict(worker_env(i)) if worker_env else {}, cache) for i in range(slots)]
@@ -307,6 +313,10 @@ class Executor:
                 self._tell(running, "on_epoch", message[2])
             elif kind == "phase":
                 self._tell(running, "on_phase", message[2])
+            elif kind == "progress":
+                self._tell(running, "on_progress", message[2:])
+            elif kind == "log":
+                self._tell(running, "on_log", message[2:])
 
     def _tell(self, running: _Running, method: str, item: object) -> None:
         listen = getattr(self.listener, method, None)
@@ -324,6 +334,8 @@ class Executor:
         try:
             if kind == "dataset":
                 data = self.fetch_dataset(arg)  # type: ignore[misc]
+            elif kind == "dataset_sha256":
+                data = self.dataset_sha256(arg).encode()  # type: ignore[misc]
             else:
                 data = self._fetch_checkpoint(arg)
         except BaseException as exc:  # noqa: BLE001 - the worker fails the job with this

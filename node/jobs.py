@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import jax
 
+from events.errors import CyxwizError
 from node.datasets import DatasetError
 from node.trainer import TrainingError, TrainResult
 
@@ -90,6 +91,8 @@ def outcome_of(exc: BaseException) -> Outcome:
         return Outcome(status=FAILED, error=f"resume_checkpoint_uri: {exc}", error_code=404, retryable=False)
     if isinstance(exc, BusError):
         return Outcome(status=FAILED, error=f"object store: {exc}", error_code=503, retryable=True)
+    if isinstance(exc, CyxwizError):  # the error tree says whether a retry can help
+        return Outcome(status=FAILED, error=str(exc), error_code=exc.code, retryable=exc.retryable)
     if out_of_memory(exc):
         return Outcome(
             status=FAILED, error=f"out of memory: {_first_line(exc)}; lower batch_size or the model size",

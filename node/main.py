@@ -26,7 +26,7 @@ from bus.files import write_atomic
 from bus.loop import run as run_loop
 from node.agent import Agent, Backoff, RegistrationRefused
 from node.artifacts import ArtifactStore
-from node.config import ConfigError, NodeConfig, parse_config
+from node.config import ConfigError, NodeConfig, config_from, node_command
 from node.executor import Executor, worker_env
 from node.metrics import MetricsHistory, default_slots, detect_devices
 from node.reporter import Reporter
@@ -87,6 +87,7 @@ class Node:
         await self.reporter.start()
         self.executor = Executor(
             self.slots, self.reporter, data_roots=cfg.data_roots, fetch_dataset=self.store.get_dataset_blocking,
+            dataset_sha256=self.store.dataset_sha256_blocking,
             fetch_object=self.store.get_uri_blocking, checkpoint_every=cfg.checkpoint_every,
             checkpoint_interval_s=CHECKPOINT_INTERVAL_S,
             worker_env=worker_env(self.devices, self.slots), compilation_cache_dir=self.compilation_cache_dir,
@@ -283,11 +284,18 @@ async def serve(config: NodeConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``cyxwiz node [flags]``: typer parses the flags (``--help``, usage errors: exit 2)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = parse_config(argv)
-        return run_loop(serve(config))
+        node_command(run=_run).main(args=sys.argv[1:] if argv is None else list(argv), prog_name="cyxwiz node")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 0
+    return 0
+
+
+def _run(flags: dict[str, object]) -> int:
+    try:
+        return run_loop(serve(config_from(flags)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-

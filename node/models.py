@@ -12,14 +12,15 @@ A definition is a JSON object with a ``type`` and that type's fields:
   reshapes flat samples; it may be left out when the data is already image-shaped.
 
 The output width comes from the data (classes, or regression targets), never from the
-definition. A definition that does not fit raises ``ValueError`` naming the field.
+definition. The grammar's rules are ``events.jobspec.normalise_model`` (central checks the
+same at submit); what depends on the data's shape is checked here. A definition that does
+not fit raises ``ModelDefinitionError`` naming the field.
 Parameters are nested dicts of float32 arrays; ``apply`` computes in the dtype asked
 (bfloat16 casts parameters and inputs, the output is always float32).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,12 +30,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from events.jobspec import MODEL_TYPES, ModelDefinitionError, normalise_model, parse_model_definition
+
 __all__ = ["ACTIVATIONS", "MODEL_TYPES", "Model", "ModelDefinitionError", "build_model", "load_model",
            "parse_model_definition"]
-
-
-class ModelDefinitionError(ValueError):
-    """A job's ``model_definition`` that cannot be built; the message names its field."""
 
 Params = dict[str, dict[str, jax.Array]]
 
@@ -50,13 +49,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 # He initialisation for the rectifier family, LeCun for the rest.
 _INIT_GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "leaky_relu": 2.0}
 
-_FIELDS = {
-    "linear": {"type"},
-    "mlp": {"type", "hidden", "activation", "dropout", "bias"},
-    "cnn": {"type", "conv", "dense", "activation", "dropout", "input_shape"},
-}
-MODEL_TYPES = tuple(_FIELDS)
-_CONV_FIELDS = {"features", "kernel", "stride", "pool"}
 
 
 @dataclass(frozen=True)
@@ -75,18 +67,6 @@ class Model:
     apply: Callable[..., jax.Array]
 
 
-def parse_model_definition(text: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The job's ``model_definition`` (a JSON string, or an already parsed object)."""
-    if isinstance(text, Mapping):
-        return dict(text)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelDefinitionError(f"model_definition is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ModelDefinitionError(f"model_definition must be a JSON object (got {type(value).__name__})")
-    return value
-
 
 def build_model(
     definition: str | Mapping[str, Any], *, sample_shape: tuple[int, ...], output_dim: int
@@ -96,7 +76,7 @@ def build_model(
     ``sample_shape`` is the shape of one sample (``x.shape[1:]``); ``output_dim`` the
     number of classes or regression targets.
     """
-    spec = _normalise(parse_model_definition(definition))
+    spec = normalise_model(definition)
     sample_shape = tuple(int(d) for d in sample_shape)
     features = math.prod(sample_shape)
     if spec["type"] == "cnn":
@@ -178,94 +158,20 @@ def _dense_init(key: jax.Array, shape: tuple[int, ...], fan_in: int, gain: float
     return {"w": w, "b": jnp.zeros(shape[-1], jnp.float32)}
 
 
-def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check field names and value types and fill in defaults."""
-    kind = spec.get("type")
-    if kind not in _FIELDS:
-        raise ModelDefinitionError(
-            f"model_definition.type {kind!r} is not supported: choose {', '.join(MODEL_TYPES)}"
-        )
-    unknown = sorted(set(spec) - _FIELDS[kind])
-    if unknown:
-        raise ModelDefinitionError(
-            f"model_definition has unknown field {unknown[0]!r} for type {kind}: "
-            f"known are {', '.join(sorted(_FIELDS[kind]))}"
-        )
-    out: dict[str, Any] = {"type": kind}
-    if kind == "linear":
-        return out
-    activation = spec.get("activation", "relu")
-    if activation not in ACTIVATIONS:
-        raise ModelDefinitionError(
-            f"model_definition.activation {activation!r} is not supported: "
-            f"choose {', '.join(ACTIVATIONS)}"
-        )
-    out["activation"] = activation
-    dropout = spec.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ModelDefinitionError(f"model_definition.dropout must be a number in [0, 1) (got {dropout!r})")
-    out["dropout"] = float(dropout)
-    if "bias" in spec:
-        if not isinstance(spec["bias"], bool):
-            raise ModelDefinitionError(f"model_definition.bias must be true or false (got {spec['bias']!r})")
-        if not spec["bias"]:
-            out["bias"] = False  # the default (true) is left out, so definitions without it stay as they were
-    widths_field = "hidden" if kind == "mlp" else "dense"
-    out[widths_field] = _positive_ints(spec.get(widths_field, [128, 64] if kind == "mlp" else [64]), widths_field)
-    if kind == "cnn":
-        convs = spec.get("conv", [{"features": 16, "kernel": 3}])
-        if not isinstance(convs, list) or not convs:
-            raise ModelDefinitionError(f"model_definition.conv must be a non-empty list of layers (got {convs!r})")
-        out["conv"] = [_conv(c, i) for i, c in enumerate(convs)]
-        if spec.get("input_shape") is not None:
-            out["input_shape"] = _positive_ints(spec["input_shape"], "input_shape")
-    return out
-
-
-def _positive_ints(value: Any, field: str) -> list[int]:
-    ok = isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-    )
-    if not ok:
-        raise ModelDefinitionError(f"model_definition.{field} must be a list of positive integers (got {value!r})")
-    return list(value)
-
-
-def _conv(layer: Any, i: int) -> dict[str, Any]:
-    where = f"model_definition.conv[{i}]"
-    if not isinstance(layer, Mapping):
-        raise ModelDefinitionError(f"{where} must be an object like {{\"features\": 16, \"kernel\": 3}} (got {layer!r})")
-    unknown = sorted(set(layer) - _CONV_FIELDS)
-    if unknown:
-        raise ModelDefinitionError(f"{where} has unknown field {unknown[0]!r}: known are {', '.join(sorted(_CONV_FIELDS))}")
-    out = {}
-    for name, default in (("features", None), ("kernel", 3), ("stride", 1), ("pool", 1)):
-        value = layer.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ModelDefinitionError(f"{where}.{name} must be a positive integer (got {value!r})")
-        out[name] = value
-    return out
-
 
 def _image_shape(spec: dict[str, Any], sample_shape: tuple[int, ...], features: int) -> tuple[int, int, int]:
     shape = spec.get("input_shape")
     if shape is None:
         if len(sample_shape) not in (2, 3):
             raise ModelDefinitionError(
-                f"model_definition.input_shape is required for a cnn when the data is not "
+                "model_definition.input_shape", f"is required for a cnn when the data is not "
                 f"image-shaped (samples have shape {list(sample_shape)}): give [height, width, channels]"
             )
         shape = list(sample_shape)
-    else:
-        if len(shape) not in (2, 3):
-            raise ModelDefinitionError(
-                f"model_definition.input_shape {shape} must be [height, width] or [height, width, channels]"
-            )
-        if math.prod(shape) != features:
-            raise ModelDefinitionError(
-                f"model_definition.input_shape {shape} has {math.prod(shape)} values "
-                f"but the data has {features} features"
-            )
+    elif math.prod(shape) != features:
+        raise ModelDefinitionError(
+            "model_definition.input_shape", f"{shape} has {math.prod(shape)} values but the data has {features} features"
+        )
     h, w, c = (*shape, 1) if len(shape) == 2 else shape
     return (h, w, c)
 
@@ -277,7 +183,7 @@ def _cnn_layers(spec: dict[str, Any], image: tuple[int, int, int]) -> list[dict[
         h, w = -(-h // conv["stride"]), -(-w // conv["stride"])
         if conv["pool"] > min(h, w):
             raise ModelDefinitionError(
-                f"model_definition.conv[{i}].pool {conv['pool']} is larger than the "
+                f"model_definition.conv[{i}].pool", f"{conv['pool']} is larger than the "
                 f"{h}x{w} feature map it pools: use a smaller pool or fewer layers"
             )
         h, w = h // conv["pool"], w // conv["pool"]

@@ -8,8 +8,9 @@ loop, each job has one outbox task that, in order:
   as the epoch arrives, even while central is away; one still waiting when a newer
   checkpoint arrives is skipped, its epoch reported without one), then sends
   ``ReportProgress``;
-- the job's phases (loading, compiling, training, checkpointing) go out at once as
-  ``JobPhase`` telemetry on ``telemetry.job.<job_id>``, outside the outbox;
+- the job's phases (loading, compiling, training with the step within the epoch,
+  checkpointing) and its log lines go out at once, in order, as ``JobPhase`` and
+  ``JobLog`` telemetry on ``telemetry.job.<job_id>``, outside the outbox (best effort);
 - at the end: uploads the final model to ``cyxwiz-models``, then sends
   ``ReportCompletion`` (completed, failed with error and retryable, or cancelled).
 
@@ -30,7 +31,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from bus import BusError, ObjectRef
-from events import JobPhase
+from events import JobLog, JobPhase
 from node.agent import Backoff, CentralError
 from node.artifacts import ArtifactStore
 from node.executor import CANCELLED, COMPLETED, FAILED, Assignment, Outcome
@@ -38,7 +39,10 @@ from node.trainer import EpochResult
 from protos import common_pb2, job_pb2, node_pb2
 from protos.convert import status_error
 
-__all__ = ["CentralLink", "Reporter", "completion_request", "progress_request"]
+__all__ = ["CentralLink", "Reporter", "completion_request", "end_line", "progress_request"]
+
+MAX_LOG_TEXT = 16384  # characters of a log line or its traceback that are kept
+MAX_TELEMETRY_QUEUED = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,16 @@ def completion_request(
     return request
 
 
+def end_line(outcome: Outcome) -> tuple[str, str, str]:
+    """The last line of a job's log: how it ended (a crash of its worker included)."""
+    if outcome.status == COMPLETED:
+        return "info", f"completed in {outcome.seconds:.2f} s", ""
+    if outcome.status == CANCELLED:
+        return "info", f"cancelled after {outcome.epochs_done} epochs", ""
+    again = "a retry elsewhere may help" if outcome.retryable else "a retry will not help"
+    return "error", f"failed ({outcome.error_code or 500}, {again}): {outcome.error}", ""
+
+
 # --- the outboxes ----------------------------------------------------------------------
 
 
@@ -118,6 +132,7 @@ class ReporterStats:
     dropped: int = 0
     checkpoints_stored: int = 0
     checkpoints_superseded: int = 0
+    telemetry_dropped: int = 0
 
 
 class Reporter:
@@ -139,7 +154,8 @@ class Reporter:
         self.upload_patience_s = upload_patience_s
         self.stats = ReporterStats()
         self._outboxes: dict[tuple[str, int], _Outbox] = {}
-        self._telemetry: set[asyncio.Task] = set()
+        self._telemetry_queue: asyncio.Queue = asyncio.Queue()
+        self._telemetry_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -151,25 +167,47 @@ class Reporter:
 
     def on_end(self, job: Assignment, outcome: Outcome) -> None:
         self._hand_over(job, "end", outcome)
+        self.on_log(job, end_line(outcome))
 
     def on_phase(self, job: Assignment, phase: str) -> None:
         """Publish the job's phase as ``JobPhase`` telemetry (best effort, not in order
         with the reports: it is for watching where the time goes)."""
+        self._telemetry(JobPhase(job_id=job.job_id, node_id=self.link.node_id, attempt=job.attempt, phase=phase))
+
+    def on_progress(self, job: Assignment, progress: tuple[int, int, int]) -> None:
+        """Where training is within an epoch (a few times a second at most): a ``JobPhase``."""
+        epoch, step, steps = progress
+        self._telemetry(JobPhase(job_id=job.job_id, node_id=self.link.node_id, attempt=job.attempt, phase="training",
+                                 epoch=epoch, step=step, steps=steps))
+
+    def on_log(self, job: Assignment, line: tuple[str, str, str]) -> None:
+        """One line of the job's log (``node.joblog``) as ``JobLog`` telemetry."""
+        level, message, trace = line
+        self._telemetry(JobLog(job_id=job.job_id, node_id=self.link.node_id, attempt=job.attempt, level=level,
+                               message=message[:MAX_LOG_TEXT], traceback=trace[-MAX_LOG_TEXT:]))
+
+    def _telemetry(self, event: JobPhase | JobLog) -> None:
         if self._loop is None or self.store is None:
             return
-        event = JobPhase(job_id=job.job_id, node_id=self.link.node_id, attempt=job.attempt, phase=phase)
-        self._loop.call_soon_threadsafe(self._publish, event)
+        self._loop.call_soon_threadsafe(self._queue_telemetry, event)
 
-    def _publish(self, event: JobPhase) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish_quietly(event))
-        self._telemetry.add(task)
-        task.add_done_callback(self._telemetry.discard)
+    def _queue_telemetry(self, event: JobPhase | JobLog) -> None:
+        if self._telemetry_queue.qsize() >= MAX_TELEMETRY_QUEUED:
+            self.stats.telemetry_dropped += 1  # the bus is away or slow: telemetry may be lost, reports may not
+            return
+        self._telemetry_queue.put_nowait(event)
+        if self._telemetry_task is None or self._telemetry_task.done():
+            self._telemetry_task = asyncio.get_running_loop().create_task(self._publish_telemetry())
 
-    async def _publish_quietly(self, event: JobPhase) -> None:
-        try:
-            await self.store.publish_telemetry(event)  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - telemetry is best effort
-            log.debug("phase of job %s not published: %s", event.job_id, exc)
+    async def _publish_telemetry(self) -> None:
+        """One publisher, so a job's lines and phases reach the stream in the order they happened."""
+        while not self._telemetry_queue.empty():
+            event = self._telemetry_queue.get_nowait()
+            try:
+                await self.store.publish_telemetry(event)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - telemetry is best effort
+                self.stats.telemetry_dropped += 1
+                log.debug("telemetry of job %s not published: %s", event.job_id, exc)
 
     def _hand_over(self, job: Assignment, kind: str, item: object) -> None:
         if self._loop is None:
@@ -197,6 +235,8 @@ class Reporter:
         return len(done) == len(tasks)
 
     async def close(self) -> None:
+        if self._telemetry_task is not None:
+            self._telemetry_task.cancel()
         for outbox in list(self._outboxes.values()):
             outbox.task.cancel()
         await asyncio.gather(*(o.task for o in self._outboxes.values()), return_exceptions=True)

@@ -13,22 +13,19 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
-import urllib.parse
 from collections.abc import Callable
 
 import grpc
 
+from events.jobspec import InvalidJobSpec, check_job
 from node.executor import Assignment, Busy, Conflict, Executor
 from node.metrics import MetricsHistory
-from node.models import MODEL_TYPES, parse_model_definition
 from protos import common_pb2, job_pb2, node_pb2, node_pb2_grpc
 from protos.convert import bearer_token, status_error
 
 __all__ = ["NodeServicer", "to_assignment", "validate_job"]
 
 log = logging.getLogger(__name__)
-
-from events.catalog import DATASET_SCHEMES  # noqa: E402  (one list for central and node)
 
 
 def validate_job(job: job_pb2.JobConfig) -> str | None:
@@ -41,42 +38,15 @@ def validate_job(job: job_pb2.JobConfig) -> str | None:
     if job.job_type != job_pb2.JOB_TYPE_TRAINING:
         name = job_pb2.JobType.Name(job.job_type) if job.job_type in job_pb2.JobType.values() else str(job.job_type)
         return f"{who}: job_type {name} is not supported by this node; it runs JOB_TYPE_TRAINING"
-    if job.epochs <= 0:
-        return f"{who}: epochs must be > 0 (got {job.epochs})"
-    if job.batch_size <= 0:
-        return f"{who}: batch_size must be > 0 (got {job.batch_size})"
-    problem = _dataset_problem(job.dataset_uri)
-    if problem:
-        return f"{who}: dataset_uri {problem}"
-    problem = _model_problem(job.model_definition)
-    if problem:
-        return f"{who}: {problem}"
+    try:  # the rules central checks at submit: one module for both (events.jobspec)
+        check_job(dataset_uri=job.dataset_uri, model_definition=job.model_definition,
+                  hyperparameters=job.hyperparameters, epochs=job.epochs, batch_size=job.batch_size)
+    except InvalidJobSpec as exc:
+        return f"{who}: {exc}"
     if job.attempt < 0 or job.resume_from_epoch < 0:
         return f"{who}: attempt and resume_from_epoch must be >= 0 (got {job.attempt}, {job.resume_from_epoch})"
     if job.resume_from_epoch and not job.resume_checkpoint_uri:
         return f"{who}: resume_from_epoch {job.resume_from_epoch} needs a resume_checkpoint_uri"
-    return None
-
-
-def _dataset_problem(uri: str) -> str | None:
-    if not uri.strip():
-        return "must not be empty (file://, builtin://, synthetic:// or nats://)"
-    scheme = urllib.parse.urlsplit(uri).scheme
-    if scheme not in DATASET_SCHEMES:
-        return f"{uri!r}: scheme {scheme!r} is not supported; use file://, builtin://, synthetic:// or nats://"
-    return None
-
-
-def _model_problem(text: str) -> str | None:
-    if not text.strip():
-        return 'model_definition must not be empty (a JSON object like {"type": "mlp", "hidden": [64]})'
-    try:
-        spec = parse_model_definition(text)
-    except ValueError as exc:
-        return str(exc)
-    kind = spec.get("type")
-    if kind not in MODEL_TYPES:
-        return f"model_definition.type {kind!r} is not supported: choose {', '.join(MODEL_TYPES)}"
     return None
 
 

@@ -1,5 +1,6 @@
-"""A training run's settings: built from a job's fields, validated on construction with
-errors that name the field ("unknown optimizer 'foo': choose adam, adamw or sgd")."""
+"""A training run's settings: built from a job's fields, validated on construction by the
+rules central checks at submit (``events.jobspec``), with errors that name the field
+("hyperparameters.optimizer must be one of adam, adamw or sgd (got 'foo')")."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from events.jobspec import DTYPES, OPTIMIZERS, check_hyperparameter, parse_hyperparameters
 from node.models import parse_model_definition
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+__all__ = ["DTYPES", "OPTIMIZERS", "TrainConfig"]
+
 _DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
-_HYPERPARAMETERS = (
-    "optimizer", "learning_rate", "weight_decay", "momentum", "seed", "dtype",
-    "validation_split", "steps_per_chunk",
-)
+_NOT_TRAINING = ("label_column", "name")  # hyperparameters the data loader or central reads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,34 +50,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose adam, adamw or sgd")
-        lr = _DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
-        if not (_is_real(lr) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"learning_rate must be a number > 0 (got {lr!r})")
-        wd = (1e-4 if self.optimizer == "adamw" else 0.0) if self.weight_decay is None else self.weight_decay
-        if not (_is_real(wd) and wd >= 0 and math.isfinite(wd)):
-            raise ValueError(f"weight_decay must be a number >= 0 (got {wd!r})")
-        if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be a number in [0, 1) (got {self.momentum!r})")
-        _check_int("seed", self.seed, 0, 2**32 - 1)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}: choose float32 or bfloat16")
-        if not (_is_real(self.validation_split) and 0 <= self.validation_split < 1):
-            raise ValueError(f"validation_split must be a number in [0, 1) (got {self.validation_split!r})")
-        if self.steps_per_chunk is not None:
-            _check_int("steps_per_chunk", self.steps_per_chunk, 1)
+        optimizer = check_hyperparameter("optimizer", self.optimizer)
+        lr = _DEFAULT_LR[optimizer] if self.learning_rate is None else self.learning_rate
+        wd = (1e-4 if optimizer == "adamw" else 0.0) if self.weight_decay is None else self.weight_decay
+        values = {"optimizer": optimizer, "learning_rate": lr, "weight_decay": wd, "momentum": self.momentum,
+                  "seed": self.seed, "dtype": self.dtype, "validation_split": self.validation_split,
+                  "steps_per_chunk": self.steps_per_chunk, "checkpoint_every": self.checkpoint_every,
+                  "checkpoint_interval_s": self.checkpoint_interval_s}
+        checked = {name: check_hyperparameter(name, value) for name, value in values.items()}  # events.jobspec's rules
         if not (_is_real(self.chunk_seconds) and self.chunk_seconds > 0):
             raise ValueError(f"chunk_seconds must be a number > 0 (got {self.chunk_seconds!r})")
-        _check_int("checkpoint_every", self.checkpoint_every, 0)
-        if not (_is_real(self.checkpoint_interval_s) and 0 <= self.checkpoint_interval_s < math.inf):
-            raise ValueError(f"checkpoint_interval_s must be a number >= 0 (got {self.checkpoint_interval_s!r})")
-        object.__setattr__(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
-        object.__setattr__(self, "learning_rate", float(lr))
-        object.__setattr__(self, "weight_decay", float(wd))
-        object.__setattr__(self, "momentum", float(self.momentum))
-        object.__setattr__(self, "validation_split", float(self.validation_split))
-        object.__setattr__(self, "dtype", DTYPES[self.dtype])
+        for name in ("learning_rate", "weight_decay", "momentum", "validation_split", "checkpoint_interval_s"):
+            checked[name] = float(checked[name])
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "model_definition", parse_model_definition(self.model_definition))
 
     @classmethod
@@ -91,25 +76,12 @@ class TrainConfig:
         model_definition: str | Mapping[str, Any],
         **overrides: Any,
     ) -> TrainConfig:
-        """Build from a job's fields; ``hyperparameters`` values are strings as in the proto.
-
-        Known hyperparameters: optimizer, learning_rate, weight_decay, momentum, seed,
-        dtype, validation_split, steps_per_chunk ("auto" or a number of steps).
+        """Build from a job's fields; ``hyperparameters`` values are strings as in the proto,
+        read by ``events.jobspec.parse_hyperparameters`` (the rules central checks at submit).
+        ``label_column`` and ``name`` are not training settings and are left out.
         """
-        values: dict[str, Any] = {}
-        for name, raw in hyperparameters.items():
-            if name not in _HYPERPARAMETERS:
-                raise ValueError(f"unknown hyperparameter {name!r}: known are {', '.join(_HYPERPARAMETERS)}")
-            text = str(raw).strip()
-            if name in ("optimizer", "dtype"):
-                values[name] = text.lower()
-            elif name == "steps_per_chunk" and text.lower() == "auto":
-                values[name] = None
-            elif name in ("seed", "steps_per_chunk"):
-                values[name] = _parse_number(name, text, int)
-            else:
-                values[name] = _parse_number(name, text, float)
-        return cls(model_definition=model_definition, epochs=epochs, batch_size=batch_size, **values, **overrides)
+        values = {k: v for k, v in parse_hyperparameters(hyperparameters).items() if k not in _NOT_TRAINING}
+        return cls(model_definition=model_definition, epochs=epochs, batch_size=batch_size, **{**values, **overrides})
 
 
 def _is_real(value: Any) -> bool:
@@ -121,11 +93,3 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
     if not ok:
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be an integer {bound} (got {value!r})")
-
-
-def _parse_number(name: str, text: str, kind: type) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ValueError(f"hyperparameter {name} must be {what} (got {text!r})") from None

@@ -319,6 +319,7 @@ class Trainer:
         on_phase: Callable[[str], None] | None = None,
         *,
         lossless_checkpoints: bool = False,
+        on_progress: Callable[[int, int, int], None] | None = None,
     ) -> TrainResult:
         """Train until ``config.epochs`` (or ``should_stop()`` turns true between chunks).
 
@@ -327,7 +328,8 @@ class Trainer:
         still waiting when a newer one is taken is dropped unless
         ``lossless_checkpoints``); every call has returned when ``run`` returns.
         ``on_phase`` hears "compiling", "training" and "checkpointing" (waiting for the
-        last checkpoint). ``resume``: checkpoint bytes from an ``EpochResult`` of a run
+        last checkpoint); ``on_progress(epoch, steps_done, steps)`` each chunk of steps
+        within an epoch (every chunk: the caller bounds the rate). ``resume``: checkpoint bytes from an ``EpochResult`` of a run
         with the same config and data; training continues at the next epoch. Raises
         :class:`TrainingError` when the loss stops being finite and
         :class:`node.checkpoint.CheckpointError` for a checkpoint that does not fit.
@@ -339,7 +341,8 @@ class Trainer:
         state, done, last = self._start_state(resume)
         pipeline = EpochPipeline(on_epoch or _ignore, lossless=lossless_checkpoints)
         try:
-            state, done, last, history, stopped = self._epochs(state, done, last, should_stop, pipeline, phase)
+            state, done, last, history, stopped = self._epochs(state, done, last, should_stop, pipeline, phase,
+                                                               on_progress or _ignore)
         except BaseException:
             pipeline.close(raise_error=False)
             raise
@@ -348,13 +351,13 @@ class Trainer:
         pipeline.close()
         return self._result(state, done, last, history, started, stopped=stopped)
 
-    def _epochs(self, state, done, last, should_stop, pipeline: EpochPipeline, phase: _Phases):
+    def _epochs(self, state, done, last, should_stop, pipeline: EpochPipeline, phase: _Phases, progress=_ignore):
         cfg = self.config
         history: list[EpochResult] = []
         last_checkpoint = time.perf_counter()  # the interval counts from the start of training
         for epoch in range(done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            state, sums = self._train_epoch(state, epoch, should_stop, phase)
+            state, sums = self._train_epoch(state, epoch, should_stop, phase, progress)
             if sums is None:
                 return state, done, last, history, True
             train_seconds = time.perf_counter() - t0
@@ -384,7 +387,8 @@ class Trainer:
 
     # --- one epoch -------------------------------------------------------------
 
-    def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool], phase=_ignore):
+    def _train_epoch(self, state: TrainState, epoch: int, should_stop: Callable[[], bool], phase=_ignore,
+                     progress=_ignore):
         """Run the epoch's chunks; return (state, (loss, accuracy)) or (state, None) if stopped."""
         program = self._program
         x, y, _, _ = self._data()
@@ -407,6 +411,7 @@ class Trainer:
             state, sums = fn(state, *args)
             if pending is not None:
                 totals += self._fetch(pending, epoch)
+                progress(epoch, start, self.steps_per_epoch)  # the chunks before this one are done
             pending = sums
             if self._chunk_steps is None:  # first chunk ever: time it to size the rest
                 totals += self._fetch(pending, epoch)

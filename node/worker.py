@@ -10,9 +10,11 @@ The pipe between them carries pickled tuples:
 
 - node → worker: ``("run", job_id, Assignment, JobSettings)``, ``("stop", job_id)``,
   ``("reply", ok, value)`` (the answer to a fetch), ``("exit",)``;
-- worker → node: ``("phase", job_id, phase)``, ``("epoch", job_id, EpochResult, has_checkpoint)``
+- worker → node: ``("phase", job_id, phase)``, ``("progress", job_id, epoch, step, steps)``,
+  ``("log", job_id, level, message, traceback)`` (``node.joblog``),
+  ``("epoch", job_id, EpochResult, has_checkpoint)``
   (then, if it has one, the checkpoint as one raw message),
-  ``("fetch", kind, arg)`` (kind ``dataset`` or ``object``), ``("end", job_id, Outcome)``.
+  ``("fetch", kind, arg)`` (kind ``dataset``, ``dataset_sha256`` or ``object``), ``("end", job_id, Outcome)``.
 
 A stop is cooperative (the trainer looks at it between chunks of steps); a worker
 that does not end the job within the executor's grace period (stuck in XLA
@@ -30,13 +32,16 @@ import queue
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from node.jobs import CANCELLED, COMPLETED, Assignment, JobProblem, Outcome, bad_job, outcome_of
+from node.jobs import CANCELLED, COMPLETED, FAILED, Assignment, JobProblem, Outcome, bad_job, outcome_of
+from node.joblog import JobDiary
+from events.jobspec import InvalidJobSpec, check_job
 from node.models import ModelDefinitionError
 from node.trainer import EpochResult, TrainConfig, Trainer
 
@@ -55,6 +60,7 @@ class JobSettings:
     checkpoint_interval_s: float = 0.0
     can_fetch_datasets: bool = False
     can_fetch_objects: bool = False
+    can_hash_datasets: bool = False  # the node can ask the store for a data set's SHA-256 (caching nats://)
 
 
 # --- in the worker process ------------------------------------------------------------------
@@ -67,36 +73,45 @@ def run_job(
     fetch: Callable[[str, str], bytes],
     should_stop: Callable[[], bool],
     on_epoch: Callable[[EpochResult], None],
-    on_phase: Callable[[str], None],
+    diary: JobDiary,
 ) -> Outcome:
-    """Train ``job`` here and say how it ended; never raises."""
+    """Train ``job`` here and say how it ended (its log lines, phases and progress go to
+    ``diary``); never raises."""
     try:
-        return _train(job, settings, fetch, should_stop, on_epoch, on_phase)
+        with diary.warnings_as_lines():
+            outcome = _train(job, settings, fetch, should_stop, on_epoch, diary)
     except BaseException as exc:  # noqa: BLE001 - whatever happens, this job alone fails
-        return outcome_of(exc)
+        outcome = outcome_of(exc)
+        diary.crashed(exc, outcome.error)
+        return outcome
+    if outcome.status == FAILED:
+        diary.line(outcome.error, "error")
+    return outcome
 
 
-def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
+def _train(job, settings, fetch, should_stop, on_epoch, diary: JobDiary) -> Outcome:
     from node.datacache import cached_dataset
 
-    hyper = dict(job.hyperparameters)
-    label_column = hyper.pop("label_column", None)
-    every = _int_hyperparameter(hyper.pop("checkpoint_every", None), settings.checkpoint_every)
-    interval = _seconds_hyperparameter(hyper.pop("checkpoint_interval_s", None), settings.checkpoint_interval_s)
-    try:
-        config = TrainConfig.from_job(
-            hyper, epochs=job.epochs, batch_size=job.batch_size,
-            model_definition=job.model_definition, checkpoint_every=every, checkpoint_interval_s=interval,
-        )
-    except ModelDefinitionError as exc:
+    try:  # the rules central checked at submit (events.jobspec), for a job from anywhere
+        checked = check_job(dataset_uri=job.dataset_uri, model_definition=job.model_definition,
+                            hyperparameters=job.hyperparameters, epochs=job.epochs, batch_size=job.batch_size)
+    except InvalidJobSpec as exc:
         return bad_job(str(exc))
-    except ValueError as exc:
-        return bad_job(f"hyperparameters: {exc}")
-    on_phase("loading")
+    hyper = checked.hyperparameters
+    label_column = hyper.pop("label_column", None)
+    hyper.pop("name", None)
+    every = hyper.pop("checkpoint_every", settings.checkpoint_every)
+    interval = hyper.pop("checkpoint_interval_s", settings.checkpoint_interval_s)
+    config = TrainConfig(model_definition=checked.model, epochs=job.epochs, batch_size=job.batch_size,
+                         checkpoint_every=every, checkpoint_interval_s=interval, **hyper)
+    diary.phase("loading")
+    loading = time.perf_counter()
     dataset = cached_dataset(
         job.dataset_uri, data_roots=settings.data_roots, label_column=label_column,
         fetch_object=(lambda name: fetch("dataset", name)) if settings.can_fetch_datasets else None,
+        object_sha256=(lambda name: fetch("dataset_sha256", name).decode()) if settings.can_hash_datasets else None,
     )
+    diary.loaded(dataset, time.perf_counter() - loading)
     try:
         trainer = Trainer(config, dataset)
     except ModelDefinitionError as exc:
@@ -110,36 +125,15 @@ def _train(job, settings, fetch, should_stop, on_epoch, on_phase) -> Outcome:
         resume = fetch("object", job.resume_checkpoint_uri)
     if should_stop():
         return Outcome(status=CANCELLED, epochs_done=job.resume_from_epoch)
-    result = trainer.run(on_epoch=on_epoch, should_stop=should_stop, resume=resume, on_phase=on_phase)
+    def epoch_done(epoch: EpochResult) -> None:
+        on_epoch(epoch)
+        diary.epoch(epoch)
+
+    result = trainer.run(on_epoch=epoch_done, should_stop=should_stop, resume=resume, on_phase=diary.phase,
+                         on_progress=diary.progress)
     if result.stopped:
         return Outcome(status=CANCELLED, result=result, epochs_done=result.epochs_done)
     return Outcome(status=COMPLETED, result=result, epochs_done=result.epochs_done)
-
-
-def _int_hyperparameter(raw: str | None, default: int) -> int:
-    problem = f"hyperparameters: checkpoint_every must be an integer >= 0 (got {raw!r})"
-    if raw is None:
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise JobProblem(problem, 400, False) from None
-    if value < 0:
-        raise JobProblem(problem, 400, False)
-    return value
-
-
-def _seconds_hyperparameter(raw: str | None, default: float) -> float:
-    problem = f"hyperparameters: checkpoint_interval_s must be a number of seconds >= 0 (got {raw!r})"
-    if raw is None:
-        return default
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise JobProblem(problem, 400, False) from None
-    if not 0 <= value < float("inf"):
-        raise JobProblem(problem, 400, False)
-    return value
 
 
 class _Serving:
@@ -195,7 +189,7 @@ class _Serving:
             outcome = run_job(
                 job, settings, fetch=self.fetch, should_stop=stop.is_set,
                 on_epoch=lambda e, j=job.job_id: self.send_epoch(j, e),
-                on_phase=lambda p, j=job.job_id: self.send("phase", j, p),
+                diary=JobDiary(lambda kind, *rest, j=job.job_id: self.send(kind, j, *rest)),
             )
             self.stops.pop(job.job_id, None)
             self.send("end", job.job_id, outcome)

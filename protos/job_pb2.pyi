@@ -72,7 +72,7 @@ class JobConfig(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., priority: _Optional[_Union[JobPriority, str]] = ..., model_definition: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., dataset_uri: _Optional[str] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., required_device: _Optional[_Union[_common_pb2.DeviceType, str]] = ..., estimated_memory: _Optional[int] = ..., estimated_duration: _Optional[int] = ..., resume_checkpoint_uri: _Optional[str] = ..., resume_from_epoch: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "status", "progress", "current_node_id", "start_time", "end_time", "error", "metrics", "current_epoch", "attempt", "state", "job_type", "submitted_at", "model_weights_uri", "model_weights_hash", "model_size", "checkpoint_uri", "total_epochs", "name", "waiting_reason")
+    __slots__ = ("job_id", "status", "progress", "current_node_id", "start_time", "end_time", "error", "metrics", "current_epoch", "attempt", "state", "job_type", "submitted_at", "model_weights_uri", "model_weights_hash", "model_size", "checkpoint_uri", "total_epochs", "name", "waiting_reason", "phase", "epoch_progress", "retryable")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,9 @@ class JobStatus(_message.Message):
     TOTAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: _common_pb2.StatusCode
     progress: float
@@ -120,7 +123,10 @@ class JobStatus(_message.Message):
     total_epochs: int
     name: str
     waiting_reason: str
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., progress: _Optional[float] = ..., current_node_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., current_epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., submitted_at: _Optional[int] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., checkpoint_uri: _Optional[str] = ..., total_epochs: _Optional[int] = ..., name: _Optional[str] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+    phase: str
+    epoch_progress: float
+    retryable: bool
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.StatusCode, str]] = ..., progress: _Optional[float] = ..., current_node_id: _Optional[str] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., current_epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., state: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., submitted_at: _Optional[int] = ..., model_weights_uri: _Optional[str] = ..., model_weights_hash: _Optional[str] = ..., model_size: _Optional[int] = ..., checkpoint_uri: _Optional[str] = ..., total_epochs: _Optional[int] = ..., name: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., phase: _Optional[str] = ..., epoch_progress: _Optional[float] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class JobResult(_message.Message):
     __slots__ = ("job_id", "status", "model_weights_uri", "model_weights_hash", "model_size", "final_metrics", "total_compute_time", "energy_consumed", "proof_of_compute", "signatures", "compute_seconds")

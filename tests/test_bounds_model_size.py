@@ -140,7 +140,7 @@ def test_the_largest_node_memory_is_its_accelerator_or_its_ram():
 
 
 @pytest.mark.parametrize("spec, message", [
-    (JobSpec(dataset_uri="ftp://x"), "spec.dataset_uri 'ftp://x' must start with one of file://"),
+    (JobSpec(dataset_uri="ftp://x"), "spec.dataset_uri 'ftp://x': scheme 'ftp' is not supported"),
     (JobSpec(dataset_uri="builtin://iris", epochs=-1), "spec.epochs must be 1..1000000 (got -1)"),
     (JobSpec(dataset_uri="builtin://iris", name="n" * 300), "spec.name is too long (300 characters, at most 256)"),
     (JobSpec(dataset_uri="builtin://iris", model_definition='{"type": "mlp", "hidden": [100000000]}'),

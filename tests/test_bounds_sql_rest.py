@@ -88,7 +88,7 @@ async def test_the_cli_prints_the_limit_message_in_one_line_and_exits_2(base):
     cli_data.register(app)
 
     def run():
-        return CliRunner().invoke(app, ["sql", "SELECT repeat('x', 5000000) AS big", "--central", base],
+        return CliRunner().invoke(app, ["sql", "SELECT repeat('x', 5000000) AS big", "--rest", base],
                                   env={"CYXWIZ_REST_URL": None})
 
     result = await asyncio.to_thread(run)

@@ -88,5 +88,5 @@ async def test_free_text_over_its_limit_is_refused_not_cut(central):
 async def test_a_bad_uri_or_epochs_give_the_same_words_as_events_publish(central):
     jobs, _ = central
     assert await refused(jobs.SubmitJob, job(dataset_uri="ftp://x")) == (
-        "config.dataset_uri 'ftp://x' must start with one of file://, builtin://, synthetic://, nats://")
+        "config.dataset_uri 'ftp://x': scheme 'ftp' is not supported: use file://, builtin://, synthetic:// or nats://")
     assert await refused(jobs.SubmitJob, job(epochs=-1)) == "config.epochs must be 1..1000000 (got -1)"

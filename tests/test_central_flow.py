@@ -214,7 +214,7 @@ async def test_two_centrals_on_one_stream_never_assign_a_job_twice(nats_server, 
     nodes = [await FakeNode(a.grpc_address if i % 2 else b.grpc_address, node_id=f"n{i}", slots=150).start()
              for i in range(4)]
     try:
-        await bus.append_many(JobSubmitted(job_id=f"j{i}", spec=JobSpec(epochs=1)) for i in range(500))
+        await bus.append_many(JobSubmitted(job_id=f"j{i}", spec=JobSpec(epochs=1, dataset_uri="builtin://iris")) for i in range(500))
         await eventually(lambda: sum(len(n.assignments) for n in nodes) >= 500, timeout=60, message="500 dispatched")
         assigned = Counter(e.job_id for e in await stream_events(bus, "JobAssigned"))
         assert len(assigned) == 500 and set(assigned.values()) == {1}

@@ -25,7 +25,7 @@ def cli():
     app = typer.Typer()
     cli_data.register(app)
     runner = CliRunner()
-    return lambda *args, **env: runner.invoke(app, list(args), env={"CYXWIZ_REST_URL": None, **env})
+    return lambda *args, **env: runner.invoke(app, list(args), env={"CYXWIZ_REST_URL": None, "CYXWIZ_CENTRAL": None, **env})
 
 
 def last_sequence(url: str) -> int:
@@ -48,7 +48,7 @@ def last_sequence(url: str) -> int:
         ('[1, 2]', "event data must be a JSON object, got list"),
         ('{"job_id": "a.b", "spec": {}}', "contains '.'"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "ftp://x"}}',
-         "JobSubmitted: spec.dataset_uri 'ftp://x' must start with one of file://, builtin://, synthetic://, nats://"),
+         "JobSubmitted: spec.dataset_uri 'ftp://x': scheme 'ftp' is not supported: use file://, builtin://, synthetic:// or nats://"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "epochs": -1}}',
          "JobSubmitted: spec.epochs must be 1..1000000 (got -1)"),
         ('{"job_id": "j1", "spec": {"dataset_uri": "builtin://iris", "model_definition": "{\\"type\\": \\"mlp\\", \\"hidden\\": [100000000]}"}}',
@@ -115,11 +115,11 @@ def test_sql_goes_through_central_when_it_answers(cli, tmp_path):
     thread.start()
     try:
         central = f"http://127.0.0.1:{port}"
-        ok = cli("sql", "SELECT count(*) AS n FROM jobs", "--json", "--central", central, "--api-key", "k")
+        ok = cli("sql", "SELECT count(*) AS n FROM jobs", "--json", "--rest", central, "--api-key", "k")
         assert ok.exit_code == 0 and json.loads(ok.output) == {"n": 0}
-        refused = cli("sql", "DROP TABLE jobs", "--central", central, "--api-key", "k")
+        refused = cli("sql", "DROP TABLE jobs", "--rest", central, "--api-key", "k")
         assert refused.exit_code == 2 and "got DROP" in refused.output
-        unauthorized = cli("sql", "SELECT 1", "--central", central)
+        unauthorized = cli("sql", "SELECT 1", "--rest", central)
         assert unauthorized.exit_code == 6 and "401" in unauthorized.output
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)

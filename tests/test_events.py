@@ -44,7 +44,7 @@ def test_every_type_is_in_the_union_and_tagged_by_name():
         "JobFailed", "JobRequeued", "JobCancelRequested", "JobCancelled",
         "DeploymentRequested", "DeploymentPlaced", "DeploymentRunning", "DeploymentFailed", "DeploymentStopped",
         "DeploymentDeleted", "DeploymentStats",
-        "TerminalSessionOpened", "TerminalSessionClosed", "TerminalSessionDenied", "JobPhase",
+        "TerminalSessionOpened", "TerminalSessionClosed", "TerminalSessionDenied", "JobPhase", "JobWaiting", "JobLog",
     }
     assert msgspec.json.decode(encode(JobSubmitted(job_id="j", spec=JobSpec())))["type"] == "JobSubmitted"
 

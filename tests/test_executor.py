@@ -118,10 +118,10 @@ def _raise(exc: BaseException):
     ("fields", "status", "code", "retryable", "message"),
     [
         ({"dataset_uri": "file://{outside}"}, FAILED, 400, False, "is outside the data roots"),
-        ({"dataset_uri": "file://{root}/../x.csv"}, FAILED, 400, False, "dataset_uri:"),
+        ({"dataset_uri": "file://{root}/../x.csv"}, FAILED, 400, False, "dataset_uri 'file://"),
         ({"dataset_uri": "file://{root}/missing.csv"}, FAILED, 400, False, "dataset_uri:"),
-        ({"hyperparameters": {"optimizer": "adagrad"}}, FAILED, 400, False, "hyperparameters: unknown optimizer 'adagrad'"),
-        ({"hyperparameters": {"checkpoint_every": "x"}}, FAILED, 400, False, "hyperparameters: checkpoint_every"),
+        ({"hyperparameters": {"optimizer": "adagrad"}}, FAILED, 400, False, "hyperparameters.optimizer must be one of adam, adamw or sgd (got 'adagrad')"),
+        ({"hyperparameters": {"checkpoint_every": "x"}}, FAILED, 400, False, "hyperparameters.checkpoint_every must be an integer >= 0 (got 'x')"),
         ({"model_definition": '{"type": "cnn", "conv": [{"features": 4}], "input_shape": [7, 7]}'},
          FAILED, 400, False, "model_definition"),
         ({"dataset_uri": "NAN"}, FAILED, 422, False, "loss became NaN"),

@@ -19,7 +19,7 @@ from fake_central import FakeCentral, Record, assign, job_config, running_node
 from waiting import eventually
 
 from bus import EventBus, parse_object_uri
-from events import JobPhase, decode
+from events import JobLog, JobPhase, decode
 from node.agent import RegistrationRefused
 from node.datasets import load_dataset
 from protos import common_pb2
@@ -82,10 +82,21 @@ async def test_digits_job_reports_every_epoch_and_a_model_whose_hash_matches(cen
             await bus.close()
         assert hashlib.sha256(model).hexdigest() == done.result.model_weights_hash
         assert len(model) == done.result.model_size and len(checkpoint) > 0
-        await eventually(lambda: len(phases) >= 3, message="phases")
+        await eventually(lambda: any(isinstance(e, JobLog) and e.message.startswith("completed in ") for e in phases),
+                         message="the last log line")
         await watcher.close()
-        assert [p.phase for p in phases][:3] == ["loading", "compiling", "training"]
+        only_phases = [p for p in phases if isinstance(p, JobPhase)]
+        assert [p.phase for p in only_phases][:3] == ["loading", "compiling", "training"]
         assert all((p.job_id, p.node_id, p.attempt) == ("j-digits", node.node_id, 1) for p in phases)
+        lines = [e.message for e in phases if isinstance(e, JobLog)]
+        assert lines[0].startswith("loaded builtin://digits: 1,797 samples of shape [8, 8, 1], 10 classes (")
+        assert lines[1].startswith("compiled in ") and lines[1].endswith(" s")
+        assert [line.split(":")[0] for line in lines[2:5]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+        assert "val_accuracy" in lines[2] and lines[-1].startswith("completed in ")
+        in_epoch = [p for p in only_phases if p.steps]
+        assert in_epoch, "the first chunk boundary of a job is always reported"
+        for p in in_epoch:  # the step within the epoch, at most four a second
+            assert p.phase == "training" and 1 <= p.epoch <= 3 and 0 < p.step < p.steps
 
 
 async def test_nats_dataset_comes_from_the_dataset_bucket(central, nats_server, tmp_path):

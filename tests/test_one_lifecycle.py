@@ -21,6 +21,7 @@ from events import (
     JobSpec,
     JobStarted,
     JobSubmitted,
+    JobWaiting,
     NodeDeregistered,
     NodeLost,
     NodeRegistered,
@@ -49,7 +50,9 @@ events = st.one_of(
                                                  checkpoint_uri=f"nats://c/{j}/{e}" if e % 2 else None),
               jobs, nodes, attempts, epochs),
     st.builds(lambda j, n, a: JobCompleted(job_id=j, node_id=n, attempt=a, metrics={"loss": 0.1}), jobs, nodes, attempts),
-    st.builds(lambda j, n, a: JobFailed(job_id=j, node_id=n, attempt=a, error="x"), jobs, st.none() | nodes, attempts),
+    st.builds(lambda j, n, a, r: JobFailed(job_id=j, node_id=n, attempt=a, error="x", retryable=r),
+              jobs, st.none() | nodes, attempts, st.booleans()),
+    st.builds(lambda j, r: JobWaiting(job_id=j, reason=r), jobs, st.sampled_from(["all slots busy", "no node is online"])),
     st.builds(lambda j, a, x: JobRequeued(job_id=j, reason="lost", next_attempt=a, excluded_node=x),
               jobs, st.integers(2, 4), st.none() | nodes),
     st.builds(lambda j: JobCancelRequested(job_id=j), jobs),
@@ -86,15 +89,17 @@ def stored(plan) -> list[StoredMessage]:
 
 
 def central_view(state: CentralState) -> tuple:
-    jobs_ = {j.job_id: (str(j.status), j.node_id, j.attempt, j.epochs_done, j.cancel_requested)
+    jobs_ = {j.job_id: (str(j.status), j.node_id, j.attempt, j.epochs_done, j.cancel_requested,
+                        j.waiting_reason if j.status == "queued" else "", j.retryable if j.status == "failed" else None)
              for j in state.jobs.values()}
     nodes_ = {n.node_id: n.status for n in state.nodes.values()}
     return jobs_, nodes_, sorted(seq for seq, _, _ in state.anomalies)
 
 
 def projection_view(projection: Projection) -> tuple:
-    rows = projection.query("SELECT job_id, state, node_id, attempt, current_epoch, cancel_requested FROM jobs").rows
-    jobs_ = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
+    rows = projection.query("SELECT job_id, state, node_id, attempt, current_epoch, cancel_requested, "
+                            "coalesce(waiting_reason, ''), retryable FROM jobs").rows
+    jobs_ = {r[0]: tuple(r[1:]) for r in rows}
     nodes_ = dict(projection.query("SELECT node_id, state FROM nodes").rows)
     anomalies = [r[0] for r in projection.query("SELECT seq FROM anomalies ORDER BY seq").rows]
     return jobs_, nodes_, anomalies

@@ -30,7 +30,7 @@ from events import (
 )
 from node.serving import tensors
 from node.serving.errors import InvalidRequest, NotActive, QueueFull
-from node.serving.runner import Batcher, batch_sizes
+from node.serving.runner import PROBE_EVERY, Batcher, batch_sizes
 
 SAMPLE = (8, 8, 1)
 
@@ -86,6 +86,41 @@ async def test_batcher_runs_alone_when_idle_gathers_under_load_and_drains_on_clo
     batcher.close()
     with pytest.raises(NotActive):
         batcher.submit(np.ones((1, 4), np.float32))
+    assert batcher.join(5)
+
+
+async def test_an_inline_batcher_runs_idle_requests_on_the_loop_and_busy_ones_in_its_worker():
+    threads: list[str] = []
+    sizes: list[int] = []
+    gate = threading.Event()
+    gate.set()
+
+    def predict(x):
+        threads.append(threading.current_thread().name)
+        if threading.current_thread().name == "worker":
+            gate.wait(5)
+        return x.reshape(len(x), -1).sum(axis=1, keepdims=True)
+
+    batcher = Batcher(predict, max_batch=16, max_delay_s=0.002, queue_size=100, on_batch=sizes.append,
+                      name="worker", inline=True)
+    loop_thread = threading.current_thread().name
+    for i in range(PROBE_EVERY):  # one caller: on the loop, answered before submit returns
+        future = batcher.submit(np.full((1, 4), i, np.float32))
+        assert future.done() and (await future).tolist() == [[4.0 * i]]
+    assert threads == [loop_thread] * PROBE_EVERY
+    gate.clear()
+    probe = batcher.submit(np.ones((1, 4), np.float32))  # the probe goes to the worker, which holds it
+    assert not probe.done()
+    rest = [batcher.submit(np.full((1, 4), i, np.float32)) for i in range(20)]  # a second caller: busy
+    gate.set()
+    results = await asyncio.gather(probe, *rest)
+    assert [r.tolist() for r in results[1:]] == [[[4.0 * i]] for i in range(20)]
+    assert threads[PROBE_EVERY:] == ["worker"] * (len(threads) - PROBE_EVERY) and max(sizes[PROBE_EVERY:]) > 1
+    # busy until the worker answers a batch of one with nothing else in flight; then idle again
+    while batcher.busy:
+        await batcher.submit(np.ones((1, 4), np.float32))
+    assert batcher.submit(np.ones((1, 4), np.float32)).done()
+    batcher.close()
     assert batcher.join(5)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+
+from events.jobspec import HYPERPARAMETERS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,7 +218,7 @@ def test_nan_loss_raises_training_error(small: Dataset) -> None:
 
 
 def test_inf_in_the_data_raises_training_error(small: Dataset) -> None:
-    x = small.x.copy()
+    x = np.array(small.x)  # a host copy: synthetic data is made on the device
     x[5, 0] = np.inf
     bad = Dataset("synthetic://bad", x, small.y, small.task, small.num_classes)
     with pytest.raises(TrainingError) as info:
@@ -250,14 +252,14 @@ def test_compilation_cache_writes_entries(tmp_path: Path, small: Dataset) -> Non
         ({"type": "cnn"},
          "model_definition.input_shape is required for a cnn when the data is not image-shaped "
          "(samples have shape [12]): give [height, width, channels]"),
-        ({"type": "rnn"}, "model_definition.type 'rnn' is not supported: choose linear, mlp, cnn"),
+        ({"type": "rnn"}, "model_definition.type 'rnn' is not supported: did you mean cnn? choose linear, mlp, cnn"),
         ({"type": "mlp", "activation": "swish2"},
          "model_definition.activation 'swish2' is not supported: "
          "choose relu, gelu, silu, tanh, sigmoid, elu, leaky_relu"),
         ({"type": "mlp", "hidden": [64, 0]},
          "model_definition.hidden must be a list of positive integers (got [64, 0])"),
         ({"type": "mlp", "hiden": [64]},
-         "model_definition has unknown field 'hiden' for type mlp: known are activation, bias, dropout, hidden, type"),
+         "model_definition has unknown field 'hiden' for type mlp: did you mean hidden? known are activation, bias, dropout, hidden, type"),
         ({"type": "mlp", "dropout": 1.0}, "model_definition.dropout must be a number in [0, 1) (got 1.0)"),
         ({"type": "cnn", "input_shape": [2, 6], "conv": [{"features": 4, "pool": 4}]},
          "model_definition.conv[0].pool 4 is larger than the 2x6 feature map it pools: "
@@ -286,12 +288,13 @@ def test_model_definition_must_be_json_object() -> None:
 def test_unknown_optimizer_and_hyperparameter() -> None:
     with pytest.raises(ValueError) as info:
         TrainConfig.from_job({"optimizer": "foo"}, epochs=1, batch_size=8, model_definition=MLP)
-    assert str(info.value) == "unknown optimizer 'foo': choose adam, adamw or sgd"
+    assert str(info.value) == "hyperparameters.optimizer must be one of adam, adamw or sgd (got 'foo')"
     with pytest.raises(ValueError) as info:
         TrainConfig.from_job({"learning_rat": "0.1"}, epochs=1, batch_size=8, model_definition=MLP)
     assert str(info.value) == (
-        "unknown hyperparameter 'learning_rat': known are optimizer, learning_rate, weight_decay, "
-        "momentum, seed, dtype, validation_split, steps_per_chunk"
+        "hyperparameters.learning_rat is not a hyperparameter: did you mean learning_rate? known are optimizer, "
+        "learning_rate, weight_decay, momentum, seed, dtype, validation_split, steps_per_chunk, checkpoint_every, "
+        "checkpoint_interval_s, label_column, name"
     )
 
 
@@ -300,11 +303,11 @@ def test_unknown_optimizer_and_hyperparameter() -> None:
     [
         ({"epochs": 0}, "epochs must be an integer >= 1 (got 0)"),
         ({"batch_size": -3}, "batch_size must be an integer >= 1 (got -3)"),
-        ({"dtype": "float16"}, "unknown dtype 'float16': choose float32 or bfloat16"),
-        ({"validation_split": 1.0}, "validation_split must be a number in [0, 1) (got 1.0)"),
-        ({"momentum": -0.1}, "momentum must be a number in [0, 1) (got -0.1)"),
-        ({"learning_rate": 0.0}, "learning_rate must be a number > 0 (got 0.0)"),
-        ({"seed": -1}, "seed must be an integer in [0, 4294967295] (got -1)"),
+        ({"dtype": "float16"}, "hyperparameters.dtype must be float32 or bfloat16 (got 'float16')"),
+        ({"validation_split": 1.0}, "hyperparameters.validation_split must be a number in [0, 1) (got 1.0)"),
+        ({"momentum": -0.1}, "hyperparameters.momentum must be a number in [0, 1) (got -0.1)"),
+        ({"learning_rate": 0.0}, "hyperparameters.learning_rate must be a number > 0 (got 0.0)"),
+        ({"seed": -1}, "hyperparameters.seed must be an integer in [0, 4294967295] (got -1)"),
     ],
 )
 def test_bad_config_fields_are_named(fields: dict, message: str) -> None:
@@ -348,8 +351,8 @@ def test_non_numeric_hyperparameters_are_refused(name: str, text: str) -> None:
         return  # parse as floats; the range checks refuse them (covered above)
     with pytest.raises(ValueError) as info:
         TrainConfig.from_job({name: text}, epochs=1, batch_size=1, model_definition=MLP)
-    kind = "an integer" if name == "seed" else "a number"
-    assert str(info.value) == f"hyperparameter {name} must be {kind} (got {text.strip()!r})"
+    expected = HYPERPARAMETERS[name].expected  # events.jobspec's words for the rule
+    assert str(info.value) == f"hyperparameters.{name} must be {expected} (got {text.strip()!r})"
 
 
 def test_defaults() -> None:
@@ -392,5 +395,5 @@ def test_checkpoint_interval_skips_checkpoints_until_that_much_training_has_pass
     seen.clear()
     Trainer(config(epochs=4, checkpoint_every=1, checkpoint_interval_s=0.0), small).run(on_epoch=seen.append)
     assert seen[-1].checkpoint, "without an interval the last epoch always has its checkpoint"
-    with pytest.raises(ValueError, match="checkpoint_interval_s must be a number >= 0"):
+    with pytest.raises(ValueError, match="checkpoint_interval_s must be a number of seconds >= 0"):
         config(checkpoint_interval_s=-1.0)

@@ -19,13 +19,14 @@ import msgspec
 from aiohttp import web
 
 from central.adapters.grpc_base import unary
-from central.adapters.specs import check_id
+from central.adapters.specs import DEVICE_NAMES, ENUM_VALUES, check_id
 from central.control.deployments import DeploymentControl, DeploymentRequest
 from central.lifecycle.errors import Refused
 from central.lifecycle.deployments import DeploymentState
+from events import Requirements
 from protos import common_pb2, deployment_pb2 as dp, deployment_pb2_grpc as dpg, node_pb2
 
-__all__ = ["CentralDeploymentService", "add_deployment_routes", "add_deployment_service"]
+__all__ = ["CentralDeploymentService", "add_deployment_routes", "add_deployment_service", "requirements"]
 
 log = logging.getLogger("cyxwiz.central.deployments")
 
@@ -67,6 +68,27 @@ def to_proto(d: DeploymentState) -> dp.Deployment:
     return answer
 
 
+def requirements(config: dp.DeploymentConfig) -> Requirements:
+    """The device kind and memory a create asks for: ``config.requirements``, else
+    ``config.model.requirements``; ``min_vram`` counts for an accelerator, ``min_ram`` for
+    the CPU (the larger is taken when no device is named). Raises ``Refused(400)``."""
+    where = "config.requirements"
+    asked = config.requirements
+    if not config.HasField("requirements") and config.model.HasField("requirements"):
+        where, asked = "config.model.requirements", config.model.requirements
+    if asked.required_device not in ENUM_VALUES["DeviceType"]:
+        raise Refused(400, f"{where}.required_device {asked.required_device} is unknown; use a DeviceType")
+    for name in ("min_vram", "min_ram"):
+        if getattr(asked, name) < 0:
+            raise Refused(400, f"{where}.{name} must be >= 0 bytes (got {getattr(asked, name)})")
+    device = DEVICE_NAMES.get(asked.required_device)
+    if device in (None, "cpu"):
+        memory = asked.min_ram if device == "cpu" else max(asked.min_ram, asked.min_vram)
+    else:
+        memory = asked.min_vram
+    return Requirements(device=device, min_memory_bytes=memory)
+
+
 class CentralDeploymentService(dpg.DeploymentServiceServicer):
     def __init__(self, control: DeploymentControl, auth) -> None:
         self.control = control
@@ -86,7 +108,7 @@ class CentralDeploymentService(dpg.DeploymentServiceServicer):
             params["enable_terminal"] = "true"
         d = await self.control.create(DeploymentRequest(
             deployment_id=deployment_id, model_id=model_id, name=c.model.name, node=c.node_id or None,
-            runtime_params=params, user_id=c.user_id))
+            runtime_params=params, user_id=c.user_id, requirements=requirements(c)))
         return dp.CreateDeploymentResponse(status=common_pb2.STATUS_SUCCESS, deployment=to_proto(d))
 
     @unary(dp.GetDeploymentResponse)

@@ -84,8 +84,9 @@ def bounded_text(what: str, value: str, limit: int = MAX_TEXT) -> str:
 class Services:
     """What the servicers share: central's state, commands, auth, liveness, dispatcher."""
 
-    def __init__(self, state, bus, commands, auth, liveness, dispatcher, scheduler=None) -> None:
+    def __init__(self, state, bus, commands, auth, liveness, dispatcher, scheduler=None, phases=None) -> None:
         self.scheduler = scheduler
+        self.phases = phases  # central.control.job_phases.JobPhases: running jobs' phases
         self.state = state
         self.bus = bus
         self.commands = commands
@@ -110,7 +111,7 @@ class Services:
         return node
 
     def job_status(self, job) -> job_pb2.JobStatus:
-        return job_status(job, self.scheduler.waiting.get(job.job_id, "") if self.scheduler else "")
+        return job_status(job, self.phases.of(job) if self.phases is not None else None)
 
     def node_info(self, node: NodeState) -> node_pb2.NodeInfo:
         return node_info(node, last_seen_unix=self.liveness.last_seen_unix(node.node_id),

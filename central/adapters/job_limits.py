@@ -1,5 +1,9 @@
 """What a job spec may be: one check of our own ``JobSpec``, for every way a job gets in.
 
+The rules of the job itself (data set URI, model definition, hyperparameters, epochs,
+batch size) are ``events.jobspec``'s, the ones the node applies too; this module adds
+what only central knows or bounds (the online nodes' memory, text sizes, priority).
+
 ``check_spec`` runs on the spec SubmitJob built from a JobConfig and on the spec of a
 JobSubmitted that ``cyxwiz events publish`` is about to append, so both refuse the same
 jobs with the same message (only the field prefix differs: ``config.`` for a gRPC
@@ -20,41 +24,35 @@ from collections.abc import Iterable
 from typing import Any
 
 from central.lifecycle.errors import Refused
-from events import JobSpec, catalog
+from events import JobSpec
+from events.jobspec import MAX_BATCH, MAX_EPOCHS, InvalidJobSpec, check_job
 from events.model_size import ModelSize, estimate
 
 __all__ = [
-    "DATASET_SCHEMES", "MAX_BATCH", "MAX_EPOCHS", "MAX_LAYERS", "MAX_NAME", "MAX_PARAMETERS", "MAX_TEXT",
+    "MAX_BATCH", "MAX_EPOCHS", "MAX_LAYERS", "MAX_NAME", "MAX_PARAMETERS", "MAX_TEXT",
     "MAX_WIDTH", "NO_NODE_MEMORY", "check_model_size", "check_spec", "largest_node_memory",
 ]
 
-DATASET_SCHEMES = tuple(f"{scheme}://" for scheme in catalog.DATASET_SCHEMES)
 DEVICE_NAMES = ("cpu", "cuda", "opencl", "metal", "vulkan")
-MAX_EPOCHS = 1_000_000
-MAX_BATCH = 1 << 24
 MAX_TEXT = 65536
 MAX_NAME = 256
 MAX_LAYERS = 256
 MAX_WIDTH = 65_536
 MAX_PARAMETERS = 1_000_000_000
 NO_NODE_MEMORY = 64 << 30
+UNBOUNDED = 1 << 62  # memory that bounds nothing
 
 
 def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
-               name_field: str | None = None) -> JobSpec:
+               name_field: str | None = None, fit_memory: bool = True) -> JobSpec:
     """``spec`` if a node could run it, else ``Refused(400)`` naming the field, the value
-    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``)."""
+    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``);
+    ``fit_memory=False`` leaves out the one rule that depends on them (a queued job
+    may wait for a larger node)."""
     if spec.job_type != "JOB_TYPE_TRAINING":
         raise Refused(400, f"{where}.job_type {spec.job_type[:40]!r} is not supported: central runs JOB_TYPE_TRAINING jobs")
-    if not 0 < spec.epochs <= MAX_EPOCHS:
-        raise Refused(400, f"{where}.epochs must be 1..{MAX_EPOCHS} (got {spec.epochs})")
-    if not 0 < spec.batch_size <= MAX_BATCH:
-        raise Refused(400, f"{where}.batch_size must be 1..{MAX_BATCH} (got {spec.batch_size})")
     if not 0 <= spec.priority <= 3:
         raise Refused(400, f"{where}.priority {spec.priority} is unknown; use 0 (low) .. 3 (critical)")
-    uri = spec.dataset_uri
-    if not uri.startswith(DATASET_SCHEMES) or len(uri) > MAX_TEXT:
-        raise Refused(400, f"{where}.dataset_uri {uri[:80]!r} must start with one of {', '.join(DATASET_SCHEMES)}")
     if len(spec.name) > MAX_NAME:
         raise Refused(400, f"{name_field or where + '.name'} is too long ({len(spec.name)} characters, at most {MAX_NAME})")
     if sum(len(k) + len(v) for k, v in spec.hyperparameters.items()) > MAX_TEXT:
@@ -64,9 +62,14 @@ def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
         raise Refused(400, f"{where}.requirements.device {req.device[:40]!r} is unknown; use one of {', '.join(DEVICE_NAMES)}")
     if req.min_memory_bytes < 0:
         raise Refused(400, f"{where}.requirements.min_memory_bytes must be >= 0 (got {req.min_memory_bytes})")
-    if spec.model_definition:
-        check_model_size(spec.model_definition, optimizer=spec.hyperparameters.get("optimizer", "adam"),
-                         memory=largest_node_memory(nodes, req.device), where=f"{where}.model_definition")
+    try:  # the rules the node checks too: one module (events.jobspec)
+        checked = check_job(dataset_uri=spec.dataset_uri, model_definition=spec.model_definition,
+                            hyperparameters=spec.hyperparameters, epochs=spec.epochs, batch_size=spec.batch_size)
+    except InvalidJobSpec as exc:
+        raise Refused(400, str(exc.under(where))) from None
+    check_model_size(spec.model_definition, optimizer=checked.hyperparameters.get("optimizer", "adam"),
+                     memory=largest_node_memory(nodes, req.device) if fit_memory else UNBOUNDED,
+                     where=f"{where}.model_definition")
     return spec
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from central.adapters.grpc_base import Services, abort_with, bounded_text, paging, unary
-from central.adapters.specs import ENUM_VALUES, STATUS_OF_STATE, check_id, job_status, spec_from_config
+from central.adapters.specs import ENUM_VALUES, STATUS_OF_STATE, check_id, spec_from_config
 from central.lifecycle.deciders import Cancel, Submit
 from central.lifecycle.errors import Refused
 from protos import common_pb2, job_pb2, job_pb2_grpc
@@ -79,12 +79,15 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             return
         queue = self.s.state.watch(job.job_id)
         try:
-            yield _update(job, "status")
+            yield self._update(job, "status")
             while not job.done:
                 event, job = await queue.get()
-                yield _update(job, type(event).__name__)
+                yield self._update(job, type(event).__name__)
         finally:
             self.s.state.unwatch(job.job_id, queue)
+
+    def _update(self, job, message: str) -> job_pb2.JobUpdateStream:
+        return _update(self.s.job_status(job), job, message)
 
 
 def _listed(job, request) -> bool:
@@ -97,6 +100,5 @@ def _listed(job, request) -> bool:
     return True
 
 
-def _update(job, message: str) -> job_pb2.JobUpdateStream:
-    status = job_status(job)
+def _update(status: job_pb2.JobStatus, job, message: str) -> job_pb2.JobUpdateStream:
     return job_pb2.JobUpdateStream(job_id=job.job_id, status=status, live_metrics=status.metrics, log_message=message)

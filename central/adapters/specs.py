@@ -16,7 +16,7 @@ from central.adapters.job_limits import MAX_NAME, check_spec
 from central.lifecycle.errors import Refused
 from central.lifecycle.jobs import JobState
 from central.lifecycle.nodes import NodeState
-from events import Device, JobSpec, Requirements
+from events import Device, JobPhase, JobSpec, Requirements
 from protos import common_pb2, job_pb2, node_pb2
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -132,7 +132,8 @@ def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, res
 # --------------------------------------------------------------------------- jobs out
 
 
-def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
+def job_status(job: JobState, phase: JobPhase | None = None) -> job_pb2.JobStatus:
+    """The protocol's JobStatus of ``job``; ``phase`` is its node's latest (telemetry)."""
     status = job_pb2.JobStatus(
         job_id=job.job_id,
         status=STATUS_OF_STATE.get(job.status, common_pb2.STATUS_UNKNOWN),
@@ -149,8 +150,13 @@ def job_status(job: JobState, waiting_reason: str = "") -> job_pb2.JobStatus:
         checkpoint_uri=job.checkpoint_uri or "",
         total_epochs=job.epochs,
         name=job.name,
-        waiting_reason=waiting_reason if job.status == "queued" else "",
+        waiting_reason=job.waiting_reason if job.status == "queued" else "",
+        retryable=job.retryable and job.status == "failed",
     )
+    if phase is not None:
+        status.phase = phase.phase
+        if phase.phase == "training" and phase.steps > 0:
+            status.epoch_progress = min(1.0, phase.step / phase.steps)
     if job.error:
         code = (job.error_code or 500) if job.status == "failed" else 0  # what the node said, else a failure
         status.error.CopyFrom(common_pb2.Error(code=code, message=job.error))

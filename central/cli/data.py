@@ -1,10 +1,12 @@
 """``cyxwiz sql``, ``cyxwiz events publish|tail`` and ``cyxwiz projection rebuild``.
 
-Where the events are: ``--nats`` / ``$CYXWIZ_NATS_URL``, else the embedded server of
-``$CYXWIZ_HOME`` (reused when it runs; started for the command and stopped after it
-when it does not, so its store, not a stray process, is what stays).
-Where SQL runs: central's REST API when it answers (central holds the DuckDB file
-while it runs), else the file itself, opened read-only.
+Where the events are: ``--nats`` / ``$CYXWIZ_NATS_URL``, else the home's cluster file
+(``central.cluster``), else the embedded server of ``$CYXWIZ_HOME`` (reused when it
+runs; started for the command and stopped after it when it does not, so its store, not
+a stray process, is what stays).
+Where SQL runs: central's REST API (``--rest``, ``$CYXWIZ_REST_URL``, the cluster file, or
+found from ``--central``) when it answers (central holds the DuckDB file while it runs),
+else the file itself, opened read-only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -24,13 +25,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bus import BusError, EventBus, default_home, open_bus
+from bus import BusError, BusForbidden, EventBus, default_home
 from bus.loop import run as run_loop
 from central.readmodel.projection import Projection, ProjectionError
 from central.readmodel.projector import rebuild
 from central.adapters.job_limits import check_spec
 from central.lifecycle.errors import Refused
+from central.lifecycle.state import CentralState
 from central.readmodel.sql import QueryResult, SqlError, SqlTooLarge
+from central.cluster import connect_bus, rest_url
 from events import EVENT_TYPES, CyxwizError, InvalidEvent, JobSubmitted, build, subject_for
 
 from central.cli.exits import EXIT_INPUT, EXIT_UNREACHABLE as EXIT_ENV, exit_code  # noqa: E402
@@ -63,25 +66,28 @@ def sql_command(
     query: str = typer.Argument(..., help='read-only SQL, e.g. "SELECT state, count(*) FROM jobs GROUP BY 1"'),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines, one object per row"),
     as_csv: bool = typer.Option(False, "--csv", help="print CSV with a header"),
-    central: Optional[str] = typer.Option(None, "--central", envvar="CYXWIZ_REST_URL", help="central's REST URL (default http://localhost:8080)"),
+    central: Optional[str] = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL", help="central's gRPC HOST:PORT (its REST URL is found from the cluster file, or --rest)"),
+    rest: Optional[str] = typer.Option(None, "--rest", envvar="CYXWIZ_REST_URL", help="central's REST URL (default: from the cluster file, else http://localhost:8080)"),
     db: Optional[Path] = typer.Option(None, "--db", help="query this DuckDB file directly"),
     home: Optional[Path] = HomeOption,
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CYXWIZ_API_KEY"),
 ) -> None:
     """Run read-only SQL over the event history (tables: events, jobs, nodes, epochs, ...)."""
+    if central and central.startswith(("http://", "https://")):
+        fail(f"--central takes central's gRPC HOST:PORT (got {central!r}); give a REST URL with --rest", EXIT_INPUT)
     try:
-        result = _run_sql(query, central, db, home, api_key)
+        result = _run_sql(query, central, rest, db, home, api_key)
     except CyxwizError as exc:
         fail(str(exc), exit_code(exc))
     _print_result(result, "json" if as_json else "csv" if as_csv else "table")
 
 
-def _run_sql(query: str, central: str | None, db: Path | None, home: Path | None, api_key: str | None) -> QueryResult:
+def _run_sql(query: str, central: str | None, rest: str | None, db: Path | None, home: Path | None,
+             api_key: str | None) -> QueryResult:
     if db is None:
-        url = central or f"http://localhost:{os.environ.get('CYXWIZ_REST_PORT', '8080')}"
-        result = sql_over_rest(url, query, api_key, explicit=central is not None)
-        if result is not None:
-            return result
+        url, named = rest_url(rest, central=central, home=home)
+        if named:  # a guessed localhost:8080 may be someone else's central: only a named one is asked
+            return sql_over_rest(url, query, api_key)
         db = Path(home or default_home()) / "cyxwiz.duckdb"
     projection = Projection(db, read_only=True)
     try:
@@ -90,8 +96,8 @@ def _run_sql(query: str, central: str | None, db: Path | None, home: Path | None
         projection.close()
 
 
-def sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool) -> QueryResult | None:
-    """The answer from central, or None when nothing listens there (use the file then)."""
+def sql_over_rest(url: str, query: str, api_key: str | None) -> QueryResult:
+    """The answer of central's REST API at ``url``; one that does not answer is an error."""
     request = urllib.request.Request(
         url.rstrip("/") + "/api/v1/sql",
         data=json.dumps({"sql": query}).encode(),
@@ -106,9 +112,8 @@ def sql_over_rest(url: str, query: str, api_key: str | None, *, explicit: bool) 
             raise (SqlTooLarge if exc.code == 413 else SqlError)(message) from None
         raise CyxwizError(f"central at {url} answered {exc.code}: {message}", code=exc.code) from None
     except (urllib.error.URLError, OSError, msgspec.DecodeError) as exc:
-        if explicit:
-            raise ProjectionError(f"central's REST API at {url} does not answer ({exc}); drop --central to read the file") from None
-        return None
+        raise ProjectionError(f"central's REST API at {url} does not answer ({exc}); "
+                              "give --db FILE to read a DuckDB file instead") from None
 
 
 _REST_TIMEOUT_S = 120  # central stops a query at its own limit (30 s by default) and answers why
@@ -147,7 +152,10 @@ def publish_command(
     nats_url: Optional[str] = NatsOption,
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Validate an event against its type and append it to the stream."""
+    """Validate an event against its type and its aggregate's history, then append it to the stream.
+
+    One that would be an anomaly (a JobSubmitted whose id exists, an epoch a job never
+    reached, ...) is refused: exit 5, nothing published."""
     try:
         fields = json.loads(data)
     except ValueError as exc:
@@ -163,10 +171,42 @@ def publish_command(
         fail(f"JobSubmitted: {exc.message}", EXIT_INPUT)
 
     async def publish(bus: EventBus) -> int:
-        return await bus.append(event)
+        subject = subject_for(event)
+        try:
+            version, reason = await fits_stream(bus, event, subject)
+        except BusForbidden:  # a publisher may not read: consumers still ignore an event that does not fit
+            err.print("note: these credentials may not read the stream, so whether the event fits its "
+                      f"{subject} was not checked", highlight=False, markup=False)
+            return await bus.append(event)
+        if reason is not None:
+            raise EventRefused(f"{event_type} would be an anomaly on {subject} (seq {version}): {reason}; "
+                               "nothing published")
+        return await bus.append(event, expected_version=version)
 
-    seq = _with_bus(nats_url, home, publish)
+    try:
+        seq = _with_bus(nats_url, home, publish)
+    except EventRefused as exc:
+        fail(str(exc), exit_code(exc))
     out.print(f"published {event_type} {event.event_id} as seq {seq}", highlight=False)
+
+
+class EventRefused(CyxwizError):
+    """The event does not fit its aggregate's history (``central.lifecycle``'s anomaly rules)."""
+
+    code = 409
+
+
+async def fits_stream(bus: EventBus, event: Any, subject: str) -> tuple[int, str | None]:
+    """The version of ``subject`` now and why ``event`` would be an anomaly there (None:
+    it fits): its aggregate's history folded by the rules every consumer uses."""
+    version = await bus.subject_version(subject)
+    state = CentralState()
+    if version:
+        async for msg in bus.read(1, until_seq=version, subjects=subject):
+            state.apply(msg)
+    before = state.anomaly_count
+    state.apply_event(event, version + 1)
+    return version, (state.anomalies[-1][2] if state.anomaly_count > before else None)
 
 
 @events_app.command("tail")
@@ -250,7 +290,7 @@ def _with_bus(nats_url: str | None, home: Path | None, action) -> Any:
     """Run ``action(bus)``; an embedded server started for it is stopped afterwards."""
 
     async def main() -> Any:
-        bus, server = await open_bus(nats_url, home=home, timeout=2.5)
+        bus, server = await connect_bus(nats_url, home=home, timeout=2.5)
         try:
             return await action(bus)
         finally:

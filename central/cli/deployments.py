@@ -4,8 +4,8 @@
     cyxwiz deployments [list|show ID|stop ID|delete ID]
     cyxwiz predict DEPLOYMENT --input FILE.npy|-                  # '-': JSON numbers on stdin
 
-Exit codes as for jobs: 2 bad input, 3 central unreachable, 4 unknown id, 5 refused
-(a failed deployment included).
+Ids may be unique prefixes (``central.cli.ids``). Exit codes as for jobs: 2 bad input,
+3 central unreachable, 4 unknown id, 5 refused (a failed deployment included).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from central.cli.jobs import EXIT_INPUT, CentralOpt, JsonOpt, client_errors, console, fail
-from central.client import Client, ClientError
+from central.cli.exits import EXIT_INPUT
+from central.cli.ids import resolve_deployment, resolve_job
+from central.cli.jobs import CentralOpt, JsonOpt, client_errors, console, fail
+from central.client import Client
+from events.errors import CyxwizError
 
 __all__ = ["register"]
 
@@ -66,8 +69,8 @@ def register(app: typer.Typer) -> None:
         """Serve a trained model: waits until it is RUNNING and prints where to send requests."""
         try:
             with Client(central) as client:
-                d = client.deploy(job_id, deployment_id=deployment_id, name=name, node=node, max_batch=max_batch)
-        except ClientError as exc:
+                d = client.deploy(resolve_job(client, job_id), deployment_id=deployment_id, name=name, node=node, max_batch=max_batch)
+        except CyxwizError as exc:
             client_errors(exc)
         _show(d, as_json)
 
@@ -86,8 +89,8 @@ def register(app: typer.Typer) -> None:
     def show(deployment_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
         try:
             with Client(central) as client:
-                _show(client.deployment(deployment_id), as_json)
-        except ClientError as exc:
+                _show(client.deployment(resolve_deployment(client, deployment_id)), as_json)
+        except CyxwizError as exc:
             client_errors(exc)
 
     @deployments_app.command()
@@ -95,8 +98,9 @@ def register(app: typer.Typer) -> None:
         """Stop serving (requests already accepted are answered)."""
         try:
             with Client(central) as client:
+                deployment_id = resolve_deployment(client, deployment_id)
                 console.print(f"deployment {deployment_id}: {client.stop_deployment(deployment_id).status}")
-        except ClientError as exc:
+        except CyxwizError as exc:
             client_errors(exc)
 
     @deployments_app.command()
@@ -104,8 +108,9 @@ def register(app: typer.Typer) -> None:
         """Forget a stopped deployment."""
         try:
             with Client(central) as client:
+                deployment_id = resolve_deployment(client, deployment_id)
                 client.delete_deployment(deployment_id)
-        except ClientError as exc:
+        except CyxwizError as exc:
             client_errors(exc)
         console.print(f"deployment {deployment_id}: deleted")
 
@@ -120,8 +125,8 @@ def register(app: typer.Typer) -> None:
         x = _read_input(input)
         try:
             with Client(central) as client:
-                out = client.predict(deployment_id, x)
-        except ClientError as exc:
+                out = client.predict(resolve_deployment(client, deployment_id), x)
+        except CyxwizError as exc:
             client_errors(exc)
         if as_json:
             console.print_json(json.dumps({"output": out.tolist(), "argmax": out.argmax(-1).tolist()}))
@@ -133,7 +138,7 @@ def register(app: typer.Typer) -> None:
         try:
             with Client(central) as client:
                 found = client.deployments()
-        except ClientError as exc:
+        except CyxwizError as exc:
             client_errors(exc)
         if as_json:
             console.print_json(json.dumps([d.to_dict() for d in found]))

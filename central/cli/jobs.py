@@ -1,5 +1,7 @@
 """``cyxwiz submit``, ``cyxwiz jobs``, ``cyxwiz nodes``: the CLI for people, over gRPC.
 
+Central is ``--central`` / ``CYXWIZ_CENTRAL``, else the home's cluster file
+(``central.cluster``). Job ids may be given by a unique prefix (``central.cli.ids``).
 Exit codes: ``central.cli.exits`` (one table for every command).
 """
 
@@ -11,18 +13,20 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from central.cli.exits import EXIT_FAILED, EXIT_INPUT, exit_code
+from central.cli.ids import resolve_job
+from central.cli.render import console, epoch_text, err_console, metric_text, percent_text, size_text, when_text
 from central.client import Client, ClientError, JobInfo
+from events.errors import CyxwizError
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+__all__ = ["CentralOpt", "JsonOpt", "client_errors", "console", "err_console", "fail", "follow_job", "jobs_app",
+           "load_job_file", "parse_model", "print_job_result", "register"]
 
-
-CentralOpt = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL", help="central's gRPC address (default localhost:50051)")
+CentralOpt = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL",
+                          help="central's gRPC HOST:PORT (default: the cluster file's, else localhost:50051)")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 
 MODEL_PRESETS = {
@@ -37,7 +41,7 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def client_errors(exc: ClientError) -> None:
+def client_errors(exc: CyxwizError) -> None:
     fail(str(exc), exit_code(exc))
 
 
@@ -131,16 +135,20 @@ def print_job_result(info: JobInfo) -> None:
     if info.state == "completed":
         console.print(f"[green]✔ job {info.job_id} completed[/green] on {info.node_id or '?'}")
         for key in sorted(info.metrics):
-            console.print(f"  {key:<16} {info.metrics[key]:.4f}")
+            console.print(f"  {key:<16} {metric_text(info.metrics[key])}")
         if info.sha256:
-            console.print(f"  model            {info.artifact_uri} ({info.size_bytes:,} bytes)")
+            console.print(f"  model            {info.artifact_uri} ({size_text(info.size_bytes)})")
             console.print(f"  sha256           {info.sha256}")
     else:
         console.print(f"[red]✘ job {info.job_id} {info.state}[/red]" + (f": {info.error}" if info.error else ""))
 
 
+# ``cyxwiz jobs ...``: module-level, so another module of this package can add a sub-command
+# to it in its own ``register`` (typer reads the commands when the CLI runs)
+jobs_app = typer.Typer(help="List, show, follow and cancel jobs.", no_args_is_help=False, invoke_without_command=True)
+
+
 def register(app: typer.Typer) -> None:
-    jobs_app = typer.Typer(help="List, show, follow and cancel jobs.", no_args_is_help=False, invoke_without_command=True)
     app.command("submit")(submit)
     jobs_app.callback()(jobs_default)
     jobs_app.command("show")(jobs_show)
@@ -152,16 +160,16 @@ def register(app: typer.Typer) -> None:
 
 def submit(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset URI: builtin://digits, file://..., nats://NAME, synthetic://classification?n=..."),
-    model: str = typer.Option("mlp", "--model", "-m", help="mlp, linear, cnn, or a JSON model definition"),
-    epochs: int = typer.Option(10, "--epochs", "-e"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="mlp (default), linear, cnn, or a JSON model definition"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="epochs to train (default 10)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="samples per step (default 64)"),
     learning_rate: Optional[float] = typer.Option(None, "--lr", help="learning rate"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, adamw or sgd"),
     hp: list[str] = typer.Option([], "--hp", help="extra hyperparameter key=value (repeatable)"),
-    priority: str = typer.Option("normal", "--priority", help="low, normal, high, critical"),
+    priority: Optional[str] = typer.Option(None, "--priority", help="low, normal (default), high, critical"),
     device: Optional[str] = typer.Option(None, "--device", help="required device: cpu or cuda"),
     name: Optional[str] = typer.Option(None, "--name"),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="job file (TOML or JSON) with the same settings; flags given override it"),
     follow: bool = typer.Option(False, "--follow", help="show live progress until the job ends"),
     central: Optional[str] = CentralOpt,
     as_json: bool = JsonOpt,
@@ -169,24 +177,34 @@ def submit(
     """Submit a training job (flags or a job file); --follow to watch it train."""
     try:
         spec = load_job_file(file) if file else {}
-        if dataset:
-            spec["dataset_uri"] = dataset
+        flags = {"dataset_uri": ("--dataset", dataset), "model": ("--model", model), "epochs": ("--epochs", epochs),
+                 "batch_size": ("--batch-size", batch_size), "priority": ("--priority", priority),
+                 "device": ("--device", device), "name": ("--name", name)}
+        for key, (flag, value) in flags.items():
+            if value is None:
+                continue
+            if key in spec:
+                err_console.print(f"note: {flag} {value} overrides {key} = {json.dumps(spec[key])} from {file}",
+                                  highlight=False, markup=False)
+            spec[key] = parse_model(value) if key == "model" else value
         if "dataset_uri" not in spec:
             raise ValueError("give a dataset with --dataset URI (e.g. builtin://digits) or a job file with --file")
-        if not file or "model" not in spec:
-            spec["model"] = parse_model(model)
-        if not file:
-            spec.update(epochs=epochs, batch_size=batch_size, priority=priority)
-        hyper = {**spec.get("hyperparameters", {}), **parse_hyperparameters(hp)}
-        if learning_rate is not None:
-            hyper["learning_rate"] = learning_rate
-        if optimizer:
-            hyper["optimizer"] = optimizer
+        if "model" not in spec:
+            spec["model"] = parse_model("mlp")
+        elif isinstance(spec["model"], str):
+            spec["model"] = parse_model(spec["model"])
+        spec.setdefault("epochs", SUBMIT_DEFAULTS["epochs"])
+        spec.setdefault("batch_size", SUBMIT_DEFAULTS["batch_size"])
+        spec.setdefault("priority", SUBMIT_DEFAULTS["priority"])
+        given = {**parse_hyperparameters(hp), **({"learning_rate": learning_rate} if learning_rate is not None else {}),
+                 **({"optimizer": optimizer} if optimizer else {})}
+        hyper = dict(spec.get("hyperparameters", {}))
+        for key, value in given.items():
+            if key in hyper:
+                err_console.print(f"note: {key}={value} overrides hyperparameters.{key} = {json.dumps(hyper[key])} "
+                                  f"from {file}", highlight=False, markup=False)
+            hyper[key] = value
         spec["hyperparameters"] = hyper
-        if device:
-            spec["device"] = device
-        if name:
-            spec["name"] = name
     except ValueError as exc:
         fail(str(exc), EXIT_INPUT)
     try:
@@ -205,6 +223,10 @@ def submit(
     if final.state != "completed":
         raise typer.Exit(EXIT_FAILED)
 
+
+SUBMIT_DEFAULTS = {"epochs": 10, "batch_size": 64, "priority": "normal"}
+
+
 def jobs_default(
     ctx: typer.Context,
     limit: int = typer.Option(100, "--limit"),
@@ -222,39 +244,55 @@ def jobs_default(
     if as_json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2))
         return
-    table = Table("job", "name", "state", "node", "epoch", "loss", "accuracy")
+    table = Table("job", "name", "state", "node", "epoch", "progress", "loss", "accuracy", "submitted")
     for job in jobs:
         m = job.metrics
         acc = m.get("val_accuracy", m.get("accuracy"))
         table.add_row(
-            job.job_id, job.name, job.state, job.node_id or "-", f"{job.epoch}/{job.total_epochs}",
-            f"{m['loss']:.4f}" if "loss" in m else "-", f"{acc:.3f}" if acc is not None else "-",
+            job.job_id, job.name, job.state, job.node_id or "-", epoch_text(job.epoch, job.total_epochs),
+            percent_text(job.progress), metric_text(m["loss"]) if "loss" in m else "-",
+            metric_text(acc) if acc is not None else "-", when_text(job.submitted_at),
         )
     console.print(table)
 
 def jobs_show(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
-    """Show one job with its latest metrics."""
+    """Show one job (id or unique prefix) with its latest metrics."""
     try:
         with Client(central) as client:
-            info = client.status(job_id)
-    except ClientError as exc:
+            info = client.status(resolve_job(client, job_id))
+    except CyxwizError as exc:
         client_errors(exc)
     if as_json:
         print(json.dumps(info.to_dict(), indent=2))
         return
     table = Table(show_header=False)
     for key, value in info.to_dict().items():
-        if key == "metrics":
-            value = ", ".join(f"{k}={v:.4f}" for k, v in sorted(value.items())) or "-"
-        table.add_row(key, str(value))
+        table.add_row(key, _shown(key, value, info))
     console.print(table)
 
+
+def _shown(key: str, value: Any, info: JobInfo) -> str:
+    """One field of ``jobs show`` as people read it (``--json`` has the raw values)."""
+    if key == "metrics":
+        return ", ".join(f"{k}={metric_text(v)}" for k, v in sorted(value.items())) or "-"
+    if key in ("submitted_at", "started_at", "finished_at"):
+        return when_text(value)
+    if key == "progress":
+        return percent_text(value)
+    if key == "epoch":
+        return epoch_text(value, info.total_epochs)
+    if key == "total_epochs":
+        return str(int(value))
+    if key == "size_bytes":
+        return size_text(value)
+    return str(value) if value not in ("", None) else "-"
+
 def jobs_follow(job_id: str, central: Optional[str] = CentralOpt, as_json: bool = JsonOpt) -> None:
-    """Watch a job until it ends."""
+    """Watch a job (id or unique prefix) until it ends."""
     try:
         with Client(central) as client:
-            final = follow_job(client, job_id, as_json=as_json)
-    except ClientError as exc:
+            final = follow_job(client, resolve_job(client, job_id), as_json=as_json)
+    except CyxwizError as exc:
         client_errors(exc)
     if not as_json:
         print_job_result(final)
@@ -262,11 +300,12 @@ def jobs_follow(job_id: str, central: Optional[str] = CentralOpt, as_json: bool 
         raise typer.Exit(EXIT_FAILED)
 
 def jobs_cancel(job_id: str, reason: str = typer.Option("", "--reason"), central: Optional[str] = CentralOpt) -> None:
-    """Cancel a job: a queued one at once, a running one at its next step."""
+    """Cancel a job (id or unique prefix): a queued one at once, a running one at its next step."""
     try:
         with Client(central) as client:
+            job_id = resolve_job(client, job_id)
             client.cancel(job_id, reason)
-    except ClientError as exc:
+    except CyxwizError as exc:
         client_errors(exc)
     console.print(f"cancel requested for {job_id}")
 

@@ -15,10 +15,9 @@ import typer
 from bus import ROLES
 from bus.credentials import credentials_from_file, ensure_seeds, authorization_block, write_seed_file
 from bus.errors import CredentialsError
+from central.cli.exits import EXIT_INPUT
 
 __all__ = ["register"]
-
-EXIT_INPUT = 2
 
 nats_app = typer.Typer(help="The NATS users of this home's embedded server (roles and their seeds).",
                        no_args_is_help=True)

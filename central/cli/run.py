@@ -1,8 +1,17 @@
-"""``cyxwiz up`` (the whole stack in one command) and ``cyxwiz demo`` (the first run)."""
+"""``cyxwiz up`` (the whole stack in one command) and ``cyxwiz demo`` (the first run).
+
+``up`` listens on 127.0.0.1 unless ``--host`` says otherwise, and its banner says
+whether job calls need an API key. Its central writes the home's cluster file
+(``central.cluster``), so every other command in another shell finds it.
+``demo`` starts a stack of its own (a temporary home, free ports, its own NATS), so it
+never submits to someone else's central; ``--use-running`` uses the running one instead.
+"""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import urllib.error
@@ -12,18 +21,20 @@ from typing import Optional
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
 from central.cli.data import sql_over_rest
 from events.errors import CyxwizError
-from central.cli.exits import EXIT_FAILED, EXIT_UNREACHABLE
+from central.cli.exits import EXIT_FAILED, exit_code
 from central.cli.jobs import err_console, fail, follow_job, print_job_result
-from central.client import CentralUnavailable, Client, ClientError
-from central.cli.stack import Stack, StackConfig, StackError
+from central.cli.node import EXIT_MISSING, missing_node_packages
+from central.cli.render import console
+from central.client import Client
+from central.cli.stack import Stack, StackConfig
+from central.cluster import central_address, cluster_path, rest_url
 
-console = Console()
+__all__ = ["banner", "register"]
 
 DEMO_MODEL = {"type": "mlp", "hidden": [256, 128]}
 DEMO_SQL = """SELECT epoch, round(loss, 4) AS loss, round(val_accuracy, 4) AS val_accuracy,
@@ -37,13 +48,22 @@ def banner(stack: Stack) -> Panel:
     table.add_row("NATS", stack.nats_url)
     table.add_row("central gRPC", stack.grpc)
     table.add_row("REST API", stack.rest + "/api/health")
+    host = stack.config.host
+    table.add_row("listening on", f"{host}" + (" (this machine only; --host 0.0.0.0 for others)" if host in LOOPBACK else
+                                              " (other machines can reach it)"))
+    if stack.central.info.get("job_calls_open", True):
+        table.add_row("job calls", "[bold yellow]OPEN[/bold yellow]: no API key, anyone who reaches central's port may "
+                                   "submit and cancel jobs (set CYXWIZ_API_KEY)")
+    else:
+        table.add_row("job calls", "need the API key (CYXWIZ_API_KEY)")
     for part in stack.node_parts:
         info = part.info
         table.add_row(f"{part.name} ({info.get('node_id', '?')})",
                       f"node service {info.get('node_service')}  deploy {info.get('deploy')}  terminal {info.get('terminal')}")
     table.add_row("state", str(stack.home))
+    table.add_row("cluster file", f"{cluster_path(stack.home)} (other shells here find central through it)")
     table.add_row("logs", str(stack.home / "logs"))
-    return Panel(table, title="[bold green]CyxWiz is up[/bold green]", subtitle="Ctrl-C stops everything")
+    return Panel(table, title="[bold green]CyxWiz is up[/bold green]", subtitle="Ctrl-C stops everything", expand=False)
 
 
 def wait_for_stop(stack: Stack) -> str:
@@ -72,7 +92,7 @@ def _interrupt(signum, _frame):
 def rest_sql(rest_url: str, sql: str) -> dict:
     """Central's answer to ``sql`` as a dict (columns, rows), through the CLI's one REST
     SQL client (``central.cli.data.sql_over_rest``); refusals raise its errors."""
-    return msgspec.to_builtins(sql_over_rest(rest_url, sql, None, explicit=True))
+    return msgspec.to_builtins(sql_over_rest(rest_url, sql, None))
 
 
 def print_sql(result: dict, title: str) -> None:
@@ -82,10 +102,14 @@ def print_sql(result: dict, title: str) -> None:
     console.print(table)
 
 
-def _stack_config(home, nats, grpc_port, rest_port, nodes, node_ports=(50054, 50052, 50053)) -> StackConfig:
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _stack_config(home, nats, grpc_port, rest_port, nodes, node_ports=(50054, 50052, 50053),
+                  host: str = "127.0.0.1") -> StackConfig:
     node_port, deploy_port, terminal_port = node_ports
     return StackConfig(home=Path(home), nats_url=nats, grpc_port=grpc_port, rest_port=rest_port, nodes=nodes,
-                       node_port=node_port, deploy_port=deploy_port, terminal_port=terminal_port)
+                       node_port=node_port, deploy_port=deploy_port, terminal_port=terminal_port, host=host)
 
 
 def register(app: typer.Typer) -> None:
@@ -101,9 +125,12 @@ def register(app: typer.Typer) -> None:
         terminal_port: int = typer.Option(50053, "--terminal-port", envvar="CYXWIZ_TERMINAL_PORT"),
         terminal: bool = typer.Option(True, "--terminal/--no-terminal",
                                       help="local nodes serve `cyxwiz shell` (loopback only without CYXWIZ_API_KEY)"),
+        host: str = typer.Option("127.0.0.1", "--host", help="address central and the nodes listen on (0.0.0.0: every interface)"),
     ) -> None:
         """Start NATS, central and a local node; Ctrl-C or SIGTERM stops them all."""
-        config = _stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port))
+        if nodes > 0:
+            _need_node_packages("cyxwiz up")
+        config = _stack_config(home, nats, grpc_port, rest_port, nodes, (node_port, deploy_port, terminal_port), host)
         config.terminal = terminal
         stack = Stack(config)
         signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops what has started
@@ -113,8 +140,9 @@ def register(app: typer.Typer) -> None:
                 stack.start()
             console.print(banner(stack))
             why = wait_for_stop(stack)
-        except StackError as exc:
+        except CyxwizError as exc:  # a part that did not start, a setting that cannot be used
             why = "failed to start"
+            failed_code = exc.exit_code
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         except KeyboardInterrupt:
             pass  # a signal at any point up to here: stop below
@@ -124,39 +152,61 @@ def register(app: typer.Typer) -> None:
             with console.status("stopping ..."):
                 stack.stop()  # idempotent: stops whatever has started
         console.print(f"stopped ({why}); state kept in {stack.home}")
-        if "exited" in why or why == "failed to start":
+        if why == "failed to start":
+            raise typer.Exit(failed_code)
+        if "exited" in why:
             raise typer.Exit(EXIT_FAILED)
 
     @app.command()
     def demo(
-        home: Path = typer.Option(Path(".cyxwiz"), "--home", envvar="CYXWIZ_HOME"),
-        central: str = typer.Option("localhost:50051", "--central", envvar="CYXWIZ_CENTRAL", help="use this running central if it answers"),
+        use_running: bool = typer.Option(False, "--use-running", help="use the running central (--central, "
+                                         "CYXWIZ_CENTRAL or the cluster file) instead of a fresh stack of its own"),
+        central: Optional[str] = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL", help="with --use-running: central's gRPC HOST:PORT"),
+        rest: Optional[str] = typer.Option(None, "--rest", envvar="CYXWIZ_REST_URL", help="with --use-running: central's REST URL"),
         epochs: int = typer.Option(12, "--epochs"),
     ) -> None:
-        """Train a real model on builtin://digits through the whole platform, then query its history."""
+        """Train a real model on builtin://digits through the whole platform, then query its history.
+
+        It starts NATS, central and a node of its own (a temporary home, free ports) and
+        stops them after; nothing of anyone else's is touched."""
         stack = None
-        rest = None
+        home = None
+        ok = False
         try:
-            try:
-                with Client(central, timeout=2.0) as probe:
-                    probe.jobs(limit=1)
-                console.print(f"using the running central at {central}")
-                rest = "http://localhost:8080"
-            except CentralUnavailable:
-                stack = Stack(_stack_config(home, None, 0, 0, 1, (0, 0, 0)))
-                with console.status("starting NATS, central and a node (first start compiles JAX, a few seconds) ..."):
+            if not use_running:
+                _need_node_packages("cyxwiz demo")
+            if use_running:
+                target = central_address(central)
+                rest_at, _ = rest_url(rest, central=central)
+                console.print(f"using the running central at {target} (REST {rest_at})")
+            else:
+                home = Path(tempfile.mkdtemp(prefix="cyxwiz-demo-"))
+                stack = Stack(StackConfig(home=home, grpc_port=0, rest_port=0, nodes=1, node_port=0, deploy_port=0,
+                                          terminal_port=0, fresh_nats=True))
+                with console.status("starting NATS, central and a node of its own (first start compiles JAX, a few seconds) ..."):
                     stack.start()
-                central, rest = stack.grpc, stack.rest
+                target, rest_at = stack.grpc, stack.rest
                 console.print(banner(stack))
-            _run_demo(central, rest, epochs)
-        except StackError as exc:
-            fail(str(exc), EXIT_FAILED)
-        except ClientError as exc:
-            fail(str(exc), EXIT_UNREACHABLE)
+            _run_demo(target, rest_at, epochs)
+            ok = True
+        except CyxwizError as exc:
+            fail(str(exc), exit_code(exc))
         finally:
             if stack is not None:
                 with console.status("stopping the stack ..."):
                     stack.stop()
+            if home is not None:
+                if ok:
+                    shutil.rmtree(home, ignore_errors=True)
+                else:
+                    err_console.print(f"the demo's state and logs are kept in {home}", highlight=False)
+
+
+def _need_node_packages(command: str) -> None:
+    missing = missing_node_packages()
+    if missing:
+        fail(f"{command} starts a local node, which needs {', '.join(missing)}: pip install 'cyxwiz[node]' "
+             "(or cyxwiz up --nodes 0 for central alone)", EXIT_MISSING)
 
 
 def _run_demo(central: str, rest: str, epochs: int) -> None:
@@ -189,4 +239,5 @@ def _run_demo(central: str, rest: str, epochs: int) -> None:
         print_sql(rest_sql(rest, DEMO_SQL_EVENTS), "events by type")
     except (CyxwizError, urllib.error.URLError, OSError, KeyError, ValueError) as exc:
         fail(f"the SQL query through {rest} failed: {exc}", EXIT_FAILED)
-    console.print("\nTry: [bold]cyxwiz sql \"SELECT * FROM jobs\"[/bold] (with the stack up: [bold]cyxwiz up[/bold])")
+    console.print("\nNext: [bold]cyxwiz up[/bold] in one shell, then [bold]cyxwiz submit -d builtin://digits --follow[/bold] "
+                  "and [bold]cyxwiz sql \"SELECT * FROM jobs\"[/bold] in another")

@@ -28,11 +28,13 @@ from typing import Optional
 import grpc
 import typer
 
-from events.errors import CODES
+from central.cli.ids import UnknownId, match_prefix
+from central.cluster import central_address
+from events.errors import CODES, CyxwizError
 from protos import deployment_pb2, deployment_pb2_grpc
 from protos.convert import bearer_metadata
 
-__all__ = ["register", "run_shell"]
+__all__ = ["register", "resolve_target", "run_shell"]
 
 EXIT_CODE_TRAILER = "cyxwiz-exit-code"
 EXIT_BROKEN = 255  # as ssh: the connection, not the remote shell, ended it
@@ -164,7 +166,8 @@ def register(app: typer.Typer) -> None:
         target: Optional[str] = typer.Argument(None, help="node id or name, or a deployment id "
                                                           "(default: the one node that serves terminals)"),
         central: Optional[str] = typer.Option(None, "--central", envvar="CYXWIZ_CENTRAL",
-                                              help="central's gRPC address (default localhost:50051)"),
+                                              help="central's gRPC HOST:PORT (default: the cluster file's, "
+                                                   "else localhost:50051)"),
         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CYXWIZ_API_KEY", show_default=False,
                                               help="the cluster API key, when central has one"),
         user: Optional[str] = typer.Option(None, "--user", help="who you are, for the audit trail "
@@ -172,10 +175,32 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open an interactive shell on a node (or a deployment's node) through central."""
         who = user or getpass.getuser()
+        central = central_address(central)
         try:
+            target = resolve_target(central, api_key, target) if target else ""
             with _raw_mode():
-                code = asyncio.run(run_shell(central or "localhost:50051", api_key, target or "", who))
+                code = asyncio.run(run_shell(central, api_key, target, who))
         except ShellError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.code) from None
+        except CyxwizError as exc:  # a prefix that fits several ids or none; central unreachable
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         raise typer.Exit(code)
+
+
+def resolve_target(central: str, api_key: str | None, target: str) -> str:
+    """A node name as given (central knows names); else the node or deployment id that
+    ``target`` is or is the unique prefix of (``central.cli.ids``); one that fits none goes
+    to central as given."""
+    from central.client import Client
+
+    with Client(central, api_key=api_key) as client:
+        nodes = client.nodes()
+        if target in {n.name for n in nodes}:
+            return target
+        ids = [n.node_id for n in nodes] + [d.deployment_id for d in client.deployments()]
+    try:
+        return match_prefix(target, ids, "node or deployment")
+    except UnknownId:
+        return target  # central says what it knows

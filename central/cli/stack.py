@@ -53,6 +53,7 @@ class StackConfig:
     node_port: int = 50054
     deploy_port: int = 50052
     terminal_port: int = 50053
+    host: str = "127.0.0.1"  # where central and the nodes listen (0.0.0.0: every interface)
     heartbeat_s: float | None = None
     node_timeout_s: float | None = None
     slots: int | None = None
@@ -91,7 +92,7 @@ class Stack:
             self.nats_url = self.nats.url
         c = self.config
         args = ["--home", str(self.home), "--nats", self.nats_url,
-                "--grpc-port", str(c.grpc_port), "--rest-port", str(c.rest_port)]
+                "--grpc-port", str(c.grpc_port), "--rest-port", str(c.rest_port), "--host", c.host]
         if c.heartbeat_s is not None:
             args += ["--heartbeat", str(c.heartbeat_s)]
         if c.node_timeout_s is not None:
@@ -113,6 +114,7 @@ class Stack:
             "--node-port", str(port(c.node_port)),
             "--deploy-port", str(port(c.deploy_port)),
             "--terminal-port", str(port(c.terminal_port)),
+            "--bind", c.host,
         ]
         if c.heartbeat_s is not None:
             args += ["--heartbeat", str(c.heartbeat_s)]

@@ -1,7 +1,12 @@
 """Deployments across the cluster: central places each on a node and follows it there.
 
-Create checks the model (a completed job's artifact), picks a node (the one asked for,
-else the online node with the fewest active deployments), appends DeploymentRequested
+Create checks the model (a completed job's artifact), estimates the memory serving it
+takes (``serving_need``: the artifact's weights and one batch through the widest layer,
+or what the request's ``requirements`` ask, whichever is more), picks a node that fits
+(``policy.fits``: the device kind asked for, with that much memory *available*: the
+node's latest heartbeat, less what its deployments still loading will take; the one
+asked for, else of those that fit the one with the fewest active deployments), and
+refuses with FAILED_PRECONDITION naming what is missing when none fits. It appends DeploymentRequested
 and DeploymentPlaced, then calls the node's CreateDeployment (at the NodeService
 endpoint central knows, with the node's session token) and polls GetDeployment until
 it is RUNNING or FAILED, appending DeploymentRunning / DeploymentFailed. Nodes never
@@ -22,7 +27,9 @@ from bus import ConcurrencyConflict
 from central.lifecycle.errors import Refused
 from central.lifecycle.nodes import NodeState
 from central.lifecycle.deployments import ACTIVE, DeploymentState
+from central.lifecycle.policy import Candidate, fitting, why_unfit
 from events import (
+    Device,
     DeploymentDeleted,
     DeploymentFailed,
     DeploymentPlaced,
@@ -30,13 +37,15 @@ from events import (
     DeploymentRunning,
     DeploymentStopped,
     NodeLost,
+    Requirements,
     subject_for,
 )
+from events.model_size import estimate
 from protos import deployment_pb2 as dp
 from protos import deployment_pb2_grpc as dpg
 from protos.convert import bearer_metadata
 
-__all__ = ["DeploymentControl", "DeploymentRequest"]
+__all__ = ["DeploymentControl", "DeploymentRequest", "serving_need"]
 
 log = logging.getLogger("cyxwiz.central.deployments")
 
@@ -52,6 +61,24 @@ class DeploymentRequest:
     node: str | None = None  # id or name
     runtime_params: dict[str, str] = field(default_factory=dict)
     user_id: str = ""
+    requirements: Requirements = Requirements()  # device kind and memory asked for (0: central estimates)
+
+
+def serving_need(definition: str, *, weights_bytes: int, max_batch: int) -> int:
+    """Bytes serving a model takes: its weights (the artifact's size, or the definition's
+    parameter count where larger) and one batch of ``max_batch`` (1 when not given: a
+    lower bound) through its widest layer. A definition central cannot read counts its
+    weights alone."""
+    try:
+        size = estimate(definition or "{}", outputs=1)
+    except ValueError:
+        return max(0, weights_bytes)
+    return size.serving_bytes(batch=max_batch, weights_bytes=weights_bytes)
+
+
+def _max_batch(params: dict[str, str]) -> int:
+    text = str(params.get("max_batch_size", "") or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else 0
 
 
 def _check(req: DeploymentRequest) -> None:
@@ -64,10 +91,11 @@ def _check(req: DeploymentRequest) -> None:
 
 
 class DeploymentControl:
-    def __init__(self, state, commands, auth) -> None:
+    def __init__(self, state, commands, auth, reported: dict | None = None) -> None:
         self.state = state
         self.commands = commands
         self.auth = auth
+        self.reported = reported if reported is not None else {}  # node id -> NodeInfo of its latest heartbeat
         self._tasks: set[asyncio.Task] = set()
         state.listen(self._on_event)
 
@@ -126,45 +154,70 @@ class DeploymentControl:
             if existing.model_id == req.model_id:
                 return existing  # a retried create
             raise Refused(409, f"deployment {req.deployment_id!r} exists with model {existing.model_id!r}")
-        uri, sha256 = self._model(req.model_id)
-        node = self._place(req.node)
+        uri, sha256, definition, size = self._model(req.model_id)
+        max_batch = _max_batch(req.runtime_params)
+        memory = max(serving_need(definition, weights_bytes=size, max_batch=max_batch or 1),
+                     req.requirements.min_memory_bytes)
+        need = Requirements(device=req.requirements.device, min_memory_bytes=memory)
+        node = self._place(req.node, need, req.deployment_id)
         events = []
         if existing is None or existing.status == "deleted":
-            max_batch = int(req.runtime_params.get("max_batch_size", "0") or 0) if \
-                str(req.runtime_params.get("max_batch_size", "0")).isdigit() else 0
             events.append(DeploymentRequested(
                 deployment_id=req.deployment_id, model_id=req.model_id, model_uri=uri, sha256=sha256,
                 name=req.name, node_id=req.node, max_batch=max_batch, runtime_params=dict(req.runtime_params),
-                user_id=req.user_id))
+                user_id=req.user_id, requirements=need, memory_bytes=memory))
         events.append(DeploymentPlaced(deployment_id=req.deployment_id, node_id=node.node_id, endpoint=node.endpoint))
         if not await self._append(events):
             raise Refused(409, f"deployment {req.deployment_id!r} changed while placing it; try again")
         self._spawn(self._follow(req.deployment_id))
         return self.state.deployments[req.deployment_id]
 
-    def _model(self, job_id: str) -> tuple[str, str]:
+    def _model(self, job_id: str) -> tuple[str, str, str, int]:
+        """The completed job's model: (uri, sha256, model definition, size in bytes)."""
         job = self.state.jobs.get(job_id)
         if job is None:
             raise Refused(404, f"no job {job_id[:128]!r}: deploy a completed job's model (`cyxwiz jobs` lists them)")
         if job.status != "completed" or job.artifact is None:
             raise Refused(409, f"job {job_id!r} is {job.status}: only a completed job's model can be deployed")
-        uri, sha256, _ = job.artifact
-        return uri, sha256
+        uri, sha256, size = job.artifact
+        return uri, sha256, job.model_definition, size
 
-    def _place(self, wanted: str | None) -> NodeState:
+    def available(self, node: NodeState, placing: str = "") -> Candidate:
+        """``node`` as placement sees it: the memory its latest heartbeat says is available
+        (its registered totals before the first, or where a figure is 0: not reported),
+        less the estimates of its deployments still loading but ``placing`` (which that
+        heartbeat may not show yet), on RAM and on every device."""
+        info = self.reported.get(node.node_id)
+        ram = info.ram_available if info is not None and info.ram_available > 0 else node.ram_bytes
+        beat = list(info.devices) if info is not None else []
+        free = [beat[i].memory_available if i < len(beat) and beat[i].memory_available > 0 else d.memory_bytes
+                for i, d in enumerate(node.devices)]
+        loading = sum(d.memory_bytes for d in self.state.deployments.values()
+                      if d.node_id == node.node_id and d.status == "placed" and d.deployment_id != placing)
+        devices = tuple(Device(type=d.type, name=d.name, memory_bytes=max(0, f - loading))
+                        for d, f in zip(node.devices, free))
+        return Candidate(node_id=node.node_id, devices=devices, ram_bytes=max(0, ram - loading), slots=1)
+
+    def _place(self, wanted: str | None, need: Requirements, deployment_id: str) -> NodeState:
         online = list(self.state.online_nodes())
         if wanted:
-            for node in online:
-                if wanted in (node.node_id, node.name):
-                    return node
-            raise Refused(409, f"node {wanted!r} is not online: `cyxwiz nodes` lists the online ones")
+            online = [node for node in online if wanted in (node.node_id, node.name)]
+            if not online:
+                raise Refused(409, f"node {wanted!r} is not online: `cyxwiz nodes` lists the online ones")
         if not online:
             raise Refused(503, "no node is online to serve the deployment: start one with `cyxwiz node`")
+        views = {c.node_id: c for c in (self.available(n, deployment_id) for n in online)}
+        fit = {c.node_id for c in fitting(need, views.values())}
+        if not fit:
+            where = f"node {wanted!r} cannot" if wanted else "no online node can"
+            raise Refused(409, f"{where} hold deployment {deployment_id!r}: "
+                               f"{why_unfit(need, views.values(), 'available')}")
         load = {n.node_id: 0 for n in online}
         for d in self.state.deployments.values():
             if d.status in ACTIVE and d.node_id in load:
                 load[d.node_id] += 1
-        return min(online, key=lambda n: (load[n.node_id], self.state.running_on(n.node_id), n.node_id))
+        return min((n for n in online if n.node_id in fit),
+                   key=lambda n: (load[n.node_id], self.state.running_on(n.node_id), n.node_id))
 
     # --- following the node --------------------------------------------------------------
 

@@ -21,14 +21,15 @@ from collections import Counter
 from typing import Callable
 
 from bus import BusError, ConcurrencyConflict, EventBus
+from central.adapters.job_limits import check_spec
 from central.control.commands import Commands
-from central.lifecycle.deciders import Assign, Cancel
+from central.lifecycle.deciders import Assign, Cancel, Fail, Wait
 from central.lifecycle.errors import Refused
 from central.lifecycle.jobs import JobState
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking, why_waiting
 from central.lifecycle.state import CentralState
-from events import JobAssigned, Requirements
+from events import TERMINAL_JOB_TYPES, JobAssigned, JobSpec, Requirements
 
 log = logging.getLogger("cyxwiz.central.scheduler")
 
@@ -53,8 +54,10 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.pending: dict[str, str] = {}  # job id -> node id, until the JobAssigned is folded
-        self.waiting: dict[str, str] = {}  # queued job id -> why the last pass placed it nowhere
+        self._explaining: dict[str, str] = {}  # job id -> the reason being appended (JobWaiting)
         self._pending_by_node: Counter[str] = Counter()
+        self._valid: set[str] = set()  # queued jobs whose spec passed the rules of SubmitJob
+        self._failing: set[str] = set()  # jobs being failed for a spec no node can run
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.assigned = 0
@@ -69,6 +72,9 @@ class Scheduler:
     def _on_event(self, event, old, new) -> None:
         if isinstance(event, JobAssigned):
             self._unpend(event.job_id)
+            self._valid.discard(event.job_id)
+        elif type(event).__name__ in TERMINAL_JOB_TYPES:
+            self._valid.discard(event.job_id)
         self._wake.set()
 
     def _unpend(self, job_id: str) -> None:
@@ -136,6 +142,8 @@ class Scheduler:
             if job.cancel_requested:
                 self.spawn(self._cancel(job.job_id))
                 continue
+            if self._refuse_if_invalid(job):
+                continue
             node_id = free.take(job.spec.requirements if job.spec else ANY, avoid=job.excluded_node)
             if node_id is None:
                 skipped.append(job)
@@ -149,19 +157,60 @@ class Scheduler:
             self.spawn(self._assign_batch(batch))
         return len(batch)
 
+    def _refuse_if_invalid(self, job: JobState) -> bool:
+        """Fail a queued job that no node could ever run (a script's JobSubmitted did not
+        pass SubmitJob's checks): at once, not retried, the rule's words as its error."""
+        if job.job_id in self._valid:
+            return False
+        if job.job_id in self._failing:
+            return True
+        try:
+            check_spec(job.spec or JobSpec(), fit_memory=False)  # a larger node may yet come: not a reason to fail
+        except Refused as exc:
+            self._failing.add(job.job_id)
+            self.spawn(self._fail(job.job_id, exc.message))
+            return True
+        self._valid.add(job.job_id)
+        return False
+
+    async def _fail(self, job_id: str, error: str) -> None:
+        try:
+            await self.commands.job(job_id, Fail(error, code=400, retryable=False))
+        except (Refused, BusError) as exc:
+            log.info("job %s: not failed for its spec (%s)", job_id, exc)
+        finally:
+            self._failing.discard(job_id)
+
     def _explain(self, skipped: list[JobState]) -> None:
-        """Say why each job the pass could not place waits (``jobs show``, the queue)."""
-        for job_id in [j for j in self.waiting if self.state.jobs.get(j) is None or self.state.jobs[j].status != "queued"]:
-            del self.waiting[job_id]
+        """Say why each job the pass could not place waits: a JobWaiting when the reason
+        changed (``jobs show``, the queue endpoint and SQL read it from the fold)."""
         if not skipped:
             return
         online = [Candidate(n.node_id, n.devices, n.ram_bytes, n.slots) for n in self.state.online_nodes()]
         reasons: dict = {}
+        waits: list[tuple[str, Wait]] = []
         for job in skipped:
+            if self._refuse_if_invalid(job):
+                continue
             need = job.spec.requirements if job.spec else ANY
             if need not in reasons:
                 reasons[need] = why_waiting(need, online)
-            self.waiting[job.job_id] = reasons[need]
+            reason = reasons[need]
+            if reason != job.waiting_reason and self._explaining.get(job.job_id) != reason:
+                self._explaining[job.job_id] = reason
+                waits.append((job.job_id, Wait(reason)))
+        if waits:
+            self.spawn(self._append_waits(waits))
+
+    async def _append_waits(self, waits: list[tuple[str, Wait]]) -> None:
+        """Append the pass's JobWaiting events pipelined; one that lost to another change of
+        its job (it was assigned meanwhile) is dropped: the next pass explains again."""
+        try:
+            await self.commands.decide_each(waits)
+        finally:
+            for job_id, wait in waits:
+                if self._explaining.get(job_id) == wait.reason:
+                    del self._explaining[job_id]
 
     def _reserve(self, node_id: str, job_id: str) -> None:
         self.pending[job_id] = node_id

@@ -49,11 +49,12 @@ from events import (
     JobSpec,
     JobStarted,
     JobSubmitted,
+    JobWaiting,
 )
 
 __all__ = [
     "MAX_ATTEMPTS", "MAX_INVALID_REJECTIONS",
-    "Assign", "Cancel", "Fail", "Finish", "JobCommand", "Progress", "Reject", "Requeue", "Submit",
+    "Assign", "Cancel", "Fail", "Finish", "JobCommand", "Progress", "Reject", "Requeue", "Submit", "Wait",
     "decide", "jobs_to_cancel",
 ]
 
@@ -124,9 +125,16 @@ class Cancel:
 @dataclass(frozen=True, slots=True)
 class Fail:
     error: str
+    code: int = 0  # HTTP-style: 400 a job no node can run
+    retryable: bool = False
 
 
-JobCommand = Submit | Assign | Reject | Requeue | Progress | Finish | Cancel | Fail
+@dataclass(frozen=True, slots=True)
+class Wait:
+    reason: str  # why the scheduler found no node for the queued job
+
+
+JobCommand = Submit | Assign | Reject | Requeue | Progress | Finish | Cancel | Fail | Wait
 
 
 def decide(state: JobState | None, command: JobCommand, now: datetime, version: int = 0) -> list[Event]:
@@ -148,10 +156,17 @@ def decide(state: JobState | None, command: JobCommand, now: datetime, version: 
             return _decide_finish(state, command, now)
         case Cancel():
             return _decide_cancel(state, command, now, version)
+        case Wait():
+            if state.status != JobStatus.QUEUED:
+                raise Refused(409, f"job {state.job_id!r} is {state.status}, not queued")
+            if command.reason == state.waiting_reason:
+                return []
+            return [JobWaiting(job_id=state.job_id, reason=command.reason, occurred_at=now,
+                               event_id=decision_event_id(state.job_id, version, f"waiting/{command.reason}"))]
         case Fail():
             _require_not_done(state)
             return [JobFailed(job_id=state.job_id, attempt=state.attempt, error=command.error,
-                              node_id=state.node_id, occurred_at=now,
+                              node_id=state.node_id, code=command.code, retryable=command.retryable, occurred_at=now,
                               event_id=report_event_id(state.job_id, state.attempt, "failed"))]
     raise Refused(400, f"unknown command {type(command).__name__}")
 
@@ -189,7 +204,7 @@ def _decide_reject(state: JobState, cmd: Reject, now: datetime, version: int) ->
         return [rejected, _cancelled(state, state.epochs_done, now)]
     if cmd.reason == "invalid" and state.rejections + 1 >= MAX_INVALID_REJECTIONS:
         error = f"rejected as invalid {MAX_INVALID_REJECTIONS} times (last by node {cmd.node_id}): {cmd.message}"
-        return [rejected, JobFailed(job_id=state.job_id, attempt=state.attempt, error=error, occurred_at=now,
+        return [rejected, JobFailed(job_id=state.job_id, attempt=state.attempt, error=error, code=400, occurred_at=now,
                                     event_id=report_event_id(state.job_id, state.attempt, "failed"))]
     return [rejected]
 

@@ -42,6 +42,7 @@ class DeploymentState:
     max_batch: int = 0
     runtime_params: dict = field(default_factory=dict)
     user_id: str = ""
+    memory_bytes: int = 0
     node_id: str = ""
     endpoint: str = ""
     grpc_endpoint: str = ""
@@ -87,7 +88,8 @@ def evolve_deployment(state: DeploymentState | None, event: DeploymentEvent) -> 
         return DeploymentState(
             deployment_id=event.deployment_id, model_id=event.model_id, model_uri=event.model_uri, sha256=event.sha256,
             name=event.name or event.deployment_id, requested_node=event.node_id, max_batch=event.max_batch,
-            runtime_params=dict(event.runtime_params), user_id=event.user_id, requested_at=_at(event.occurred_at),
+            runtime_params=dict(event.runtime_params), user_id=event.user_id, memory_bytes=event.memory_bytes,
+            requested_at=_at(event.occurred_at),
         )
     assert state is not None
     if isinstance(event, DeploymentPlaced):

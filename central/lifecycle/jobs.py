@@ -4,6 +4,7 @@ state (``central.lifecycle.state``) and the DuckDB projection (``central.readmod
 both fold the stream through, so SQL and gRPC never disagree about a job::
 
     JobSubmitted -> queued -JobAssigned-> assigned -JobStarted-> running -> completed
+                 (JobWaiting: why it waits)
                       ^                     |                       |      \\-> failed
                       +----JobRejected------+                       |       \\-> cancelled
                       +----JobRequeued (attempt + 1)----------------+
@@ -35,6 +36,7 @@ from events import (
     JobSpec,
     JobStarted,
     JobSubmitted,
+    JobWaiting,
 )
 
 __all__ = [
@@ -115,6 +117,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = False
     artifact: tuple[str, str, int] | None = None  # (uri, sha256, size)
     compute_seconds: float = 0.0
+    waiting_reason: str = ""  # while queued: why the scheduler found no node (JobWaiting)
+    model_definition: str = ""  # kept from the spec by a completed job: deploying its model estimates its memory
 
     @property
     def done(self) -> bool:
@@ -186,6 +190,8 @@ def anomaly(state: JobState | None, event: Event) -> str | None:
             return "JobCancelRequested repeated" if state.cancel_requested else None
         case JobCancelled():
             return None
+        case JobWaiting():
+            return None if status == JobStatus.QUEUED else f"{name} for a job that is {status}, not queued"
     return f"{name} is not a job event"
 
 
@@ -212,9 +218,12 @@ def _apply(state: JobState | None, event: Event) -> JobState | None:
                             name=spec.name or spec.hyperparameters.get("name", ""), owner=spec.submitted_by,
                             submitted_at=at)
         case JobAssigned():
-            return replace(state, status=JobStatus.ASSIGNED, node_id=event.node_id, attempt=event.attempt)
+            return replace(state, status=JobStatus.ASSIGNED, node_id=event.node_id, attempt=event.attempt,
+                           waiting_reason="")
         case JobRejected():
             return replace(state, status=JobStatus.QUEUED, node_id=None, rejections=state.rejections + 1)
+        case JobWaiting():
+            return replace(state, waiting_reason=event.reason)
         case JobStarted():
             return replace(state, status=JobStatus.RUNNING, started_at=state.started_at or at)
         case EpochCompleted():
@@ -250,5 +259,8 @@ def _apply(state: JobState | None, event: Event) -> JobState | None:
 
 
 def _ended(state: JobState, status: JobStatus, at: float, **changes) -> JobState:
-    """A finished job keeps its summary and drops its spec (compact history)."""
-    return replace(state, status=status, ended_at=at, spec=None, requeued_from=None, **changes)
+    """A finished job keeps its summary and drops its spec (compact history); a completed
+    one keeps its model definition."""
+    if status is JobStatus.COMPLETED and state.spec is not None:
+        changes.setdefault("model_definition", state.spec.model_definition)
+    return replace(state, status=status, ended_at=at, spec=None, requeued_from=None, waiting_reason="", **changes)

@@ -6,6 +6,9 @@
   whose RAM, or one of whose devices, holds that memory.
 - Score: a lightly loaded node first, then one that completed more jobs, then the one
   up longest; ties go to the smaller node id, so the choice is deterministic.
+- A deployment fits a node by the same rule, held against the memory the node has
+  *available* (its latest heartbeat, less what deployments still loading there will
+  take) rather than its total; ``why_unfit`` says what is missing when none fits.
 """
 
 from __future__ import annotations
@@ -55,11 +58,26 @@ def why_waiting(requirements: Requirements, online: Iterable[Candidate]) -> str:
         return "no node is online"
     if any(fits(requirements, n.devices, n.ram_bytes) for n in online):
         return "all slots of the nodes that fit it are busy"
+    return why_unfit(requirements, online)
+
+
+def why_unfit(requirements: Requirements, nodes: Iterable[Candidate], memory: str = "") -> str:
+    """What none of ``nodes`` has for ``requirements``: the device kind, or enough
+    memory (``memory`` qualifies the word, e.g. "available")."""
+    nodes = list(nodes)
+    if not nodes:
+        return "no node is online"
     wanted = (requirements.device or "").lower()
-    if wanted not in ("", "cpu", "any", "unknown") and not any(d.type.lower() == wanted for n in online for d in n.devices):
-        return f"no online node has a {wanted} device"
-    largest = max(max([n.ram_bytes] + [d.memory_bytes for d in n.devices]) for n in online)
-    return (f"needs {_size(requirements.min_memory_bytes)} of memory; the largest online node has {_size(largest)}")
+    if wanted not in ("", "cpu", "any", "unknown"):
+        having = [d for n in nodes for d in n.devices if d.type.lower() == wanted]
+        if not having:
+            return f"no online node has a {wanted} device"
+        largest = max(d.memory_bytes for d in having)
+        where = f"the largest {wanted} device online has {_size(largest)}"
+    else:
+        largest = max(max([n.ram_bytes] + [d.memory_bytes for d in n.devices]) for n in nodes)
+        where = f"the largest online node has {_size(largest)}"
+    return f"needs {_size(requirements.min_memory_bytes)} of memory; {where}{' ' + memory if memory else ''}"
 
 
 def _size(n: int) -> str:
@@ -68,6 +86,12 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def fitting(requirements: Requirements, nodes: Iterable[Candidate]) -> list[Candidate]:
+    """The nodes that fit ``requirements`` (their ``devices`` and ``ram_bytes`` being what
+    they have to give: available memory, for a deployment)."""
+    return [n for n in nodes if fits(requirements, n.devices, n.ram_bytes)]
 
 
 def score(node: Candidate) -> float:

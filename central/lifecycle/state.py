@@ -196,6 +196,12 @@ class CentralState:
         self._watchers[job_id].add(queue)
         return queue
 
+    def tell_watchers(self, event: JobEvent) -> None:
+        """Hand a job's telemetry (its phase) to its watchers, as (event, job now)."""
+        job = self.jobs.get(event.job_id)
+        for queue in self._watchers.get(event.job_id, ()):
+            queue.put_nowait((event, job))
+
     def unwatch(self, job_id: str, queue: asyncio.Queue) -> None:
         watchers = self._watchers.get(job_id)
         if watchers is not None:

@@ -40,7 +40,8 @@ _S, _I, _F, _B, _T = pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.times
 _LIFECYCLE = [("state", _S), ("cancel_requested", _B), ("node_id", _S), ("attempt", _I), ("current_epoch", _I),
               ("started_at", _T), ("finished_at", _T), ("final_loss", _F), ("final_accuracy", _F),
               ("final_val_accuracy", _F), ("artifact_uri", _S), ("sha256", _S), ("size_bytes", _I),
-              ("compute_seconds", _F), ("error", _S), ("error_code", _I), ("updated_seq", _I)]
+              ("compute_seconds", _F), ("error", _S), ("error_code", _I), ("retryable", _B), ("waiting_reason", _S),
+              ("updated_seq", _I)]
 _SCHEMAS = {
     "b_events": pa.schema([("seq", _I), ("subject", _S), ("type", _S), ("event_id", _S), ("occurred_at", _T),
                            ("stored_at", _T), ("aggregate_id", _S), ("raw", _S)]),
@@ -71,6 +72,8 @@ _SCHEMAS = {
         ("ram_total_bytes", _I), ("gpu_percent", _F), ("gpu_memory_used_bytes", _I),
         ("gpu_memory_total_bytes", _I), ("active_jobs", _I), ("seq", _I)]),
     "b_seen": pa.schema([("node_id", _S), ("seen", _T)]),
+    "b_phases": pa.schema([("job_id", _S), ("attempt", _I), ("phase", _S), ("phase_at", _T), ("epoch", _I),
+                           ("step", _I), ("steps", _I)]),
 }
 _NODE_COLUMNS = _SCHEMAS["b_nodes"].names
 _NODE_DELTA_COLUMNS = _SCHEMAS["b_node_deltas"].names
@@ -147,6 +150,7 @@ class Batch:
         self.node_deltas: dict[str, dict[str, Any]] = {}
         self.metrics: list[tuple] = []
         self.seen: dict[str, int] = {}
+        self.phases: dict[tuple[str, int], tuple] = {}  # (job, attempt) -> its latest JobPhase as a row
         self.deployments = DeploymentBatch()  # central.readmodel.deployments
         self.terminal = TerminalFold()  # central.readmodel.terminal
 
@@ -251,7 +255,13 @@ class Batch:
         return None
 
     def _heartbeat(self, seq: int, ev: Any, occurred: int) -> None:
-        if type(ev).__name__ != "NodeHeartbeat":
+        name = type(ev).__name__
+        if name == "JobPhase":  # the latest phase of a job's attempt: columns of jobs
+            key = (ev.job_id, ev.attempt)
+            if key not in self.phases or occurred >= self.phases[key][3]:
+                self.phases[key] = (ev.job_id, ev.attempt, ev.phase, occurred, ev.epoch, ev.step, ev.steps)
+            return
+        if name != "NodeHeartbeat":
             return  # other telemetry has tables of its own
         self.metrics.append((ev.node_id, occurred, ev.cpu_percent, ev.ram_used_bytes, ev.ram_total_bytes,
                              ev.gpu_percent, ev.gpu_memory_used_bytes, ev.gpu_memory_total_bytes,
@@ -283,6 +293,7 @@ class Batch:
             "b_node_deltas": [tuple(d[c] for c in _NODE_DELTA_COLUMNS) for d in self.node_deltas.values()],
             "b_metrics": self.metrics,
             "b_seen": list(self.seen.items()),
+            "b_phases": list(self.phases.values()),
         }
         return tables | {name: _arrow(_SCHEMAS[name], r) for name, r in rows.items() if r} | self.terminal.tables()
 
@@ -319,7 +330,9 @@ def _lifecycle_columns(job: JobState, seq: int, started: int | None, finished: i
             metrics.get("loss"), metrics.get("accuracy"), metrics.get("val_accuracy"), uri or None, sha or None,
             size, job.compute_seconds if completed else None,
             (job.error or None) if job.status == JobStatus.FAILED else None,
-            (job.error_code or None) if job.status == JobStatus.FAILED else None, seq)
+            (job.error_code or None) if job.status == JobStatus.FAILED else None,
+            job.retryable if job.status == JobStatus.FAILED else None,
+            (job.waiting_reason or None) if job.status == JobStatus.QUEUED else None, seq)
 
 
 def _new_node(node_id: str) -> dict[str, Any]:

@@ -109,6 +109,13 @@ class JobRow(msgspec.Struct, kw_only=True):
     error: str | None = None
     error_code: int | None = None
     updated_seq: int = 0
+    retryable: bool | None = None  # a failed job: whether a run elsewhere may succeed
+    waiting_reason: str | None = None  # a queued job: why no node has taken it
+    phase: str | None = None  # the node's latest phase of the current attempt: loading, compiling, ...
+    phase_at: datetime | None = None
+    phase_epoch: int | None = None
+    phase_step: int | None = None
+    phase_steps: int | None = None
 
 
 class EpochRow(msgspec.Struct, kw_only=True):

@@ -19,7 +19,7 @@ from central.readmodel import terminal
 EVENTS_STREAM = "CYXWIZ_EVENTS"
 TELEMETRY_STREAM = "CYXWIZ_TELEMETRY"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS projection_schema (version INTEGER);
@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
     final_loss DOUBLE, final_accuracy DOUBLE, final_val_accuracy DOUBLE,
     artifact_uri VARCHAR, sha256 VARCHAR, size_bytes BIGINT, compute_seconds DOUBLE,
-    error VARCHAR, error_code INTEGER, updated_seq BIGINT);
+    error VARCHAR, error_code INTEGER, updated_seq BIGINT,
+    retryable BOOLEAN, waiting_reason VARCHAR, phase VARCHAR, phase_at TIMESTAMP, phase_epoch INTEGER,
+    phase_step INTEGER, phase_steps INTEGER);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id VARCHAR, name VARCHAR, endpoint VARCHAR, devices JSON, cpu_cores INTEGER,
     ram_bytes BIGINT, slots INTEGER, version VARCHAR, state VARCHAR,
@@ -75,12 +77,14 @@ INSERT_METRICS = "INSERT INTO node_metrics BY NAME SELECT * FROM b_metrics;"
 
 _LIFECYCLE = ("state", "cancel_requested", "node_id", "attempt", "current_epoch", "final_loss", "final_accuracy",
               "final_val_accuracy", "artifact_uri", "sha256", "size_bytes", "compute_seconds", "error", "error_code",
-              "updated_seq")
+              "retryable", "waiting_reason", "updated_seq")
 
 # A job of an earlier batch: its lifecycle columns as the batch leaves it.
 UPDATE_JOBS = f"""
 UPDATE jobs SET
     {", ".join(f"{c} = d.{c}" for c in _LIFECYCLE)},
+    phase = CASE WHEN d.attempt = jobs.attempt THEN jobs.phase END,
+    phase_at = CASE WHEN d.attempt = jobs.attempt THEN jobs.phase_at END,
     started_at = COALESCE(jobs.started_at, d.started_at),
     finished_at = COALESCE(jobs.finished_at, d.finished_at)
 FROM b_job_deltas d WHERE jobs.job_id = d.job_id;
@@ -105,6 +109,15 @@ UPDATE_LAST_SEEN = """
 UPDATE nodes SET last_seen = GREATEST(nodes.last_seen, d.seen) FROM b_seen d WHERE nodes.node_id = d.node_id;
 """
 
+# Telemetry: the latest phase a job's node reported for its current attempt (an older
+# attempt's, or one older than what the row holds, changes nothing).
+UPDATE_PHASES = """
+UPDATE jobs SET phase = d.phase, phase_at = d.phase_at, phase_epoch = d.epoch, phase_step = d.step,
+    phase_steps = d.steps
+FROM b_phases d
+WHERE jobs.job_id = d.job_id AND jobs.attempt = d.attempt AND (jobs.phase_at IS NULL OR jobs.phase_at <= d.phase_at);
+"""
+
 # (Arrow table name, statement): run in this order when the batch has rows for it.
 BATCH_STATEMENTS: tuple[tuple[str, str], ...] = (
     ("b_events", INSERT_EVENTS),
@@ -118,6 +131,7 @@ BATCH_STATEMENTS: tuple[tuple[str, str], ...] = (
     ("b_node_deltas", UPDATE_NODES),
     ("b_metrics", INSERT_METRICS),
     ("b_seen", UPDATE_LAST_SEEN),
+    ("b_phases", UPDATE_PHASES),
     *terminal.BATCH_STATEMENTS,
 )
 

@@ -22,7 +22,7 @@ import numpy as np
 from bus import ObjectNotFound
 from node.serving import source as sources
 from node.serving.errors import NotActive, NotFound, NotReady, QueueFull, ServingError
-from node.serving.runner import Batcher, Predictor
+from node.serving.runner import INLINE_LIMIT_S, Batcher, Predictor
 from node.serving.spec import DeploymentSpec
 from node.serving.stats import ServingStats, Window
 
@@ -74,6 +74,17 @@ class Deployment:
     @property
     def max_samples(self) -> int:
         return MAX_SAMPLES_PER_REQUEST
+
+    @property
+    def compiled_sizes(self) -> tuple[int, ...]:
+        """The batch sizes compiled so far (all of ``batch_sizes(max_batch)`` once done)."""
+        return self._predictor.compiled_sizes if self._predictor is not None else ()
+
+    @property
+    def inline(self) -> bool:
+        """Whether a request on an idle deployment runs on the node's loop (a small CPU
+        model) rather than in the worker thread."""
+        return self._batcher is not None and self._batcher.inline
 
 
 Fetch = Callable[[str], Awaitable[bytes]]
@@ -135,6 +146,7 @@ class Deployments:
         d._batcher = Batcher(
             predictor, max_batch=p.max_batch, max_delay_s=p.max_delay_s, queue_size=p.queue_size,
             gather=p.batching, on_batch=d.stats.batch, name=f"serve-{d.deployment_id}",
+            inline=predictor.on_cpu and predictor.batch_seconds <= INLINE_LIMIT_S,
         )
         d.load_seconds = time.perf_counter() - started
         d.status, d.started_at = Status.RUNNING, time.time()

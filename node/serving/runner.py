@@ -3,14 +3,26 @@
 :class:`Predictor` puts the parameters on the device once and compiles ``predict`` for
 sizes 1 and ``max_batch`` before the deployment is RUNNING, then every power of two
 between in the background, so no request pays compilation; a batch is padded to the
-next compiled size.
+next compiled size. It also times a full batch (``batch_seconds``).
 
-:class:`Batcher` owns one worker thread that runs batches. The node's loop hands it
-requests through a bounded queue. The worker takes what is queued; on an idle
-deployment a lone request runs at once; under load (the last batch held more than one
-request) it waits up to ``max_delay_s`` after the first request for more, up to
-``max_batch`` samples. Results go back to the loop once per batch. ``close()`` refuses
-new requests and answers every accepted one before the thread ends.
+:class:`Batcher` runs batches in one of two ways, both bounded by ``queue_size``:
+
+- **in a worker thread**: the node's loop hands requests to the worker through a
+  queue. The worker takes what is queued; on an idle deployment a lone request runs at
+  once; under load (the last batch held more than one request) it waits up to
+  ``max_delay_s`` after the first request for more, up to ``max_batch`` samples.
+  Results go back to the loop once per batch.
+- **on the loop, while idle** (``inline``; the node allows it for a CPU model whose full
+  batch takes at most ``INLINE_LIMIT_S``): a request that finds the deployment idle runs
+  at once in the handler that submitted it, with no hop to the worker and back (two
+  wake-ups and two GIL hand-overs cost more than a model this small). The deployment is
+  *busy* from the moment a request arrives while another is with the worker (more than
+  one caller) until the worker answers a batch of one with nothing else in flight; while
+  busy every request goes to the worker, which gathers them and runs the model off the
+  loop. One idle request in ``PROBE_EVERY`` goes to the worker anyway, so that a second
+  caller can be seen at all.
+
+``close()`` refuses new requests and answers every accepted one; ``join()`` waits for that.
 """
 
 from __future__ import annotations
@@ -28,9 +40,14 @@ import numpy as np
 from node.serving.errors import NotActive, QueueFull, ServingError
 from node.serving.source import LoadedModel
 
-__all__ = ["Batcher", "Predictor", "batch_sizes"]
+__all__ = ["INLINE_LIMIT_S", "PROBE_EVERY", "Batcher", "Predictor", "batch_sizes"]
 
 log = logging.getLogger(__name__)
+
+INLINE_LIMIT_S = 0.001  # a full batch this fast runs on the loop (see the module docstring)
+_TIMING_RUNS = 5
+_TIMING_BUDGET_S = 0.05  # a slow model is timed fewer times: it is far over the limit anyway
+PROBE_EVERY = 32  # an idle inline batcher still sends one request in this many to its worker
 
 
 def batch_sizes(max_batch: int) -> list[int]:
@@ -74,6 +91,26 @@ class Predictor:
         self._ready: tuple[int, ...] = ()
         for size in sorted({1, max_batch}):
             self._add(size)
+        self.batch_seconds = self._time(max_batch)
+
+    def _time(self, size: int) -> float:
+        """The median wall time of predicting ``size`` samples (the first call warms up)."""
+        x = np.zeros((size, *self.sample_shape), np.float32)
+        self(x)
+        runs: list[float] = []
+        while len(runs) < _TIMING_RUNS and sum(runs) < _TIMING_BUDGET_S:
+            started = time.perf_counter()
+            self(x)
+            runs.append(time.perf_counter() - started)
+        return sorted(runs)[len(runs) // 2]
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device.platform == "cpu"
+
+    @property
+    def compiled_sizes(self) -> tuple[int, ...]:
+        return self._ready
 
     def _add(self, size: int) -> None:
         self._compiled[size] = self._lower(size)
@@ -119,11 +156,13 @@ _STOP = None
 
 
 class Batcher:
-    """Runs ``predict`` on batches of queued requests in one worker thread."""
+    """Runs ``predict`` on batches of queued requests in one worker thread (and, when
+    ``inline``, a request on an idle deployment on the loop itself)."""
 
     def __init__(
         self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_delay_s: float, queue_size: int,
         gather: bool = True, on_batch: Callable[[int], None] | None = None, name: str = "batcher",
+        inline: bool = False,
     ) -> None:
         self.predict = predict
         self.max_batch = max_batch
@@ -131,27 +170,47 @@ class Batcher:
         self.queue_size = queue_size
         self.gather = gather
         self.on_batch = on_batch
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.inline = inline
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        # on the loop: requests with the worker, whether the deployment is busy, idle runs since a probe
+        self._inflight = 0
+        self._busy = False
+        self._since_probe = 0
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """More than one caller seen lately: every request goes to the worker."""
+        return self._busy
 
     def submit(self, x: np.ndarray) -> asyncio.Future:
         """Queue ``x`` (call on the loop); the future gets its rows of the output."""
         if self._closed:
             raise NotActive("the deployment is stopping; it takes no new requests")
-        if self._queue.qsize() >= self.queue_size:
+        if self._inflight >= self.queue_size:
             raise QueueFull(f"the deployment's queue is full ({self.queue_size} requests waiting): retry shortly")
-        future = self._loop.create_future()
-        self._queue.put(_Item(x, future))
-        return future
+        item = _Item(x, self._loop.create_future())
+        if self._inflight:
+            self._busy = True  # a second caller while the worker holds a request
+        elif self.inline and not self._busy and self._since_probe < PROBE_EVERY:
+            self._since_probe += 1
+            out, error = self._predict([item])
+            self._deliver([item], out, error)
+            return item.future
+        self._since_probe = 0
+        self._inflight += 1
+        self._queue.put(item)
+        return item.future
 
     def close(self) -> None:
         """Take no new requests; the worker answers those queued, then ends."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -195,17 +254,26 @@ class Batcher:
             n += item.x.shape[0]
         return batch, False, None
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _predict(self, batch: list[_Item]) -> tuple[np.ndarray | None, Exception | None]:
         try:
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
-            out, error = self.predict(x), None
+            return self.predict(x), None
         except Exception as exc:  # a runtime failure of the device (out of memory, ...)
             log.exception("prediction failed for a batch of %d request(s)", len(batch))
-            out, error = None, ServingError(f"prediction failed on the node: {type(exc).__name__}: {exc}; retry")
+            return None, ServingError(f"prediction failed on the node: {type(exc).__name__}: {exc}; retry")
+
+    def _execute(self, batch: list[_Item]) -> None:
+        out, error = self._predict(batch)
         try:
-            self._loop.call_soon_threadsafe(self._deliver, batch, out, error)
+            self._loop.call_soon_threadsafe(self._from_worker, batch, out, error)
         except RuntimeError:  # the loop is closed: the process is ending
             pass
+
+    def _from_worker(self, batch: list[_Item], out: np.ndarray | None, error: Exception | None) -> None:
+        self._inflight -= len(batch)
+        if self._inflight == 0 and len(batch) == 1:
+            self._busy = False  # the worker found nothing else to run: one caller at most
+        self._deliver(batch, out, error)
 
     def _deliver(self, batch: list[_Item], out: np.ndarray | None, error: Exception | None) -> None:
         if self.on_batch is not None:
