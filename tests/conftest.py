@@ -15,6 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# the servers of most tests fsync lazily (nats-server's default): no test cuts the power, and
+# an fsync per write on a shared 2-core VM's disk slows every test; the cluster tests
+# (test_cluster*.py) run ours, sync_interval: always (bus.server.SYNC_INTERVAL)
+os.environ.setdefault("CYXWIZ_NATS_SYNC", "default")
 
 from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
 

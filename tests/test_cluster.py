@@ -22,7 +22,7 @@ from waiting import eventually
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
-    nats = start_cluster(tmp_path / "cluster", size=3)
+    nats = start_cluster(tmp_path / "cluster", size=3, sync_interval="always")  # ours
     monkeypatch.setenv(CREDS_ENV, str(nats.seed("central")))
     yield nats
     nats.stop()
@@ -131,6 +131,7 @@ async def test_kill_9_of_the_events_leader_under_load_loses_no_acknowledged_job(
 def test_our_servers_fsync_every_write_unless_told_otherwise(tmp_path, monkeypatch):
     from bus import start_server
 
+    monkeypatch.delenv("CYXWIZ_NATS_SYNC", raising=False)  # conftest's setting for the other tests
     server = start_server(tmp_path / "always", port=0)
     try:
         assert "sync_interval: always" in (tmp_path / "always" / "server.conf").read_text()

@@ -29,7 +29,7 @@ JOBS = 500
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
-    nats = start_cluster(tmp_path / "cluster", size=3)
+    nats = start_cluster(tmp_path / "cluster", size=3, sync_interval="always")  # ours
     monkeypatch.setenv(CREDS_ENV, str(nats.seed("central")))
     yield nats
     nats.stop()
