@@ -37,6 +37,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before gRPC is importe
 
 import argparse
 import asyncio
+import collections
 import json
 import multiprocessing as mp
 import statistics
@@ -166,11 +167,23 @@ async def submit_closed(target: str, n: int, concurrency: int, prefix: str) -> d
         for i in next_index:
             job_id = f"{prefix}-{i:06d}"
             sent[job_id] = time.time()
-            await stub.SubmitJob(job_pb2.SubmitJobRequest(config=_bench_config(job_id)), timeout=60)
+            await _submit(stub, job_id, sent)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     await channel.close()
     return sent
+
+
+SUBMIT_ERRORS: collections.Counter = collections.Counter()  # code: detail -> count, for the report
+
+
+async def _submit(stub, job_id: str, sent: dict[str, float]) -> None:
+    """One SubmitJob; a failed one is counted (and left out of the latencies), not raised."""
+    try:
+        await stub.SubmitJob(job_pb2.SubmitJobRequest(config=_bench_config(job_id)), timeout=60)
+    except grpc.aio.AioRpcError as exc:
+        sent.pop(job_id, None)
+        SUBMIT_ERRORS[f"{exc.code().name}: {(exc.details() or '')[:200]}"] += 1
 
 
 async def submit_open(target: str, n: int, rate: float, prefix: str) -> dict[str, float]:
@@ -184,8 +197,7 @@ async def submit_open(target: str, n: int, rate: float, prefix: str) -> dict[str
         await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         job_id = f"{prefix}-{i:06d}"
         sent[job_id] = time.time()
-        calls.append(asyncio.ensure_future(stub.SubmitJob(job_pb2.SubmitJobRequest(config=_bench_config(job_id)),
-                                                          timeout=60)))
+        calls.append(asyncio.ensure_future(_submit(stub, job_id, sent)))
     await asyncio.gather(*calls)
     await channel.close()
     return sent
@@ -246,6 +258,9 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
                       "submit_to_assign_ms_p50": round(statistics.median(lat_open), 1),
                       "submit_to_assign_ms_p99": round(percentile(lat_open, 0.99), 1)},
         "reports_refused": len(refused), "refusals": sorted(set(refused))[:5],
+        "submit_errors": dict(SUBMIT_ERRORS.most_common(5)),
+        "central_log_tail": [line for line in (home / "central.log").read_text(errors="replace").splitlines()
+                             if "WARNING" in line or "ERROR" in line][-8:],
     }
 
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from bus.credentials import seed_path, write_server_config
 from bus.errors import BusUnavailable
 from events.errors import ConfigError
@@ -173,7 +175,7 @@ def ensure_server(home: Path) -> NatsServer:
     if state.exists():
         try:
             info = json.loads(state.read_text())
-            if _pid_alive(info["pid"]) and _port_open(info["url"]):
+            if psutil.pid_exists(info["pid"]) and _port_open(info["url"]):
                 return NatsServer(url=info["url"], pid=info["pid"], store_dir=store_dir)
         except (ValueError, KeyError, OSError):
             pass
@@ -251,11 +253,3 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

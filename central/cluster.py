@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from bus import CREDS_ENV, EventBus, NatsServer, default_home, open_bus
 from bus.files import write_atomic
@@ -62,7 +63,7 @@ def read_cluster(home: str | os.PathLike | None = None) -> ClusterInfo | None:
         info = msgspec.json.decode(cluster_path(home).read_bytes(), type=ClusterInfo)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return info if _alive(info.pid) else None
+    return info if info.pid > 0 and psutil.pid_exists(info.pid) else None
 
 
 def remove_cluster(home: str | os.PathLike, pid: int) -> None:
@@ -138,13 +139,3 @@ def _host(address: str) -> str:
     return host or "localhost"
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,7 +22,7 @@ them (``raise X(...) from exc``), so nothing else tells errors apart by their te
     ├── central.client.ClientError      by code      what central answered the Python client
     ├── central.cli.stack.StackError    503          a part of `cyxwiz up` did not start
     ├── node: DatasetError 400, CheckpointError 400, TrainingError 422, Busy 429, Conflict 409,
-    │         CentralError (by code)
+    │         Unfit 400, JobProblem (by code), CentralError (by code), ModelLoadError (by code)
     ├── node.serving.ServingError       400/401/404/409/429/503  a deployment or inference request
     ├── node.terminal.Denied            400/401/403/404/409/429  a terminal request refused
     └── protos.grant.GrantInvalid       401          a terminal grant that does not verify

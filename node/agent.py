@@ -26,6 +26,7 @@ import psutil
 from google.protobuf.message import Message
 
 from bus.files import write_atomic
+from events.errors import CyxwizError
 from node.config import NodeConfig
 from node.metrics import DeviceInfo, LoadSample, MetricsHistory, cpu_cores
 from protos import common_pb2, node_pb2, node_pb2_grpc
@@ -56,14 +57,17 @@ CHANNEL_OPTIONS = (
 )
 
 
-class CentralError(Exception):
+class CentralError(CyxwizError):
     """A call to central did not succeed. ``code`` is HTTP-style; ``retryable`` says
     whether sending the same request again later can help."""
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"central answered {code}: {message}")
-        self.code = code
-        self.retryable = code in RETRYABLE_CODES or code >= 500
+        super().__init__(f"central answered {code}: {message}", code=code,
+                         retryable=code in RETRYABLE_CODES or code >= 500)
+        self.answer = message
+
+    def __reduce__(self):
+        return type(self), (self.code, self.answer)
 
 
 class RegistrationRefused(CentralError):

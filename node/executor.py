@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from events.devices import batch_problem, resolve_devices
+from events.errors import CyxwizError
 from node.jobs import CANCELLED, COMPLETED, FAILED, Assignment, JobProblem, Outcome, crashed, outcome_of
 from node.trainer import EpochResult
 from node.worker import CPU_DEVICES_ENV, DEAD, JobSettings, WorkerProcess
@@ -84,17 +85,23 @@ def worker_env(devices: Sequence[object], slots: int) -> Callable[[tuple[int, ..
     return env
 
 
-class Busy(Exception):
+class Busy(CyxwizError):
     """Every slot is taken (the node answers 429)."""
 
+    code, retryable = 429, True
 
-class Conflict(Exception):
+
+class Conflict(CyxwizError):
     """Another attempt of this job is running here (the node answers 409)."""
 
+    code = 409
 
-class Unfit(Exception):
+
+class Unfit(CyxwizError):
     """The job cannot run here as it asks: more devices than the node has, or a batch
     that does not split over them (the node answers 400)."""
+
+    code = 400
 
 
 class _Slot:

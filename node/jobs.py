@@ -60,12 +60,15 @@ class Outcome:
     seconds: float = 0.0
 
 
-class JobProblem(Exception):
+class JobProblem(CyxwizError):
     """A problem of one job already phrased for the user, with its code."""
 
     def __init__(self, message: str, code: int, retryable: bool) -> None:
-        super().__init__(message, code, retryable)
-        self.message, self.code, self.retryable = message, code, retryable
+        super().__init__(message, code=code, retryable=retryable)
+        self.message = message
+
+    def __reduce__(self):  # the worker process pickles it back to the node
+        return type(self), (self.message, self.code, self.retryable)
 
     def __str__(self) -> str:
         return self.message

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from events.errors import CyxwizError
 from node.serving.errors import InvalidRequest
 
 __all__ = ["LoadedModel", "ModelLoadError", "ModelSource", "load", "resolve"]
@@ -29,13 +30,15 @@ _SHA = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_.\-/=]{1,255}")
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(CyxwizError):
     """The model could not be fetched or loaded; the deployment fails with this message
     and ``code`` (HTTP-style: 404 missing, 400 not a model, 409 hash mismatch)."""
 
     def __init__(self, message: str, code: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.code)
 
 
 @dataclass(frozen=True)
