@@ -65,6 +65,13 @@ class Lease:
                 self.revision = await kv.create(self.key, self.holder.encode())
             except nats.js.errors.KeyWrongLastSequenceError:
                 self.revision = 0
+            except nats.js.errors.KeyNotFoundError:
+                # nats-py's create, finding the key there, reads it to see whether it was
+                # deleted; the TTL took it in between: nobody holds it, take it now
+                try:
+                    self.revision = await kv.create(self.key, self.holder.encode())
+                except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                    self.revision = 0  # another central was quicker: not ours this round
             return self.revision > 0
 
     async def renew(self) -> bool:

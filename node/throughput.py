@@ -50,10 +50,12 @@ class Throughput:
             self._finished[outcome.status] += 1
         self.listener.on_end(job, outcome)
 
-    def on_phase(self, job: Assignment, phase: str) -> None:
-        listen = getattr(self.listener, "on_phase", None)
-        if listen is not None:
-            listen(job, phase)
+    def __getattr__(self, name: str):
+        """The listener's other calls (``on_phase``, ``on_progress``, ``on_log``, ...) pass
+        through unmeasured; the executor asks with ``getattr``, so a missing one stays missing."""
+        if name.startswith("on_"):
+            return getattr(self.listener, name)
+        raise AttributeError(name)
 
     def snapshot(self) -> ThroughputSnapshot:
         with self._lock:

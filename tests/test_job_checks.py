@@ -21,7 +21,7 @@ from waiting import wait_until
 pytestmark = pytest.mark.slow
 
 KNOWN = ("optimizer, learning_rate, weight_decay, momentum, seed, dtype, validation_split, steps_per_chunk, "
-         "checkpoint_every, checkpoint_interval_s, label_column, name")
+         "checkpoint_every, checkpoint_interval_s, label_column, name, devices")
 LONG = "synthetic://classification?n=200000&features=64&classes=4"  # a job that trains for a while on 2 cores
 
 

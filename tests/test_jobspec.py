@@ -51,7 +51,7 @@ def problem(**fields) -> str:
     ({"hyperparameters": {"lerning_rate": "5"}},
      "hyperparameters.lerning_rate is not a hyperparameter: did you mean learning_rate? known are optimizer, "
      "learning_rate, weight_decay, momentum, seed, dtype, validation_split, steps_per_chunk, checkpoint_every, "
-     "checkpoint_interval_s, label_column, name"),
+     "checkpoint_interval_s, label_column, name, devices"),
     ({"hyperparameters": {"learning_rate": "fast"}}, "hyperparameters.learning_rate must be a number > 0 (got 'fast')"),
     ({"hyperparameters": {"learning_rate": "-1"}}, "hyperparameters.learning_rate must be a number > 0 (got '-1')"),
     ({"hyperparameters": {"optimizer": "adagrad"}},

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RUN_LANGS = {"sh", "python"}
-OTHER_LANGS = {"", "toml", "text"}  # never run: pictures, config, output
+OTHER_LANGS = {"", "toml", "yaml", "text"}  # never run: pictures, config, output
 MARKER = re.compile(r"<!-- readme-test: (?P<verb>\S+)(?: (?P<arg>.*?))? -->")
 FENCE = re.compile(r"^```(?P<lang>\S*)\s*$")
 
