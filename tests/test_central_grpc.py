@@ -7,8 +7,6 @@ Central runs in a thread with its own event loop; the test calls it with sync st
 
 from __future__ import annotations
 
-import asyncio
-import threading
 
 import grpc
 import pytest
@@ -17,33 +15,14 @@ from google.protobuf.descriptor import FieldDescriptor as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protos.trailers import ERROR_TRAILER
-from central.server import CentralConfig, CentralServer
+from central.server import CentralConfig
+from threaded_central import ThreadedCentral
 from protos import common_pb2, job_pb2, job_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.convert import HTTP_TO_GRPC, bearer_metadata
 
 NODE_TOKEN, API_KEY = "node-token", "api-key"
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
            grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-class ThreadedCentral:
-    def __init__(self, config: CentralConfig) -> None:
-        self.server = CentralServer(config)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def call(self, coro, timeout: float = 60):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __enter__(self):
-        self.thread.start()
-        self.call(self.server.start())
-        return self
-
-    def __exit__(self, *exc):
-        self.call(self.server.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ node) for the whole test.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 
 import grpc
 import pytest
@@ -24,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waiting import wait_until
 
-from central.server import CentralConfig, CentralServer
+from central.server import CentralConfig
+from threaded_central import ThreadedCentral
 from events import EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobStarted, JobSubmitted
 from protos import common_pb2, node_pb2, node_pb2_grpc
 from protos import deployment_pb2 as dp
@@ -39,26 +38,6 @@ BIG = '{"type": "mlp", "hidden": [4096, 4096]}'  # its artifact: 65 MiB of weigh
 MiB, GiB = 1 << 20, 1 << 30
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND,
            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
-
-
-class ThreadedCentral:
-    def __init__(self, config: CentralConfig) -> None:
-        self.server = CentralServer(config)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def call(self, coro, timeout: float = 60):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __enter__(self):
-        self.thread.start()
-        self.call(self.server.start())
-        return self
-
-    def __exit__(self, *exc):
-        self.call(self.server.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 class SilentNode:
