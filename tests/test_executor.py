@@ -167,7 +167,7 @@ def test_a_listener_that_raises_fails_only_that_job(tmp_path):
 def test_cancel_stops_a_running_epoch_within_a_second(recorder, tmp_path):
     slow = job(
         "slow", epochs=50, batch_size=256, model_definition='{"type": "mlp", "hidden": [512, 512]}',
-        dataset_uri="synthetic://classification?n=20000&features=256&classes=4",
+        dataset_uri="synthetic://classification?n=40000&features=256&classes=4",
         hyperparameters={"seed": "0", "steps_per_chunk": "4", "checkpoint_every": "0"},
     )
     ex = executor(recorder, tmp_path)
