@@ -341,19 +341,21 @@ class EventBus:
             buffer.append(StoredMessage(seq, msg.subject, msg.data, msg.headers or {}, time_ns, pending))
             arrived.set()
 
-        sub = await self.violations.guard(self.js.subscribe(
-            subjects,
-            stream=_stream_of(subjects),
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=1024 * 1024 * 1024,
-        ))
+        with self._nats_errors('read the stream'):
+            sub = await self.violations.guard(self.js.subscribe(
+                subjects,
+                stream=_stream_of(subjects),
+                cb=on_message,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=max(1, start_seq)),
+                pending_msgs_limit=1_000_000,
+                pending_bytes_limit=1024 * 1024 * 1024,
+            ))
         try:
             if until_caught_up:
-                info = await self.violations.guard(sub.consumer_info())
+                with self._nats_errors('read the stream'):
+                    info = await self.violations.guard(sub.consumer_info())
                 if info.num_pending == 0 and not info.delivered.consumer_seq and not buffer:
                     return  # nothing matches from start_seq on
             while True:

@@ -15,12 +15,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import grpc
 
-from bus import EventBus
+from bus import BusUnavailable, EventBus
 from fake_node import Assignment, FakeNode
 from protos import job_pb2, job_pb2_grpc
 from waiting import eventually
@@ -121,12 +122,20 @@ async def submit_retrying(stubs: list[job_pb2_grpc.JobServiceStub], job_id: str,
     return False
 
 
-async def events_by_job(bus: EventBus) -> dict[str, Counter]:
-    """For each job, how many events of each type the stream holds."""
-    out: dict[str, Counter] = {}
-    async for msg in bus.read(1, subjects="events.job.>"):
-        out.setdefault(msg.subject.rsplit(".", 1)[-1], Counter())[msg.headers.get("Cyxwiz-Event-Type", "")] += 1
-    return out
+async def events_by_job(bus: EventBus, timeout: float = 30.0) -> dict[str, Counter]:
+    """For each job, how many events of each type the stream holds. A read that NATS
+    cannot answer yet (a new stream leader is being elected) is tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out: dict[str, Counter] = {}
+        try:
+            async for msg in bus.read(1, subjects="events.job.>"):
+                out.setdefault(msg.subject.rsplit(".", 1)[-1], Counter())[msg.headers.get("Cyxwiz-Event-Type", "")] += 1
+            return out
+        except BusUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def terminal_count(counts: Counter) -> int:

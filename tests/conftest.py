@@ -36,3 +36,9 @@ async def bus(nats_server):
     event_bus = await EventBus.connect(nats_server.url)
     yield event_bus
     await event_bus.close()
+
+
+def pytest_collection_modifyitems(items):
+    """The long end-to-end tests (marked slow) first: two workers then end together
+    instead of one running the README's test alone at the end of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

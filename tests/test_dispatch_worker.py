@@ -74,6 +74,7 @@ async def test_central_dispatches_through_its_worker_and_survives_its_death(cent
         central.dispatcher.worker._proc.kill()
         await central.dispatcher.worker._proc.wait()
         await submit(jobs, 1)
-        await eventually(lambda: len(node.assignments) == 3, message="a new worker takes the next call")
+        await eventually(lambda: len(node.assignments) == 3, timeout=60,  # a new process: slow on a loaded machine
+                         message="a new worker takes the next call")
     finally:
         await node.stop()

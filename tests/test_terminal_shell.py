@@ -43,8 +43,12 @@ def test_an_interactive_shell_with_window_size_ctrl_c_and_exit_code(stack):
     child.setwinsize(41, 120)  # SIGWINCH: the new size reaches the remote PTY
     child.sendline("stty size")
     child.expect("41 120")
-    child.sendline("sleep 30; echo not-interrupted")
-    child.sendcontrol("c")  # raw mode: Ctrl-C goes to the remote shell, not to the CLI
+    child.sendline('echo sleep""ing-now; sleep 30; echo not-interrupted')
+    child.expect("sleeping-now")  # the output, not the echoed line: the sleep is (about to be) running
+    for _ in range(10):  # a Ctrl-C that reaches bash in the instant before it starts sleep is bash's alone
+        child.sendcontrol("c")  # raw mode: Ctrl-C goes to the remote shell, not to the CLI
+        if child.expect([PROMPT, pexpect.TIMEOUT], timeout=3) == 0:
+            break
     child.sendline("echo after-interrupt")
     child.expect("after-interrupt")
     child.sendline("echo leaked=$(env | grep -c CYXWIZ_); exit 7")

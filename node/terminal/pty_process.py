@@ -60,17 +60,24 @@ def _set_size(fd: int, rows: int, cols: int) -> None:
 
 
 def session_members(sid: int) -> list[int]:
-    """Every live process whose session id is ``sid`` (the shell and all it started)."""
+    """Every live process whose session id is ``sid`` (the shell and all it started). A
+    zombie is not live: it has ended and only waits for its parent (often init, once the
+    shell is gone) to reap it; there is nothing left to signal."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            if os.getsid(int(name)) == sid:
+            if os.getsid(int(name)) == sid and not _is_zombie(name):
                 found.append(int(name))
         except OSError:
             continue
     return found
+
+
+def _is_zombie(pid: str) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as stat:  # "pid (comm) S ...": the state follows the last ")"
+        return stat.read().rpartition(b")")[2].split(None, 1)[0] == b"Z"
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
@@ -175,7 +182,12 @@ class PtyProcess:
         members = session_members(self.pid)
         _signal_all(members, signal.SIGHUP)
         _signal_all(members, signal.SIGCONT)  # a stopped job must see its hangup
-        await self.wait(grace)
+        # a shell still starting up (reading its rc files) may not act on a hangup yet: it
+        # is sent again until the shell has gone or the grace period is over
+        pause = 0.02
+        while await self.wait(min(pause, max(0.0, deadline - loop.time()))) is None and loop.time() < deadline:
+            _signal_all([self.pid], signal.SIGHUP)
+            pause = min(pause * 2, 0.2)
         while loop.time() < deadline and self._others():
             await asyncio.sleep(0.02)
         _signal_all(session_members(self.pid), signal.SIGKILL)
