@@ -230,6 +230,7 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
         closed_s = time.perf_counter() - t0
         opened = asyncio.run(submit_open(info["grpc"], jobs, open_rate, "open"))
         time.sleep(2.0)  # the last assignments and reports
+        stored = asyncio.run(stream_stages(nats_url))
     finally:
         stop.set()
         assigned_at: dict[str, float] = {}
@@ -246,6 +247,18 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
         return [(assigned_at[j] - t) * 1000 for j, t in sent.items() if j in assigned_at]
 
     lat_closed, lat_open = latencies(closed), latencies(opened)
+
+    def stages(sent: dict[str, float]) -> dict:
+        """Where the time goes, p50/p99 ms: the submit until its JobSubmitted is stored, that
+        until the JobAssigned is stored (the scheduler), that until the node has the call."""
+        parts = {"submit_to_stored": [], "stored_to_assigned": [], "assigned_to_node": []}
+        for job_id, t in sent.items():
+            times = stored.get(job_id, {})
+            if "JobSubmitted" in times and "JobAssigned" in times and job_id in assigned_at:
+                parts["submit_to_stored"].append((times["JobSubmitted"] - t) * 1000)
+                parts["stored_to_assigned"].append((times["JobAssigned"] - times["JobSubmitted"]) * 1000)
+                parts["assigned_to_node"].append((assigned_at[job_id] - times["JobAssigned"]) * 1000)
+        return {k: [round(percentile(v, 0.5), 1), round(percentile(v, 0.99), 1)] for k, v in parts.items() if v}
     closed_span = max(assigned_at[j] for j in closed if j in assigned_at) - min(closed.values())
     return {
         "mode": "heavy reports: nodes report each job trained at once", "nodes": registered, "jobs_per_loop": jobs,
@@ -253,10 +266,12 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
                         "assignments_per_s": round(len(lat_closed) / closed_span),
                         "submit_to_assign_ms_p50": round(statistics.median(lat_closed), 1),
                         "submit_to_assign_ms_p99": round(percentile(lat_closed, 0.99), 1),
+                        "stages_ms_p50_p99": stages(closed),
                         "central_cores_busy": round(cpu_closed / closed_s, 2)},
         "open_loop": {"rate_per_s": open_rate, "assigned": len(lat_open),
                       "submit_to_assign_ms_p50": round(statistics.median(lat_open), 1),
-                      "submit_to_assign_ms_p99": round(percentile(lat_open, 0.99), 1)},
+                      "submit_to_assign_ms_p99": round(percentile(lat_open, 0.99), 1),
+                      "stages_ms_p50_p99": stages(opened)},
         "reports_refused": len(refused), "refusals": sorted(set(refused))[:5],
         "submit_errors": dict(SUBMIT_ERRORS.most_common(5)),
         "central_log_tail": [line for line in (home / "central.log").read_text(errors="replace").splitlines()
@@ -282,8 +297,11 @@ def start_central(nats_url: str, home: Path) -> tuple[subprocess.Popen, dict]:
             raise SystemExit(f"central did not start: {(home / 'central.log').read_text()[-2000:]}")
         time.sleep(0.05)
     if os.environ.get("CENTRAL_PYSPY"):  # a flame graph of central (py-spy installed by hand: not a dependency)
+        raw = os.environ.get("CENTRAL_PYSPY_FORMAT") == "raw"  # collapsed stacks, for grep and sort
         subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--subprocesses", "--rate", "200",
-                          "--output", f"{os.environ['CENTRAL_PYSPY']}-{home.name}.svg"],
+                          *(["--format", "raw"] if raw else []),
+                          *os.environ.get("CENTRAL_PYSPY_ARGS", "").split(),  # e.g. --gil: what holds the GIL
+                          "--output", f"{os.environ['CENTRAL_PYSPY']}-{home.name}.{'txt' if raw else 'svg'}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, json.loads(ready.read_text())
 
@@ -336,6 +354,21 @@ async def stream_times(nats_url: str, n: int, timeout: float = 300.0) -> tuple[d
         await asyncio.sleep(0.2)
     await bus.close()
     return submitted, assigned
+
+
+async def stream_stages(nats_url: str) -> dict[str, dict[str, float]]:
+    """Per job, the wall time (the NATS server's clock: one machine) each of its first
+    JobSubmitted and JobAssigned was stored."""
+    bus = await EventBus.connect(nats_url, setup=False)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        async for msg in bus.read(1, subjects="events.job.>"):
+            kind = msg.headers.get("Cyxwiz-Event-Type")
+            if kind in ("JobSubmitted", "JobAssigned"):
+                out.setdefault(msg.subject.rsplit(".", 1)[-1], {}).setdefault(kind, msg.time_ns / 1e9)
+    finally:
+        await bus.close()
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:

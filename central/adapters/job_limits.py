@@ -20,10 +20,11 @@ width is only known on the node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from central.lifecycle.errors import Refused
+from central.lifecycle.nodes import largest_node_memory
 from events import JobSpec
 from events.jobspec import MAX_BATCH, MAX_EPOCHS, InvalidJobSpec, check_job
 from events.model_size import ModelSize, estimate
@@ -44,11 +45,13 @@ UNBOUNDED = 1 << 62  # memory that bounds nothing
 
 
 def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
-               name_field: str | None = None, fit_memory: bool = True) -> JobSpec:
+               name_field: str | None = None, fit_memory: bool = True,
+               largest_memory: Callable[[str | None], int | None] | None = None) -> JobSpec:
     """``spec`` if a node could run it, else ``Refused(400)`` naming the field, the value
-    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``);
-    ``fit_memory=False`` leaves out the one rule that depends on them (a queued job
-    may wait for a larger node)."""
+    and the limit. ``nodes`` are the online nodes (``devices``, ``ram_bytes``), or
+    ``largest_memory(device)`` says what ``largest_node_memory`` would of them (central's
+    state keeps it between node changes); ``fit_memory=False`` leaves out the one rule
+    that depends on them (a queued job may wait for a larger node)."""
     if spec.job_type != "JOB_TYPE_TRAINING":
         raise Refused(400, f"{where}.job_type {spec.job_type[:40]!r} is not supported: central runs JOB_TYPE_TRAINING jobs")
     if not 0 <= spec.priority <= 3:
@@ -68,7 +71,7 @@ def check_spec(spec: JobSpec, *, nodes: Iterable[Any] = (), where: str = "spec",
     except InvalidJobSpec as exc:
         raise Refused(400, str(exc.under(where))) from None
     check_model_size(spec.model_definition, optimizer=checked.hyperparameters.get("optimizer", "adam"),
-                     memory=largest_node_memory(nodes, req.device) if fit_memory else UNBOUNDED,
+                     memory=_memory(nodes, largest_memory, req.device) if fit_memory else UNBOUNDED,
                      where=f"{where}.model_definition")
     return spec
 
@@ -99,18 +102,8 @@ def check_model_size(definition: str, *, optimizer: str = "adam", memory: int | 
     return size
 
 
-def largest_node_memory(nodes: Iterable[Any], device: str | None = None) -> int | None:
-    """The most memory one job can have on any of ``nodes`` (accelerator memory, or RAM
-    on a CPU-only node), among those with ``device`` when given; None if unknown."""
-    best = 0
-    for node in nodes:
-        devices = [d for d in node.devices if d.memory_bytes > 0]
-        accelerators = [d.memory_bytes for d in devices if d.type != "cpu" and device in (None, d.type)]
-        if accelerators:
-            best = max(best, *accelerators)
-        elif device in (None, "cpu") and not any(d.type != "cpu" for d in node.devices):
-            best = max(best, node.ram_bytes, *(d.memory_bytes for d in devices))
-    return best or None
+def _memory(nodes: Iterable[Any], largest_memory, device: str | None) -> int | None:
+    return largest_node_memory(nodes, device) if largest_memory is None else largest_memory(device)
 
 
 def _gib(n: int) -> str:

@@ -29,8 +29,10 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             raise Refused(400, "initial_data is not supported: upload the data set and name it in config.dataset_uri")
         config = request.config
         job_id = check_id("config.job_id", config.job_id) if config.job_id else uuid.uuid4().hex
-        spec = spec_from_config(config, nodes=self.s.state.online_nodes())
+        spec = spec_from_config(config, largest_memory=self.s.state.largest_online_memory)
         await self.s.commands.job(job_id, Submit(job_id, spec))
+        if self.s.scheduler is not None:
+            self.s.scheduler.passed_checks(job_id)  # the scheduler need not check its spec again
         return job_pb2.SubmitJobResponse(job_id=job_id, status=common_pb2.STATUS_SUCCESS)
 
     @unary(job_pb2.GetJobStatusResponse)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from central.adapters.job_limits import MAX_NAME, check_spec
@@ -78,10 +78,12 @@ def check_metrics(what: str, metrics) -> dict[str, float]:
 # --------------------------------------------------------------------------- jobs in
 
 
-def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "", *, nodes: Iterable[NodeState] = ()) -> JobSpec:
+def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "", *, nodes: Iterable[NodeState] = (),
+                     largest_memory: Callable[[str | None], int | None] | None = None) -> JobSpec:
     """A JobSpec from a submitted JobConfig; raises ``Refused(400)`` naming the bad field.
 
-    ``nodes`` are the online nodes: the model must fit the largest (``check_spec``)."""
+    ``nodes`` are the online nodes (or ``largest_memory``, see ``check_spec``): the model
+    must fit the largest."""
     if config.job_type != job_pb2.JOB_TYPE_TRAINING:
         got = job_pb2.JobType.Name(config.job_type) if config.job_type in ENUM_VALUES["JobType"] else config.job_type
         raise Refused(400, f"config.job_type {got} is not supported: central runs JOB_TYPE_TRAINING jobs")
@@ -106,7 +108,8 @@ def spec_from_config(config: job_pb2.JobConfig, submitted_by: str = "", *, nodes
         name=name,
         submitted_by=submitted_by,
     )
-    return check_spec(spec, nodes=nodes, where="config", name_field='config.hyperparameters["name"]')
+    return check_spec(spec, nodes=nodes, largest_memory=largest_memory, where="config",
+                      name_field='config.hyperparameters["name"]')
 
 
 def config_from_spec(job: JobState, *, attempt: int, resume_uri: str | None, resume_epoch: int,

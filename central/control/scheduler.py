@@ -26,7 +26,7 @@ from central.adapters.job_limits import check_spec
 from central.control.commands import Commands
 from central.lifecycle.deciders import Assign, Cancel, Fail, Wait
 from central.lifecycle.errors import Refused
-from central.lifecycle.jobs import JobState
+from central.lifecycle.jobs import JobState, JobStatus
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking, slots_taken, why_waiting
 from central.lifecycle.state import CentralState
@@ -70,6 +70,14 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def passed_checks(self, job_id: str) -> None:
+        """``job_id`` was submitted through this central's SubmitJob, whose checks are
+        stricter than the pass's (they fit the model to the nodes too): not checked again.
+        Only a job still waiting is taken (one already placed has left ``_valid``)."""
+        job = self.state.jobs.get(job_id)
+        if job is not None and job.status == JobStatus.QUEUED:
+            self._valid.add(job_id)
 
     def _on_event(self, event, old, new) -> None:
         if isinstance(event, JobAssigned):

@@ -11,7 +11,9 @@ and its jobs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -22,7 +24,7 @@ from central.lifecycle.errors import Refused
 from events import Device, Event, NodeDeregistered, NodeLost, NodeRegistered
 
 __all__ = [
-    "Deregister", "MarkLost", "NodeState", "Register", "decide_node", "evolve_node", "node_anomaly",
+    "Deregister", "MarkLost", "NodeState", "Register", "decide_node", "evolve_node", "largest_node_memory", "node_anomaly",
     "registration_id",
 ]
 
@@ -125,3 +127,17 @@ def evolve_node(state: NodeState | None, event: Event) -> NodeState | None:
         case NodeDeregistered():
             return replace(state, status="deregistered", lost_at=event.occurred_at.timestamp())
     return state
+
+
+def largest_node_memory(nodes: Iterable[Any], device: str | None = None) -> int | None:
+    """The most memory one job can have on any of ``nodes`` (accelerator memory, or RAM
+    on a CPU-only node), among those with ``device`` when given; None if unknown."""
+    best = 0
+    for node in nodes:
+        devices = [d for d in node.devices if d.memory_bytes > 0]
+        accelerators = [d.memory_bytes for d in devices if d.type != "cpu" and device in (None, d.type)]
+        if accelerators:
+            best = max(best, *accelerators)
+        elif device in (None, "cpu") and not any(d.type != "cpu" for d in node.devices):
+            best = max(best, node.ram_bytes, *(d.memory_bytes for d in devices))
+    return best or None

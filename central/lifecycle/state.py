@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from bus import StoredMessage
 from bus.loop import wait_for_future
 from central.lifecycle.jobs import ACTIVE, JobState, JobStatus, fold
-from central.lifecycle.nodes import NodeState, evolve_node, node_anomaly
+from central.lifecycle.nodes import NodeState, evolve_node, largest_node_memory, node_anomaly
 from central.lifecycle.policy import queue_key
 from central.lifecycle.deployments import DeploymentState, fold_deployment
 from events import (DeploymentEvent, DeploymentStats, Event, InvalidEvent, JobCompleted, JobEvent, JobFailed, NodeEvent,
@@ -50,6 +50,9 @@ class CentralState:
         self._seq_waiters: list[tuple[int, int, asyncio.Future]] = []
         self._watchers: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
         self._waiter_ids = 0
+        self._nodes_changed = 0  # counts node changes: what is cached of the nodes is keyed on it
+        self._memory_cache: dict[str | None, int | None] = {}
+        self._memory_cache_at = -1
 
     # --- folding -------------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class CentralState:
             return
         new = evolve_node(old, event)
         self.nodes[event.node_id] = new
+        self._nodes_changed += 1
         self._notify(event, old, new)
 
     def _anomaly(self, seq: int, kind: str, reason: str) -> None:
@@ -175,6 +179,15 @@ class CentralState:
 
     def online_nodes(self) -> Iterator[NodeState]:
         return (n for n in self.nodes.values() if n.status == "online")
+
+    def largest_online_memory(self, device: str | None = None) -> int | None:
+        """``largest_node_memory`` of the online nodes, kept until a node changes (every
+        submit asks; with hundreds of nodes the walk cost more than the rest of the check)."""
+        if self._memory_cache_at != self._nodes_changed:
+            self._memory_cache, self._memory_cache_at = {}, self._nodes_changed
+        if device not in self._memory_cache:
+            self._memory_cache[device] = largest_node_memory(self.online_nodes(), device)
+        return self._memory_cache[device]
 
     def reputation(self, node_id: str) -> float:
         """The share of the node's finished runs that completed (1.0 before any ended)."""
