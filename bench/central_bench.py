@@ -2,7 +2,7 @@
 
     python bench/central_bench.py [--nodes 200] [--jobs 10000] [--history 100000]
     python bench/central_bench.py --sse-clients 50 [--repeat 3]     # the dashboard's cost
-    python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500]
+    python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500] [--centrals N]
 
 1. Throughput and latency: a real nats-server, central as a subprocess (``python -m
    central central``), and ``--nodes`` simulated nodes (real gRPC servers, several per
@@ -114,13 +114,17 @@ def sse_worker(rest: str, clients: int, ready, stop, received) -> None:
     asyncio.run(main())
 
 
-def reporting_node_worker(central: str, first: int, count: int, slots: int, ready, stop, results) -> None:
+def reporting_node_worker(central: str, first: int, count: int, slots: int, ready, stop, results,
+                          spread: bool = False) -> None:
     """Nodes that report each accepted job trained at once; at the end, per job the wall
-    time its AssignJob arrived, and every refusal of a report."""
+    time its AssignJob arrived, and every refusal of a report. ``spread``: a connection
+    per node (centrals sharing a port get connections, not calls, from the kernel)."""
     from fake_node import FakeNode
 
     async def main() -> None:
         channel = grpc.aio.insecure_channel(central)
+        channels = [grpc.aio.insecure_channel(central, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(count)] if spread else []
         assigned_at: dict[str, float] = {}
         refused: list[str] = []
         tasks: set[asyncio.Task] = set()
@@ -139,7 +143,8 @@ def reporting_node_worker(central: str, first: int, count: int, slots: int, read
                 task.add_done_callback(tasks.discard)
             return accepted
 
-        nodes = [FakeNode(channel, node_id=f"bench-{i:04d}", slots=slots) for i in range(first, first + count)]
+        nodes = [FakeNode(channels[k] if spread else channel, node_id=f"bench-{i:04d}", slots=slots)
+                 for k, i in enumerate(range(first, first + count))]
         for node in nodes:
             node.on_assign = on_assign(node)
             await node.start()
@@ -151,26 +156,33 @@ def reporting_node_worker(central: str, first: int, count: int, slots: int, read
         results.put((assigned_at, refused))
         for node in nodes:
             await node.stop()
-        await channel.close()
+        for c in [channel, *channels]:
+            await c.close()
 
     asyncio.run(main())
 
 
-async def submit_closed(target: str, n: int, concurrency: int, prefix: str) -> dict[str, float]:
+def _channels(target: str, count: int) -> list:
+    """``count`` connections (a channel each: gRPC would otherwise share one subchannel)."""
+    return [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+
+
+async def submit_closed(target: str, n: int, concurrency: int, prefix: str, connections: int = 1) -> dict[str, float]:
     """``concurrency`` submits in flight; the wall time each was sent."""
-    channel = grpc.aio.insecure_channel(target)
-    stub = job_pb2_grpc.JobServiceStub(channel)
+    channels = _channels(target, connections)
+    stubs = [job_pb2_grpc.JobServiceStub(c) for c in channels]
     sent: dict[str, float] = {}
     next_index = iter(range(n))
 
-    async def worker() -> None:
+    async def worker(stub) -> None:
         for i in next_index:
             job_id = f"{prefix}-{i:06d}"
             sent[job_id] = time.time()
             await _submit(stub, job_id, sent)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    await channel.close()
+    await asyncio.gather(*(worker(stubs[k % len(stubs)]) for k in range(concurrency)))
+    for c in channels:
+        await c.close()
     return sent
 
 
@@ -186,10 +198,10 @@ async def _submit(stub, job_id: str, sent: dict[str, float]) -> None:
         SUBMIT_ERRORS[f"{exc.code().name}: {(exc.details() or '')[:200]}"] += 1
 
 
-async def submit_open(target: str, n: int, rate: float, prefix: str) -> dict[str, float]:
+async def submit_open(target: str, n: int, rate: float, prefix: str, connections: int = 1) -> dict[str, float]:
     """Submits at ``rate`` per second on a fixed schedule, never waiting for answers."""
-    channel = grpc.aio.insecure_channel(target)
-    stub = job_pb2_grpc.JobServiceStub(channel)
+    channels = _channels(target, connections)
+    stubs = [job_pb2_grpc.JobServiceStub(c) for c in channels]
     sent: dict[str, float] = {}
     calls = []
     started = time.perf_counter()
@@ -197,9 +209,10 @@ async def submit_open(target: str, n: int, rate: float, prefix: str) -> dict[str
         await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         job_id = f"{prefix}-{i:06d}"
         sent[job_id] = time.time()
-        calls.append(asyncio.ensure_future(_submit(stub, job_id, sent)))
+        calls.append(asyncio.ensure_future(_submit(stubs[i % len(stubs)], job_id, sent)))
     await asyncio.gather(*calls)
-    await channel.close()
+    for c in channels:
+        await c.close()
     return sent
 
 
@@ -209,26 +222,39 @@ def _bench_config(job_id: str) -> job_pb2.JobConfig:
 
 
 def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: int, jobs: int, concurrency: int,
-                open_rate: float) -> dict:
-    """Closed loop, then open loop, against one central with reporting nodes."""
+                open_rate: float, centrals: int = 0) -> dict:
+    """Closed loop, then open loop, against one central with reporting nodes.
+
+    ``centrals`` >= 1: that many central processes on one gRPC port (``--share-port``),
+    every node on a connection of its own and submits over 16 connections, so the kernel
+    spreads the calls (0: one central, one connection per node process, as before)."""
     home = work / "reports"
     home.mkdir(parents=True)
-    central, info = start_central(nats_url, home)
+    spread = centrals >= 1
+    central, info = start_central(nats_url, home, *(["--share-port"] if spread else []))
+    others = []
+    for k in range(1, centrals):
+        other_home = work / f"reports-{k}"
+        other_home.mkdir(parents=True)
+        port = info["grpc"].rsplit(":", 1)[1]
+        others.append(start_central(nats_url, other_home, "--share-port", grpc_port=port)[0])
+    connections = 16 if spread else 1
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     workers = [ctx.Process(target=reporting_node_worker,
-                           args=(info["grpc"], first, min(per_process, nodes - first), slots, ready, stop, results))
+                           args=(info["grpc"], first, min(per_process, nodes - first), slots, ready, stop, results,
+                                 spread))
                for first in range(0, nodes, per_process)]
     for w in workers:
         w.start()
     try:
         registered = sum(ready.get(timeout=300) for _ in workers)
-        pids = [central.pid, *(c.pid for c in psutil.Process(central.pid).children())]
+        pids = [p.pid for c in [central, *others] for p in [psutil.Process(c.pid), *psutil.Process(c.pid).children()]]
         cpu_before, t0 = _cpu(pids), time.perf_counter()
-        closed = asyncio.run(submit_closed(info["grpc"], jobs, concurrency, "closed"))
+        closed = asyncio.run(submit_closed(info["grpc"], jobs, concurrency, "closed", connections))
         cpu_closed = sum(_cpu(pids)) - sum(cpu_before)
         closed_s = time.perf_counter() - t0
-        opened = asyncio.run(submit_open(info["grpc"], jobs, open_rate, "open"))
+        opened = asyncio.run(submit_open(info["grpc"], jobs, open_rate, "open", connections))
         time.sleep(2.0)  # the last assignments and reports
         stored = asyncio.run(stream_stages(nats_url))
     finally:
@@ -241,7 +267,8 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
             refused += bad
         for w in workers:
             w.join(60)
-        stop_central(central)
+        for process in [central, *others]:
+            stop_central(process)
 
     def latencies(sent: dict[str, float]) -> list[float]:
         return [(assigned_at[j] - t) * 1000 for j, t in sent.items() if j in assigned_at]
@@ -262,6 +289,7 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
     closed_span = max(assigned_at[j] for j in closed if j in assigned_at) - min(closed.values())
     return {
         "mode": "heavy reports: nodes report each job trained at once", "nodes": registered, "jobs_per_loop": jobs,
+        "central_processes": max(1, centrals), "connections_spread": spread,
         "closed_loop": {"in_flight": concurrency, "assigned": len(lat_closed),
                         "assignments_per_s": round(len(lat_closed) / closed_span),
                         "submit_to_assign_ms_p50": round(statistics.median(lat_closed), 1),
@@ -282,13 +310,13 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
 # --- central as a subprocess -------------------------------------------------------------
 
 
-def start_central(nats_url: str, home: Path) -> tuple[subprocess.Popen, dict]:
+def start_central(nats_url: str, home: Path, *args: str, grpc_port: str = "0") -> tuple[subprocess.Popen, dict]:
     ready = home / "ready.json"
     log = open(home / "central.log", "ab")
     process = subprocess.Popen(
         [sys.executable, *(["-m", "cProfile", "-o", os.environ["CENTRAL_PROFILE"]] if os.environ.get("CENTRAL_PROFILE") else []),
-         "-m", "central", "central", "--nats", nats_url, "--home", str(home), "--grpc-port", "0",
-         "--rest-port", "0", "--ready-file", str(ready)],
+         "-m", "central", "central", "--nats", nats_url, "--home", str(home), "--grpc-port", grpc_port,
+         "--rest-port", "0", "--ready-file", str(ready), *args],
         stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "CYXWIZ_LOG_LEVEL": "WARNING"}, cwd=ROOT,
     )
     deadline = time.monotonic() + 900
@@ -509,6 +537,9 @@ def main() -> None:
     parser.add_argument("--reports-only", action="store_true", help="only the heavy report load (2.)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="submits/s of the open loop")
     parser.add_argument("--report-slots", type=int, default=8, help="slots per reporting node")
+    parser.add_argument("--centrals", type=int, default=0,
+                        help="the report load against N central processes sharing one gRPC port (--share-port), "
+                             "connections spread (a connection per node); 0: one central as before")
     parser.add_argument("--compare-fsync", action="store_true",
                         help="the report load with fsync always (ours) and with nats-server's default, one run")
     args = parser.parse_args()
@@ -526,7 +557,8 @@ def main() -> None:
                 os.environ[CREDS_ENV] = str(server.seed("central"))
                 try:
                     runs[name] = report_load(server.url, work / name, args.nodes, args.nodes_per_process,
-                                             args.report_slots, args.jobs, args.concurrency, args.open_rate)
+                                             args.report_slots, args.jobs, args.concurrency, args.open_rate,
+                                             args.centrals)
                     print(json.dumps({"fsync": name, **runs[name]}), flush=True)
                 finally:
                     server.kill()

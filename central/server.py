@@ -81,6 +81,7 @@ class CentralConfig:
     node_timeout_s: float = 30.0
     dispatch_process: bool = True  # AssignJob calls from a worker process, off the event loop
     lease_ttl_s: float = 5.0  # the scheduling lease among centrals of one stream (leadership.py)
+    share_port: bool = False  # several centrals of one host on one gRPC port (SO_REUSEPORT): the kernel spreads connections
     host: str = "0.0.0.0"  # where the servers listen
     advertise_host: str = "127.0.0.1"  # how the ready banner names them
 
@@ -95,6 +96,7 @@ class CentralConfig:
         "node_timeout_s": "CYXWIZ_NODE_TIMEOUT_S",
         "dispatch_process": "CYXWIZ_DISPATCH_PROCESS",
         "lease_ttl_s": "CYXWIZ_LEASE_TTL_S",
+        "share_port": "CYXWIZ_SHARE_PORT",
     }
 
     @classmethod
@@ -127,7 +129,7 @@ class CentralConfig:
 def _convert(name: str, value, source: str):
     kind = {"grpc_port": int, "rest_port": int, "heartbeat_s": float, "node_timeout_s": float, "home": Path,
             "lease_ttl_s": float,
-            "dispatch_process": _flag}.get(name, str)
+            "dispatch_process": _flag, "share_port": _flag}.get(name, str)
     try:
         return kind(value)
     except (TypeError, ValueError):
@@ -233,7 +235,8 @@ class CentralServer:
         replay (a replay gate in front); calls counted by method and code."""
         c = self.config
         self._gate = ReplayGate(progress=lambda: f"{self.state.last_seq} of {self._replay_target} events")
-        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+        # a taken port is an error (no silent second listener) unless sharing it was asked for
+        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1 if c.share_port else 0)],
                                      interceptors=[CallCounter(GRPC_HANDLED), self._gate, DecodeGuard()])
         recorder = ServiceRecorder(self._grpc)
         add_services(recorder, services)
@@ -246,7 +249,8 @@ class CentralServer:
             self.grpc_port = 0
         if self.grpc_port == 0:
             raise ConfigError(f"cannot listen for gRPC on {c.host}:{c.grpc_port}: the port is taken; "
-                              "pass --grpc-port 0 for any free port")
+                              "pass --grpc-port 0 for any free port"
+                              + ("" if c.share_port else ", or --share-port on every central that shares it"))
         await self._grpc.start()
         central_metrics.attach(self)
 
@@ -329,35 +333,52 @@ class CentralServer:
                 for i, j in enumerate(self.state.queued(limit))]
 
     async def stop(self) -> None:
+        """Stop every part, in order. Each step has a deadline (``STOP_STEP_S``): one that
+        passes it is logged by name and left behind, so a stop always ends."""
         central_metrics.detach(self)
         if self._standard is not None:
-            await self._standard.stop()
+            await _step("health and reflection", self._standard.stop())
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+            await _step("gRPC server", self._grpc.stop(grace=1.0))
         if self.leadership is not None:
             self._leadership_task.cancel()
-            await asyncio.gather(self._leadership_task, return_exceptions=True)
-            await self.leadership.stop()  # another central takes over now, not a TTL later
+            await _step("lease renewal", asyncio.gather(self._leadership_task, return_exceptions=True))
+            await _step("lease release", self.leadership.stop())  # another central takes over now, not a TTL later
         if self.scheduler is not None:
-            await self.scheduler.stop()
+            await _step("scheduler", self.scheduler.stop())
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _step("background tasks", asyncio.gather(*self._tasks, return_exceptions=True))
         self._tasks.clear()
         if self._rest_runner is not None:
-            await self._rest_runner.cleanup()
+            await _step("REST server", self._rest_runner.cleanup(), STOP_STEP_S + 15)  # its own grace is 5 + 5 s
         if getattr(self, "deployments", None) is not None:
-            await self.deployments.close()
+            await _step("deployments", self.deployments.close())
         if self.liveness is not None:
-            await self.liveness.stop()
+            await _step("liveness", self.liveness.stop())
         if self.dispatcher is not None:
-            await self.dispatcher.close()
+            await _step("dispatcher", self.dispatcher.close())
         if self._projection is not None:
-            await _close_projection(self._projection)
+            await _step("projection", _close_projection(self._projection))
         if self.bus is not None:
-            await self.bus.close()
+            await _step("NATS connection", self.bus.close())
         if self.nats is not None and self.nats.owned:
-            await asyncio.to_thread(self.nats.stop)
+            await _step("embedded nats-server", asyncio.to_thread(self.nats.stop))
+
+
+STOP_STEP_S = 15.0
+
+
+async def _step(name: str, work, timeout: float = STOP_STEP_S) -> None:
+    """Await one step of a stop for at most ``timeout`` s; past it, say which and go on."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if not done:
+        task.cancel()
+        log.warning("central stop: %s did not finish within %.0f s; stopping the rest", name, timeout)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("central stop: %s failed: %s", name, task.exception())
 
 
 async def _close_projection(projection) -> None:

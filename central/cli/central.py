@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         node_timeout: Optional[float] = typer.Option(None, "--node-timeout", help="node lost after s (CYXWIZ_NODE_TIMEOUT_S, 30)"),
         host: Optional[str] = typer.Option(None, "--host", help="address to listen on (default 0.0.0.0: every interface)"),
         lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", help="scheduling lease among centrals, s (CYXWIZ_LEASE_TTL_S, 5)"),
+        share_port: Optional[bool] = typer.Option(
+            None, "--share-port", help="share the gRPC port with other centrals of this host that pass it too "
+                                       "(SO_REUSEPORT; CYXWIZ_SHARE_PORT): the kernel spreads connections"),
         ready_file: Optional[Path] = typer.Option(None, "--ready-file", help="write endpoints as JSON here when ready"),
     ) -> None:
         """Run the central server: gRPC, REST, scheduler, liveness, projection."""
@@ -53,7 +56,8 @@ def register(app: typer.Typer) -> None:
         try:
             config = CentralConfig.load(home=home, nats_url=nats, grpc_port=grpc_port, rest_port=rest_port,
                                         node_token=node_token, api_key=api_key, heartbeat_s=heartbeat,
-                                        node_timeout_s=node_timeout, lease_ttl_s=lease_ttl, **_listen(host))
+                                        node_timeout_s=node_timeout, lease_ttl_s=lease_ttl, share_port=share_port,
+                                        **_listen(host))
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_INPUT)
