@@ -9,7 +9,11 @@ Measures (issue 11):
 2. /v1/predict over HTTP at concurrency 1: p50/p99 against in-process and plain aiohttp;
 3. OIP ModelInfer over gRPC at concurrency 64: requests/s, client included;
 4. batching on against off at concurrency 64: throughput and p95;
-5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU).
+5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU);
+6. ``--model wide``: the same 4 MiB requests to a model too small to matter (4096 inputs,
+   8 hidden units), so the transport dominates; with the same bytes sent to a no-op
+   grpc.aio method of the same server (``floor``: grpc's own cost of a 4 MiB request),
+   and CPU and page faults per request on each side.
 
 Prints one JSON document (and writes it to ``--json``).
 """
@@ -38,7 +42,8 @@ import numpy as np  # noqa: E402
 
 
 def make_model(kind: str, path: Path) -> tuple[np.ndarray, int]:
-    """Write a model artifact; return sample inputs and the batch size to use."""
+    """Write a model artifact; return sample inputs and the batch size to use
+    (``digits``, ``mlp4096`` or ``wide``)."""
     import jax
 
     from node import checkpoint
@@ -55,7 +60,8 @@ def make_model(kind: str, path: Path) -> tuple[np.ndarray, int]:
                                    model_definition=json.dumps({"type": "mlp", "hidden": [128]}))
         path.write_bytes(Trainer(cfg, data).run().model_bytes)
         return data.x[:256], 1
-    definition = {"type": "mlp", "hidden": [4096, 4096], "activation": "relu", "dropout": 0.0}
+    hidden = [8] if kind == "wide" else [4096, 4096]
+    definition = {"type": "mlp", "hidden": hidden, "activation": "relu", "dropout": 0.0}
     model = build_model(definition, sample_shape=(4096,), output_dim=10)
     params = model.init(jax.random.PRNGKey(0))
     meta = {"kind": "model", "model_definition": model.definition, "sample_shape": [4096], "output_dim": 10,
@@ -111,6 +117,21 @@ async def serve(models: Path, port_file: Path) -> None:
                                                                      ("grpc.max_send_message_length", 64 << 20)])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     serving.add_to(server)
+
+    async def floor(request: bytes, context) -> bytes:  # grpc's own cost: the bytes, no parsing, no model
+        return b""
+
+    from node.serving.oip_grpc import OipServicer
+    from protos import open_inference_pb2 as oip
+
+    # the served path as it was before node.serving.oip_wire: protobuf parses the whole request
+    protobuf_parse = grpc.unary_unary_rpc_method_handler(
+        OipServicer(serving.deployments, serving.access).ModelInfer,
+        request_deserializer=oip.ModelInferRequest.FromString, response_serializer=oip.ModelInferResponse.SerializeToString)
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("bench.Floor", {"Take": grpc.unary_unary_rpc_method_handler(floor)}),
+        grpc.method_handlers_generic_handler("bench.ProtobufParse", {"ModelInfer": protobuf_parse}),
+    ))
     await server.start()
     http_port = await serving.start_http("127.0.0.1", 0)
 
@@ -194,6 +215,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _faults(pid: int) -> int:
+    """Minor page faults of process ``pid`` so far (a fresh 4 MiB buffer costs 1,024)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def _infer_request(model: str, x: np.ndarray):
     from protos import open_inference_pb2 as oip
 
@@ -202,35 +228,42 @@ def _infer_request(model: str, x: np.ndarray):
 
 
 async def oip_load(grpc_port: int, model: str, x: np.ndarray, concurrency: int, seconds: float, *,
-                   server_pid: int = 0, client: str = "aio", channels: int = 1, options: list = ()) -> dict:
+                   server_pid: int = 0, client: str = "aio", channels: int = 1, options: list = (),
+                   via: str = "oip") -> dict:
     """``concurrency`` callers each sending ModelInfer back to back for ``seconds``, over
     ``channels`` connections (callers share them round robin). ``client``: ``aio`` (one
     grpc.aio coroutine per caller) or ``futures`` (the sync stub's ``.future()`` calls, as
     tritonclient's ``async_infer`` makes them: C-core threads, a callback per answer).
-    Also the CPU each side spent per request (steadier than throughput on a busy machine)."""
+    Also the CPU each side spent per request (steadier than throughput on a busy machine).
+    ``via``: ``oip`` (the service), ``protobuf`` (the same servicer with protobuf parsing
+    the whole request, as before ``oip_wire``) or ``floor`` (the request's bytes to a no-op
+    method: grpc's own cost)."""
     request = _infer_request(model, x)
     options = [*MESSAGE_LIMITS, *options]
-    before = (time.process_time(), _cpu_seconds(server_pid) if server_pid else 0.0)
+    before = (time.process_time(), _cpu_seconds(server_pid) if server_pid else 0.0,
+              _faults(server_pid) if server_pid else 0)
     if client == "futures":
         times, elapsed = await asyncio.to_thread(_futures_load, grpc_port, request, concurrency, seconds, channels, options)
     else:
-        times, elapsed = await _aio_load(grpc_port, request, concurrency, seconds, channels, options)
+        times, elapsed = await _aio_load(grpc_port, request, concurrency, seconds, channels, options, via)
     n = max(1, len(times))
     cpu = {"client_cpu_us_per_request": (time.process_time() - before[0]) / n * 1e6}
     if server_pid:
         cpu["server_cpu_us_per_request"] = (_cpu_seconds(server_pid) - before[1]) / n * 1e6
+        cpu["server_faults_per_request"] = (_faults(server_pid) - before[2]) / n
     return {**_percentiles(times), "rps": len(times) / elapsed, "samples_per_s": len(times) * len(x) / elapsed,
             "client": client, "channels": channels, **cpu}
 
 
-async def _aio_load(port: int, request, concurrency: int, seconds: float, channels: int, options: list):
+async def _aio_load(port: int, request, concurrency: int, seconds: float, channels: int, options: list,
+                    via: str = "oip"):
     import grpc
 
     from protos import open_inference_pb2_grpc as oipg
 
     opened = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(channels)]
     try:
-        stubs = [oipg.GRPCInferenceServiceStub(c) for c in opened]
+        stubs = [oipg.GRPCInferenceServiceStub(c) if via == "oip" else _BenchStub(c, via) for c in opened]
         for stub in stubs:  # warm each connection up
             for _ in range(3):
                 await stub.ModelInfer(request)
@@ -249,6 +282,20 @@ async def _aio_load(port: int, request, concurrency: int, seconds: float, channe
     finally:
         for c in opened:
             await c.close()
+
+
+class _BenchStub:
+    """The bench server's extra methods, called as a stub's ModelInfer."""
+
+    def __init__(self, channel, via: str) -> None:
+        from protos import open_inference_pb2 as oip
+
+        if via == "floor":
+            self.ModelInfer = channel.unary_unary("/bench.Floor/Take", request_serializer=oip.ModelInferRequest.SerializeToString)
+        else:
+            self.ModelInfer = channel.unary_unary("/bench.ProtobufParse/ModelInfer",
+                                                  request_serializer=oip.ModelInferRequest.SerializeToString,
+                                                  response_deserializer=oip.ModelInferResponse.FromString)
 
 
 def _futures_load(port: int, request, concurrency: int, seconds: float, channels: int, options: list):
@@ -309,13 +356,15 @@ def run(args) -> dict:
     models.mkdir()
     big_x, big_batch = make_model("mlp4096", models / "mlp4096.cyx")
     x, batch = make_model("digits", models / "digits.cyx") if args.model == "digits" else (big_x, big_batch)
+    if args.model == "wide":
+        make_model("wide", models / "wide.cyx")
     report: dict = {"model": args.model, "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
     if args.model == "digits":
         report["in_process"] = in_process(models / "digits.cyx", x, batch, 2000)
         report["in_process_mlp4096_b1"] = in_process(models / "mlp4096.cyx", big_x, 1, 50)
     else:
         x, batch = big_x, big_batch
-        report["in_process"] = in_process(models / "mlp4096.cyx", x, batch, 300)
+        report["in_process"] = in_process(models / f"{args.model}.cyx", x, batch, 300)
     port_file = tmp / "ports.json"
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(models), str(port_file)],
                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -328,6 +377,8 @@ def run(args) -> dict:
         ports = json.loads(port_file.read_text())
         if args.model == "digits":
             report.update(asyncio.run(_digits(ports, x, args)))
+        elif args.model == "wide":
+            report.update(asyncio.run(_transport(ports, x, batch, args)))
         else:
             report.update(asyncio.run(_large(ports, x, batch, args)))
     finally:
@@ -380,6 +431,22 @@ async def _large(ports: dict, x: np.ndarray, batch: int, args) -> dict:
             ports["grpc"], "dep-big", x, concurrency, args.seconds, server_pid=pid, channels=concurrency)
     out[f"oip_grpc_b{batch}_c8_channels_large_windows"] = await oip_load(
         ports["grpc"], "dep-big", x, 8, args.seconds, server_pid=pid, channels=8, options=LARGE_WINDOWS)
+    for concurrency in (1, 8):  # grpc's own limit: the same bytes to a no-op method (no parsing, no model)
+        out[f"floor_b{batch}_c{concurrency}"] = await oip_load(ports["grpc"], "dep-big", x, concurrency, args.seconds,
+                                                               server_pid=pid, via="floor")
+    return out
+
+
+async def _transport(ports: dict, x: np.ndarray, batch: int, args) -> dict:
+    """4 MiB requests where the model costs little: the served path against grpc's floor."""
+    out: dict = {"create_to_running_s": await create_to_running(ports["grpc"], "dep-wide", {"max_batch_size": str(batch)},
+                                                                 "wide.cyx")}
+    pid = ports["pid"]
+    for round_ in range(args.rounds):  # alternated, so a busy machine's swings fall on both alike
+        for concurrency in (1, 4):
+            for via in ("floor", "oip", "protobuf"):
+                got = await oip_load(ports["grpc"], "dep-wide", x, concurrency, args.seconds, server_pid=pid, via=via)
+                out.setdefault(f"{via}_b{batch}_c{concurrency}", []).append(got)
     return out
 
 
@@ -405,10 +472,22 @@ def summarize(r: dict) -> dict:
         big_on, big_off = r["mlp4096_c64_batching_on"], r["mlp4096_c64_batching_off"]
         s.update(mlp4096_batching_throughput_ratio=big_on["rps"] / big_off["rps"],
                  mlp4096_batching_p95_on_ms=big_on["p95_ms"], mlp4096_batching_p95_off_ms=big_off["p95_ms"])
+    elif r["model"] == "wide":
+        def median(key: str, field: str) -> float:
+            return float(np.median([run[field] for run in r[key]]))
+
+        for key in [k for k in r if k.startswith(("floor_", "oip_", "protobuf_"))]:
+            for field in ("server_cpu_us_per_request", "client_cpu_us_per_request", "server_faults_per_request",
+                          "samples_per_s", "p50_ms"):
+                s[f"{key}_{field}"] = median(key, field)
+        s["in_process_samples_per_s"] = ip["samples_per_s"]
     else:
         name, best = max(((k, v) for k, v in r.items() if k.startswith("oip_grpc_")), key=lambda kv: kv[1]["samples_per_s"])
+        floor = max(v["samples_per_s"] for k, v in r.items() if k.startswith("floor_"))
         s = {"served_over_in_process": best["samples_per_s"] / ip["samples_per_s"], "best": name,
-             "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"]}
+             "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"],
+             "floor_samples_per_s": floor, "served_over_floor": best["samples_per_s"] / floor,
+             "server_cpu_us_per_request": best["server_cpu_us_per_request"]}
     return s
 
 
@@ -419,7 +498,8 @@ def main() -> None:
         run_loop(serve(Path(sys.argv[2]), Path(sys.argv[3])))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["digits", "mlp4096"], default="digits")
+    p.add_argument("--model", choices=["digits", "mlp4096", "wide"], default="digits")
+    p.add_argument("--rounds", type=int, default=3, help="--model wide: rounds of the alternated figures")
     p.add_argument("--requests", type=int, default=3000, help="requests for each concurrency-1 latency figure")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of each throughput figure")
     p.add_argument("--json", type=Path)

@@ -51,8 +51,10 @@ class DeploymentCalls:
 
     def deploy(self, job_id: str, *, deployment_id: str = "", name: str = "", node: str = "",
                max_batch: int | None = None, runtime_params: dict[str, str] | None = None, wait: bool = True,
-               timeout: float = 300.0) -> DeploymentInfo:
-        """Deploy job ``job_id``'s model; with ``wait`` return once it is RUNNING (or raise if it failed)."""
+               timeout: float = 300.0, device: str | None = None) -> DeploymentInfo:
+        """Deploy job ``job_id``'s model; with ``wait`` return once it is RUNNING (or raise if it failed).
+        ``device`` (``cpu``, ``cuda``, ...): place it on a node with that kind of device
+        (``config.requirements.required_device``); the node serves on its first device."""
         from central.client import ClientError
 
         params = dict(runtime_params or {})
@@ -60,6 +62,11 @@ class DeploymentCalls:
             params["max_batch_size"] = str(max_batch)
         config = dp.DeploymentConfig(deployment_id=deployment_id, node_id=node, runtime_params=params,
                                      model=dp.ModelInfo(model_id=job_id, name=name))
+        if device is not None:
+            kinds = [n.removeprefix("DEVICE_").lower() for n in common_pb2.DeviceType.keys() if n != "DEVICE_UNKNOWN"]
+            if device.strip().lower() not in kinds:
+                raise ClientError(f"device {device[:40]!r} is unknown: use one of {', '.join(kinds)}", 400)
+            config.requirements.required_device = common_pb2.DeviceType.Value("DEVICE_" + device.strip().upper())
         info = DeploymentInfo.from_proto(self._call(self._deploy_stub.CreateDeployment,
                                                     dp.CreateDeploymentRequest(config=config)).deployment)
         deadline = time.monotonic() + timeout

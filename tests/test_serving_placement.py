@@ -208,3 +208,20 @@ def test_arbitrary_requests_to_every_deployment_rpc(world, call, auth):
     assert central.server.state.anomaly_count == 0, list(central.server.state.anomalies)
     alive = stub.ListDeployments(dp.ListDeploymentsRequest(), metadata=bearer_metadata(API_KEY), timeout=10)
     assert alive.total_count >= 0
+
+
+def test_client_deploy_device_asks_central_for_that_kind_of_node(world):
+    from central.client import Client, ClientError
+
+    central, stub, register = world
+    cpu, cuda = common_pb2.DEVICE_CPU, common_pb2.DEVICE_CUDA
+    register("node-cpu", 8 * GiB, 4 * GiB, [(cpu, 8 * GiB, 4 * GiB)])
+    register("node-gpu", 8 * GiB, 4 * GiB, [(cpu, 8 * GiB, 4 * GiB), (cuda, 80 * GiB, 70 * GiB)])
+    with Client(central.server.grpc_address, api_key=API_KEY) as client:
+        for i in range(3):  # whichever node has the most room, a cuda deployment goes to the GPU
+            got = client.deploy("job-small", deployment_id=f"d-cuda-{i}", device="cuda", wait=False)
+            assert got.node_id == "node-gpu" and got.status == "loading"
+        with pytest.raises(ClientError) as caught:
+            client.deploy("job-small", deployment_id="d-tpu", device="tpu", wait=False)
+        assert caught.value.code == 400 and "cpu, cuda" in str(caught.value)
+    assert "d-tpu" not in central.server.state.deployments

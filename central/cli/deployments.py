@@ -1,6 +1,6 @@
 """``cyxwiz deploy``, ``cyxwiz deployments``, ``cyxwiz predict``: serving for people.
 
-    cyxwiz deploy JOB_ID [--name N] [--node N] [--max-batch N]   # waits for RUNNING, prints endpoints
+    cyxwiz deploy JOB_ID [--name N] [--node N] [--max-batch N] [--device cpu|cuda]   # waits for RUNNING
     cyxwiz deployments [list|show ID|stop ID|delete ID]
     cyxwiz predict DEPLOYMENT --input FILE.npy|-                  # '-': JSON numbers on stdin
 
@@ -63,13 +63,15 @@ def register(app: typer.Typer) -> None:
         node: str = typer.Option("", "--node", help="the node (id or name) to serve it; default: central picks"),
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="most samples run together (default 64)"),
         deployment_id: str = typer.Option("", "--id", help="the deployment id (default: a new one)"),
+        device: Optional[str] = typer.Option(None, "--device", help="place it on a node with this device: cpu or cuda"),
         central: Optional[str] = CentralOpt,
         as_json: bool = JsonOpt,
     ) -> None:
         """Serve a trained model: waits until it is RUNNING and prints where to send requests."""
         try:
             with Client(central) as client:
-                d = client.deploy(resolve_job(client, job_id), deployment_id=deployment_id, name=name, node=node, max_batch=max_batch)
+                d = client.deploy(resolve_job(client, job_id), deployment_id=deployment_id, name=name, node=node, max_batch=max_batch,
+                                  device=device)
         except CyxwizError as exc:
             client_errors(exc)
         _show(d, as_json)

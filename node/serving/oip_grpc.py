@@ -3,10 +3,13 @@
 Health (ServerLive, ServerReady, ModelReady) and metadata stay open; ModelInfer needs
 the API key when one is configured. Inputs come as ``raw_input_contents`` (what
 tritonclient sends) or typed ``contents``; the output goes back raw, as Triton does.
+:func:`add_to_server` registers the service with ModelInfer's requests parsed by
+:mod:`node.serving.oip_wire` (the raw tensor bytes are not copied on the way in).
 """
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 
 from node.serving import oip, tensors
@@ -14,10 +17,13 @@ from node.serving.access import Access
 from node.serving.deployments import Deployments, Status
 from node.serving.errors import InvalidRequest, NotFound, NotReady
 from node.serving.grpc_api import guarded
+from node.serving.oip_wire import InferRequest, InferRequestParser
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
 
-__all__ = ["OipServicer"]
+__all__ = ["OipServicer", "add_to_server"]
+
+SERVICE = "inference.GRPCInferenceService"
 
 # Which typed contents field holds each datatype's values.
 _CONTENTS = {
@@ -73,10 +79,14 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @guarded(pb.ModelInferResponse)
     async def ModelInfer(self, request, context):
+        if type(request) is InferRequest:  # as add_to_server registers it
+            request, raw = request.message, request.raw
+        else:  # a ModelInferRequest parsed by protobuf (the generated registration)
+            raw = request.raw_input_contents
         d = self.deployments.serving(request.model_name)
         try:
             oip.check_version(d, request.model_version)
-            x = _input(request, d.loaded.sample_shape, d.max_samples)
+            x = _input(request, raw, d.loaded.sample_shape, d.max_samples)
             oip.check_outputs([o.name for o in request.outputs])
         except InvalidRequest:
             d.stats.error()
@@ -90,14 +100,28 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
 
-def _input(request: pb.ModelInferRequest, sample_shape: tuple[int, ...], max_samples: int) -> np.ndarray:
+def add_to_server(servicer: OipServicer, server) -> None:
+    """``servicer`` on ``server`` as the generated ``add_GRPCInferenceServiceServicer_to_server``
+    adds it, but with ModelInfer's requests parsed by :class:`InferRequestParser`."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name[SERVICE.split(".")[-1]].methods:
+        request_cls, response_cls = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        parse = InferRequestParser().FromString if method.name == "ModelInfer" else request_cls.FromString
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name), request_deserializer=parse,
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def _input(request: pb.ModelInferRequest, raw, sample_shape: tuple[int, ...], max_samples: int) -> np.ndarray:
     if len(request.inputs) != 1:
         raise InvalidRequest(f"inputs: this model takes exactly one input, {oip.INPUT!r} (got {len(request.inputs)})")
     t = request.inputs[0]
     oip.check_input_name(t.name)
     what = f"input {t.name!r}"
     dtype = tensors.oip_dtype(t.datatype, what)
-    raw = request.raw_input_contents
     if raw:
         if len(raw) != 1:
             raise InvalidRequest(f"raw_input_contents: expected one entry per input (1), got {len(raw)}")

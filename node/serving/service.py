@@ -15,9 +15,9 @@ from node.serving.access import Access
 from node.serving.deployments import Deployment, Deployments, Fetch
 from node.serving.grpc_api import DeploymentServicer, InferenceServicer
 from node.serving.http_api import HttpApi, start_http
-from node.serving.oip_grpc import OipServicer
+from node.serving.oip_grpc import OipServicer, add_to_server as add_oip_to_server
 from node.serving.stats import Window
-from protos import deployment_pb2_grpc, inference_pb2_grpc, open_inference_pb2_grpc
+from protos import deployment_pb2_grpc, inference_pb2_grpc
 
 __all__ = ["Serving"]
 
@@ -51,9 +51,7 @@ class Serving:
             server,
         )
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(self.deployments, self.access), server)
-        open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            OipServicer(self.deployments, self.access), server
-        )
+        add_oip_to_server(OipServicer(self.deployments, self.access), server)
 
     async def start_http(self, host: str, port: int) -> int:
         self._runner, self.http_port = await start_http(HttpApi(self.deployments, self.access).app(), host, port)
