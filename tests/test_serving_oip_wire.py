@@ -70,6 +70,11 @@ def test_fields_in_any_order_and_repeated_scalars_merge_as_protobuf_merges():
     b"\x0b\x0c",  # a group (unknown field 1 as a group): protobuf decides
 ])
 def test_malformed_or_unusual_bytes_get_protobufs_answer(data):
+    _answers_as_protobuf(data)
+
+
+def _answers_as_protobuf(data: bytes) -> None:
+    """``parse_infer_request`` refuses what protobuf refuses and parses the rest alike."""
     try:
         expected = _protobuf(data)
     except DecodeError:
@@ -103,14 +108,7 @@ def test_any_concatenation_of_fields_parses_as_protobuf_parses_it(parts):
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_parse_or_fail_exactly_as_protobuf(data):
-    try:
-        expected = _protobuf(data)
-    except DecodeError:
-        with pytest.raises(DecodeError):
-            parse_infer_request(data)
-        return
-    got = parse_infer_request(data)
-    assert got.message == expected[0] and [bytes(r) for r in got.raw] == expected[1]
+    _answers_as_protobuf(data)
 
 
 @pytest.fixture(scope="module")
