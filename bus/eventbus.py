@@ -96,6 +96,8 @@ class ObjectRef:
         return f"nats://{self.bucket}/{self.name}"
 
 
+PUT_ONCE_WAIT_S = 15.0  # how long put_once tries a bucket that has no leader yet
+
 class EventBus:
     def __init__(
         self, nc: nats.NATS, url: str, replicas: int = 1, telemetry_max_age_s: float = 86400.0,
@@ -386,22 +388,35 @@ class EventBus:
 
     async def put_once(self, bucket: str, key: str, value: bytes) -> bytes:
         """Store ``value`` under ``key`` unless a value is there already; return the one
-        that is (every caller sees the first value ever stored). Raises ``BusError``."""
+        that is (every caller sees the first value ever stored). Raises ``BusError``.
+
+        A bucket just made on a cluster has no stream leader for a moment (its writes get
+        no answer): those are tried again for up to ``PUT_ONCE_WAIT_S``."""
+        deadline = asyncio.get_running_loop().time() + PUT_ONCE_WAIT_S
+        while True:
+            try:
+                return await self._put_once(bucket, key, value)
+            except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError, nats.errors.TimeoutError,
+                    asyncio.TimeoutError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BusUnavailable(self.url, f"key {key!r} in {bucket}: {type(exc).__name__}") from exc
+                await asyncio.sleep(0.2)
+            except nats.errors.Error as exc:
+                raise BusUnavailable(self.url, f"key {key!r} in {bucket}: {type(exc).__name__}") from exc
+
+    async def _put_once(self, bucket: str, key: str, value: bytes) -> bytes:
         try:
+            kv = await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
             try:
+                kv = await self.js.create_key_value(bucket=bucket, history=1, replicas=self.replicas)
+            except nats.js.errors.BadRequestError:  # created meanwhile by another process
                 kv = await self.js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                try:
-                    kv = await self.js.create_key_value(bucket=bucket, history=1, replicas=self.replicas)
-                except nats.js.errors.BadRequestError:  # created meanwhile by another process
-                    kv = await self.js.key_value(bucket)
-            try:
-                await kv.create(key, value)
-                return value
-            except nats.js.errors.KeyWrongLastSequenceError:
-                return (await kv.get(key)).value
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise BusUnavailable(self.url, f"key {key!r} in {bucket}: {type(exc).__name__}") from exc
+        try:
+            await kv.create(key, value)  # a retry after a lost answer finds our own value: the same result
+            return value
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return (await kv.get(key)).value
 
     # --- object store ------------------------------------------------------------------
 
