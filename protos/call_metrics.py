@@ -24,6 +24,8 @@ from typing import Any, Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from protos.decode_guard import HANDLER_MAKERS
+
 __all__ = ["CallCounter", "grpc_handled_counter"]
 
 _OK = grpc.StatusCode.OK.name  # the label value of a call that returned
@@ -67,12 +69,7 @@ class CallCounter(grpc.aio.ServerInterceptor):
             counted = _counted_unary(behaviour, labels)
         else:
             return handler  # a synchronous behaviour (none of ours: DecodeGuard makes them async)
-        make = {
-            "unary_unary": grpc.unary_unary_rpc_method_handler,
-            "unary_stream": grpc.unary_stream_rpc_method_handler,
-            "stream_unary": grpc.stream_unary_rpc_method_handler,
-            "stream_stream": grpc.stream_stream_rpc_method_handler,
-        }[kind]
+        make = HANDLER_MAKERS[kind]
         return make(counted, request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
 

@@ -20,7 +20,16 @@ from typing import Any, Callable
 
 import grpc
 
-__all__ = ["DecodeGuard", "Garbage"]
+__all__ = ["HANDLER_MAKERS", "DecodeGuard", "Garbage"]
+
+# a method handler's kind (its attribute holding the behaviour) -> grpc's maker of one;
+# an interceptor that wraps a behaviour makes its new handler with the same kind
+HANDLER_MAKERS = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
 
 
 class Garbage:
@@ -57,12 +66,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         is_async = inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
         if handler.request_streaming and not is_async:
             return handler  # a sync stream reader (none of ours) is left as grpc runs it
-        make = {
-            "unary_unary": grpc.unary_unary_rpc_method_handler,
-            "unary_stream": grpc.unary_stream_rpc_method_handler,
-            "stream_unary": grpc.stream_unary_rpc_method_handler,
-            "stream_stream": grpc.stream_stream_rpc_method_handler,
-        }[kind]
+        make = HANDLER_MAKERS[kind]
         return make(_guarded(behaviour, handler.request_streaming, handler.response_streaming),
                     request_deserializer=_deserializer(handler.request_deserializer, details.method),
                     response_serializer=handler.response_serializer)
