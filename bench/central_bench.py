@@ -2,7 +2,7 @@
 
     python bench/central_bench.py [--nodes 200] [--jobs 10000] [--history 100000]
     python bench/central_bench.py --sse-clients 50 [--repeat 3]     # the dashboard's cost
-    python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500] [--centrals N]
+    python bench/central_bench.py --reports-only [--jobs 10000] [--open-rate 500] [--centrals N] [--cluster]
 
 1. Throughput and latency: a real nats-server, central as a subprocess (``python -m
    central central``), and ``--nodes`` simulated nodes (real gRPC servers, several per
@@ -17,7 +17,10 @@
    submits in flight (assignments/s, submit -> AssignJob p50/p99); open loop: submits at
    ``--open-rate`` per second whatever the answers (submit -> AssignJob p50/p99). Times
    are wall clock (one machine): the submit is timed as it is sent, the AssignJob as the
-   node receives it. Reports central refused are counted (expected: none).
+   node receives it. Reports central refused are counted (expected: none). Each central's
+   own view follows (``per_central``: its CPU, its event loop's thread, its loop's lag,
+   its appends' and, on the lease holder, its scheduling passes' p50/p99 from ``/metrics``).
+   ``--cluster``: on a 3-server NATS cluster (R3) instead of one server.
    ``CENTRAL_PYSPY=/tmp/central`` (with py-spy on PATH) writes a flame graph of central
    per part (``/tmp/central-reports.svg``).
 3. Memory: ``--history`` finished jobs (5 events each) are appended to a fresh stream,
@@ -56,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bus import CREDS_ENV, EventBus, start_server  # noqa: E402
+from bus.cluster import start_cluster  # noqa: E402
 from events import (  # noqa: E402
     EpochCompleted, JobAssigned, JobCompleted, JobSpec, JobStarted, JobSubmitted, NodeRegistered,
 )
@@ -232,12 +236,14 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
     home.mkdir(parents=True)
     spread = centrals >= 1
     central, info = start_central(nats_url, home, *(["--share-port"] if spread else []))
-    others = []
+    others, infos = [], [info]
     for k in range(1, centrals):
         other_home = work / f"reports-{k}"
         other_home.mkdir(parents=True)
         port = info["grpc"].rsplit(":", 1)[1]
-        others.append(start_central(nats_url, other_home, "--share-port", grpc_port=port)[0])
+        other, other_info = start_central(nats_url, other_home, "--share-port", grpc_port=port)
+        others.append(other)
+        infos.append(other_info)
     connections = 16 if spread else 1
     ctx = mp.get_context("spawn")
     ready, stop, results = ctx.Queue(), ctx.Event(), ctx.Queue()
@@ -250,12 +256,15 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
     try:
         registered = sum(ready.get(timeout=300) for _ in workers)
         pids = [p.pid for c in [central, *others] for p in [psutil.Process(c.pid), *psutil.Process(c.pid).children()]]
+        inside = CentralsInside([central, *others], infos)
         cpu_before, t0 = _cpu(pids), time.perf_counter()
         closed = asyncio.run(submit_closed(info["grpc"], jobs, concurrency, "closed", connections))
         cpu_closed = sum(_cpu(pids)) - sum(cpu_before)
         closed_s = time.perf_counter() - t0
+        inside_closed = inside.since()
         opened = asyncio.run(submit_open(info["grpc"], jobs, open_rate, "open", connections))
         time.sleep(2.0)  # the last assignments and reports
+        inside_open = inside.since()
         stored = asyncio.run(stream_stages(nats_url))
     finally:
         stop.set()
@@ -295,16 +304,90 @@ def report_load(nats_url: str, work: Path, nodes: int, per_process: int, slots: 
                         "submit_to_assign_ms_p50": round(statistics.median(lat_closed), 1),
                         "submit_to_assign_ms_p99": round(percentile(lat_closed, 0.99), 1),
                         "stages_ms_p50_p99": stages(closed),
-                        "central_cores_busy": round(cpu_closed / closed_s, 2)},
+                        "central_cores_busy": round(cpu_closed / closed_s, 2),
+                        "per_central": inside_closed},
         "open_loop": {"rate_per_s": open_rate, "assigned": len(lat_open),
                       "submit_to_assign_ms_p50": round(statistics.median(lat_open), 1),
                       "submit_to_assign_ms_p99": round(percentile(lat_open, 0.99), 1),
-                      "stages_ms_p50_p99": stages(opened)},
+                      "stages_ms_p50_p99": stages(opened),
+                      "per_central": inside_open},
         "reports_refused": len(refused), "refusals": sorted(set(refused))[:5],
         "submit_errors": dict(SUBMIT_ERRORS.most_common(5)),
         "central_log_tail": [line for line in (home / "central.log").read_text(errors="replace").splitlines()
                              if "WARNING" in line or "ERROR" in line][-8:],
     }
+
+
+class CentralsInside:
+    """Each central process's own view of a phase of the load: its CPU (the process, and
+    its event loop's thread alone: 1.0 is a saturated loop), how late its loop ran timers,
+    and (the lease holder) its scheduling passes, read from its ``/metrics``."""
+
+    HISTOGRAMS = {"loop_lag_ms": "cyxwiz_event_loop_lag_seconds", "scheduler_pass_ms": "cyxwiz_scheduler_pass_seconds",
+                  "append_ms": "cyxwiz_append_seconds"}
+
+    def __init__(self, processes: list[subprocess.Popen], infos: list[dict]) -> None:
+        self.processes, self.infos = [psutil.Process(p.pid) for p in processes], infos
+        self._last = self._snapshot()
+
+    def _snapshot(self) -> list[dict]:
+        out = []
+        for process, info in zip(self.processes, self.infos):
+            main = next((t for t in process.threads() if t.id == process.pid), None)
+            times = process.cpu_times()
+            out.append({"at": time.perf_counter(), "cpu": times.user + times.system,
+                        "loop_cpu": (main.user_time + main.system_time) if main else 0.0,
+                        "metrics": _scrape(info["rest"])})
+        return out
+
+    def since(self) -> list[dict]:
+        """Per central, what happened since the last call."""
+        now, before = self._snapshot(), self._last
+        self._last = now
+        out = []
+        for a, b in zip(before, now):
+            span = b["at"] - a["at"]
+            row = {"holder": b["metrics"].get("cyxwiz_assignments_total", {}).get((), 0)
+                   > a["metrics"].get("cyxwiz_assignments_total", {}).get((), 0),
+                   "cores_busy": round((b["cpu"] - a["cpu"]) / span, 2),
+                   "loop_thread_busy": round((b["loop_cpu"] - a["loop_cpu"]) / span, 2)}
+            for key, name in self.HISTOGRAMS.items():
+                quantiles = _bucket_quantiles(a["metrics"].get(name + "_bucket", {}), b["metrics"].get(name + "_bucket", {}))
+                if quantiles:
+                    row[key + "_p50_p99"] = quantiles
+            out.append(row)
+        return out
+
+
+def _scrape(rest: str) -> dict[str, dict[tuple, float]]:
+    """``/metrics`` as {sample name: {label values: value}} (an unreachable central: {})."""
+    from prometheus_client.parser import text_string_to_metric_families
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{rest}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, dict[tuple, float]] = collections.defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def _bucket_quantiles(before: dict[tuple, float], after: dict[tuple, float]) -> list[float] | None:
+    """p50 and p99 (ms, the upper bound of the bucket they fall in) of the observations
+    between two scrapes of one unlabelled histogram."""
+    counts = sorted((float(dict(labels)["le"]), after[labels] - before.get(labels, 0.0)) for labels in after)
+    total = counts[-1][1] if counts else 0
+    if not total:
+        return None
+
+    def bound(q: float) -> float:
+        return next(le for le, c in counts if c >= q * total) * 1000
+
+    return [round(bound(0.5), 2), round(bound(0.99), 2)]
 
 
 # --- central as a subprocess -------------------------------------------------------------
@@ -540,6 +623,8 @@ def main() -> None:
     parser.add_argument("--centrals", type=int, default=0,
                         help="the report load against N central processes sharing one gRPC port (--share-port), "
                              "connections spread (a connection per node); 0: one central as before")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the report load on a 3-server NATS cluster on loopback (R3) instead of one server")
     parser.add_argument("--compare-fsync", action="store_true",
                         help="the report load with fsync always (ours) and with nats-server's default, one run")
     args = parser.parse_args()
@@ -553,15 +638,21 @@ def main() -> None:
             runs = {}
             for sync in (["always", None] if args.compare_fsync else ["always"]):
                 name = sync or "default"
-                server = start_server(work / f"nats-reports-{name}", port=0, sync_interval=sync)
+                if args.cluster:  # three servers, streams and buckets with 3 replicas (central's default there)
+                    server = start_cluster(work / f"nats-reports-{name}", size=3, sync_interval=sync)
+                    stop_server = server.stop
+                else:
+                    server = start_server(work / f"nats-reports-{name}", port=0, sync_interval=sync)
+                    stop_server = server.kill
                 os.environ[CREDS_ENV] = str(server.seed("central"))
                 try:
                     runs[name] = report_load(server.url, work / name, args.nodes, args.nodes_per_process,
                                              args.report_slots, args.jobs, args.concurrency, args.open_rate,
                                              args.centrals)
-                    print(json.dumps({"fsync": name, **runs[name]}), flush=True)
+                    print(json.dumps({"fsync": name, "nats": "3-server cluster" if args.cluster else "one server",
+                                      **runs[name]}), flush=True)
                 finally:
-                    server.kill()
+                    stop_server()
             if len(runs) == 2:
                 always, default = runs["always"]["closed_loop"], runs["default"]["closed_loop"]
                 print(json.dumps({"fsync_always_over_default": {

@@ -21,7 +21,10 @@ from bus.loop import wait_for_future
 from bus.names import EVENTS_STREAM
 from events import Event, InvalidEvent, decode, encode, headers_for, subject_for
 
-WRONG_LAST_SEQUENCE = 10071
+# nats-server's err_codes for an expected-version check that failed: 10071 names the subject's
+# last sequence; 10164 (replicated streams) says another message to the subject is still in
+# flight, so the check cannot pass either. Both are a lost race, not a failure.
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 NO_RESPONDERS = "503"
 NO_LEADER_HINT = ("the stream has no leader (a NATS cluster accepts writes while a majority of its servers is up) "
                   "or JetStream is not running; retry once it is back")
@@ -208,7 +211,7 @@ class Appender:
         except msgspec.DecodeError:
             return AppendFailed(f"append to {subject}: unreadable acknowledgement {msg.data[:80]!r}")
         if ack.error is not None:
-            if ack.error.err_code == WRONG_LAST_SEQUENCE:
+            if ack.error.err_code in WRONG_LAST_SEQUENCE:
                 expected = batch.expected[i] if batch.expected is not None else None
                 return ConcurrencyConflict(subject, expected or 0, ack.error.description)
             return AppendFailed(f"append to {subject} refused: {ack.error.description}")

@@ -19,6 +19,11 @@ Measured where they happen:
                                         (a pipelined batch of assignments is one call)
     cyxwiz_projection_lag_seconds       per commit to DuckDB: its oldest event stored in the
                                         stream -> committed (once the projector has caught up)
+    cyxwiz_scheduler_pass_seconds       one scheduling pass (ranking the free nodes, placing
+                                        jobs; their appends follow), on the lease holder
+    cyxwiz_event_loop_lag_seconds       how late central's event loop ran a timer (sampled
+                                        every 50 ms): near 0 when idle, the queueing delay
+                                        every call and event waits when the loop is saturated
     grpc_server_handled_total{...}      every gRPC call by method and code (protos.call_metrics)
 
 One central runs per process in production; where a process holds several (tests), the
@@ -27,6 +32,7 @@ one started last is the one reported.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any, Protocol
@@ -37,8 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from central.lifecycle.jobs import JobStatus
 from protos.call_metrics import grpc_handled_counter
 
-__all__ = ["APPEND_SECONDS", "GRPC_HANDLED", "PROJECTION_LAG_SECONDS", "CentralSource", "attach", "detach",
-           "observe_projection_lag"]
+__all__ = ["APPEND_SECONDS", "GRPC_HANDLED", "LOOP_LAG_SECONDS", "PROJECTION_LAG_SECONDS", "SCHEDULER_PASS_SECONDS",
+           "CentralSource", "attach", "detach", "observe_projection_lag", "watch_loop_lag"]
 
 NODE_STATUSES = ("online", "lost", "deregistered")
 
@@ -50,7 +56,26 @@ PROJECTION_LAG_SECONDS = Histogram(
     "cyxwiz_projection_lag_seconds", "From an event stored in the stream to its commit in the DuckDB read model",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+SCHEDULER_PASS_SECONDS = Histogram(
+    "cyxwiz_scheduler_pass_seconds", "One scheduling pass: ranking the free nodes and placing jobs (their appends follow in a task)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+LOOP_LAG_SECONDS = Histogram(
+    "cyxwiz_event_loop_lag_seconds", "How late central's event loop ran a timer set for 50 ms later",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
 GRPC_HANDLED = grpc_handled_counter(REGISTRY)
+LOOP_LAG_PERIOD_S = 0.05
+
+
+async def watch_loop_lag(period_s: float = LOOP_LAG_PERIOD_S) -> None:
+    """Observe, until cancelled, how late the loop wakes a timer: a saturated loop is the
+    first thing to look for when every stage of a job gets slower at once."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
 
 
 def observe_projection_lag(oldest_stored_ns: int) -> None:

@@ -219,6 +219,7 @@ class CentralServer:
         self.deployments.resume()
         await self._start_read_model()
         self._tasks.append(asyncio.create_task(self.phases.run(self.bus), name="phases"))  # every central answers
+        self._tasks.append(asyncio.create_task(central_metrics.watch_loop_lag(), name="loop-lag"))
         await self.liveness.follow_heartbeats()
         self.leadership = Leadership(Lease(self.bus, LEASE_BUCKET, LEASE_KEY, self.central_id, ttl_s=c.lease_ttl_s),
                                      on_gain=self._lead, on_loss=self._follow_only)

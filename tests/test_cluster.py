@@ -10,12 +10,12 @@ import time
 import grpc
 import pytest
 
-from bus import CREDS_ENV, EVENTS_STREAM, TELEMETRY_STREAM, EventBus
+from bus import CREDS_ENV, EVENTS_STREAM, TELEMETRY_STREAM, ConcurrencyConflict, EventBus
 from bus.cluster import start_cluster
 from bus.eventbus import choose_replicas
 from cluster_harness import (WorkingNode, events_by_job, job_config, start_central_process, stop_process,
                              submit_retrying, terminal_count)
-from events import ConfigError
+from events import ConfigError, JobCancelRequested, JobSpec, JobSubmitted
 from protos import job_pb2, job_pb2_grpc
 from waiting import eventually
 
@@ -63,6 +63,25 @@ async def test_streams_and_buckets_have_cyxwiz_replicas(cluster, monkeypatch, na
         assert alone.replicas == 1 and (await alone.stream_replicas())[0] == 1
     finally:
         await alone.close()
+
+
+async def test_a_lost_race_on_a_replicated_stream_is_a_concurrency_conflict(cluster):
+    """Appends to one subject at the same expected version, pipelined: on a replicated
+    stream nats-server refuses those that find another in flight with err_code 10164, not
+    10071; either way exactly one wins and every other is a ConcurrencyConflict (the
+    scheduler re-reads and moves on), never an AppendFailed."""
+    bus = await EventBus.connect(cluster.url, credentials=cluster.seed("central"))
+    try:
+        for round_ in range(5):
+            job = f"race-{round_}"
+            version = await bus.append(JobSubmitted(job_id=job, spec=JobSpec(model_definition='{"type": "mlp"}')), 0)
+            racers = [JobCancelRequested(job_id=job, reason=f"racer {i}") for i in range(8)]
+            results = await bus.append_each(racers, [version] * len(racers))
+            won = [r for r in results if isinstance(r, int)]
+            assert len(won) == 1, results
+            assert all(isinstance(r, ConcurrencyConflict) for r in results if not isinstance(r, int)), results
+    finally:
+        await bus.close()
 
 
 @pytest.mark.slow  # 28 s on the 2-core machine at load 21; CI runs it

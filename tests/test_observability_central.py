@@ -162,6 +162,13 @@ async def test_metrics_show_jobs_by_state_assignments_and_calls_by_code(central,
                     and value(now, "cyxwiz_dispatch_total", outcome="accepted") == 2)
         await eventually(assigned, timeout=20, message="both jobs assigned to n1 and accepted")
         assert sorted(a.job_id for a in node.assignments) == sorted(ids)
+        now = samples(await scrape(central))
+        assert value(now, "cyxwiz_scheduler_pass_seconds_count") > value(before, "cyxwiz_scheduler_pass_seconds_count")
+
+        async def loop_watched():
+            lag = samples(await scrape(central))
+            return value(lag, "cyxwiz_event_loop_lag_seconds_count") > value(now, "cyxwiz_event_loop_lag_seconds_count")
+        await eventually(loop_watched, message="the event loop's lag is sampled while central runs")
     finally:
         await node.stop()
 

@@ -30,12 +30,16 @@ from central.lifecycle.jobs import JobState, JobStatus
 from central.control.dispatcher import Dispatcher
 from central.lifecycle.policy import Candidate, Ranking, slots_taken, why_waiting
 from central.lifecycle.state import CentralState
+from central.metrics import SCHEDULER_PASS_SECONDS
 from events import TERMINAL_JOB_TYPES, JobAssigned, JobSpec, Requirements
 from events.devices import requested_devices
 
 log = logging.getLogger("cyxwiz.central.scheduler")
 
 ANY = Requirements()
+
+
+PASS_GAP_FACTOR = 4  # under load, the gap between passes is this many times the last pass
 
 
 class Scheduler:
@@ -47,10 +51,12 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
-        min_pass_interval_s: float = 0.02,
+        min_pass_interval_s: float = 0.002,
+        max_pass_interval_s: float = 0.02,
     ) -> None:
         self.state = state
         self.min_pass_interval_s = min_pass_interval_s
+        self.max_pass_interval_s = max_pass_interval_s
         self.bus = bus
         self.commands = commands
         self.dispatcher = dispatcher
@@ -95,26 +101,32 @@ class Scheduler:
                 del self._pending_by_node[node_id]
 
     async def run(self) -> None:
-        """A pass on every wake; under load, passes start at least ``min_pass_interval_s``
-        apart, so the wakes of a burst of submits share one pass (a pass ranks every node)
-        while a job submitted to an idle scheduler is placed at once."""
+        """A pass on every wake; under load, a pass starts ``PASS_GAP_FACTOR`` times the
+        last one's duration after it (at least ``min_pass_interval_s``, at most
+        ``max_pass_interval_s``), so the wakes of a burst of submits share one pass (a pass
+        ranks every node), passes take at most about a fifth of the loop, and a job waits
+        for the next pass no longer than it must. A job submitted to an idle scheduler is
+        placed at once."""
         loop = asyncio.get_running_loop()
-        last_pass = -1e9
+        last_pass, gap = -1e9, self.min_pass_interval_s
         self._wake.set()
         while True:
             await self._wake.wait()
             if not self.state.has_queued():
                 self._wake.clear()  # nothing to place: no pass, and the next one is not held back
                 continue
-            rest = last_pass + self.min_pass_interval_s - loop.time()
+            rest = last_pass + gap - loop.time()
             if rest > 0:
                 await asyncio.sleep(rest)
             self._wake.clear()
             last_pass = loop.time()
             try:
-                self.schedule_pass()
+                with SCHEDULER_PASS_SECONDS.time():
+                    self.schedule_pass()
             except Exception:  # a bug must not stop scheduling for good
                 log.exception("scheduling pass failed")
+            took = loop.time() - last_pass
+            gap = min(self.max_pass_interval_s, max(self.min_pass_interval_s, PASS_GAP_FACTOR * took))
             await asyncio.sleep(0)  # let more events fold before the next pass
 
     def candidates(self) -> dict[str, Candidate]:
