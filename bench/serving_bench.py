@@ -9,7 +9,10 @@ Measures (issue 11):
 2. /v1/predict over HTTP at concurrency 1: p50/p99 against in-process and plain aiohttp;
 3. OIP ModelInfer over gRPC at concurrency 64: requests/s, client included;
 4. batching on against off at concurrency 64: throughput and p95;
-5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU);
+5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU):
+   one client process (several connection layouts), grpc's no-op floor, and
+   ``--client-processes`` client processes at once (what the server takes when no one
+   client's GIL is the limit);
 6. ``--model wide``: the same 4 MiB requests to a model too small to matter (4096 inputs,
    8 hidden units), so the transport dominates; with the same bytes sent to a no-op
    grpc.aio method of the same server (``floor``: grpc's own cost of a 4 MiB request),
@@ -284,6 +287,48 @@ async def _aio_load(port: int, request, concurrency: int, seconds: float, channe
             await c.close()
 
 
+def _load_process(port: int, model: str, x: np.ndarray, concurrency: int, seconds: float, channels: int, via: str,
+                  start_at: float, results) -> None:
+    """One client process of a ``--client-processes`` figure: waits for the common start."""
+    async def go():
+        request = _infer_request(model, x)
+        options = list(MESSAGE_LIMITS)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        return await _aio_load(port, request, concurrency, seconds, channels, options, via)
+
+    times, elapsed = asyncio.run(go())
+    results.put((times, elapsed))
+
+
+async def oip_load_processes(grpc_port: int, model: str, x: np.ndarray, processes: int, per_process: int,
+                             seconds: float, *, server_pid: int, via: str = "oip") -> dict:
+    """``processes`` client processes, each ``per_process`` grpc.aio callers on a connection
+    each, all sending for the same ``seconds`` of wall clock: the server's capacity where
+    one client process (one GIL serializing 4 MiB requests) would be the limit. Real
+    deployments have many clients; the figure says what the node takes, not one client."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    start_at = time.time() + 5.0  # every process started and connected by then
+    workers = [ctx.Process(target=_load_process, args=(grpc_port, model, x, per_process, seconds, per_process, via,
+                                                       start_at, results)) for _ in range(processes)]
+    for w in workers:
+        w.start()
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu0, faults0 = _cpu_seconds(server_pid), _faults(server_pid)
+    got = [await asyncio.to_thread(results.get, True, seconds + 120) for _ in workers]
+    cpu1, faults1 = _cpu_seconds(server_pid), _faults(server_pid)
+    for w in workers:
+        w.join(30)
+    times = [t for ts, _ in got for t in ts]
+    elapsed = max(e for _, e in got)
+    n = max(1, len(times))
+    return {**_percentiles(times), "rps": len(times) / elapsed, "samples_per_s": len(times) * len(x) / elapsed,
+            "client": f"{processes} processes x {per_process} aio callers", "channels": processes * per_process,
+            "server_cpu_us_per_request": (cpu1 - cpu0) / n * 1e6, "server_faults_per_request": (faults1 - faults0) / n}
+
+
 class _BenchStub:
     """The bench server's extra methods, called as a stub's ModelInfer."""
 
@@ -434,6 +479,11 @@ async def _large(ports: dict, x: np.ndarray, batch: int, args) -> dict:
     for concurrency in (1, 8):  # grpc's own limit: the same bytes to a no-op method (no parsing, no model)
         out[f"floor_b{batch}_c{concurrency}"] = await oip_load(ports["grpc"], "dep-big", x, concurrency, args.seconds,
                                                                server_pid=pid, via="floor")
+    for processes in args.client_processes:  # many clients: what the server takes when no one client is the limit
+        out[f"oip_grpc_b{batch}_procs{processes}x4"] = await oip_load_processes(
+            ports["grpc"], "dep-big", x, processes, 4, args.seconds, server_pid=pid)
+        out[f"floor_b{batch}_procs{processes}x4"] = await oip_load_processes(
+            ports["grpc"], "dep-big", x, processes, 4, args.seconds, server_pid=pid, via="floor")
     return out
 
 
@@ -488,6 +538,10 @@ def summarize(r: dict) -> dict:
              "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"],
              "floor_samples_per_s": floor, "served_over_floor": best["samples_per_s"] / floor,
              "server_cpu_us_per_request": best["server_cpu_us_per_request"]}
+        one_client = [(k, v) for k, v in r.items() if k.startswith("oip_grpc_") and "_procs" not in k]
+        if len(one_client) < len([k for k in r if k.startswith("oip_grpc_")]):
+            name1, best1 = max(one_client, key=lambda kv: kv[1]["samples_per_s"])
+            s.update(one_client_process_best=name1, one_client_process_over_in_process=best1["samples_per_s"] / ip["samples_per_s"])
     return s
 
 
@@ -502,6 +556,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="--model wide: rounds of the alternated figures")
     p.add_argument("--requests", type=int, default=3000, help="requests for each concurrency-1 latency figure")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of each throughput figure")
+    p.add_argument("--client-processes", type=int, nargs="*", default=[2, 4],
+                   help="--model mlp4096: also measure with this many client processes (4 callers each)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     report = run(args)

@@ -210,6 +210,38 @@ async def test_a_report_before_central_folded_its_own_assignment_is_not_refused(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_a_report_on_a_job_another_central_wrote_waits_for_its_events(bus):
+    """Several centrals: the lease holder assigns, the node reports to another central
+    whose state has not folded the job yet. It reads the stream up to its end before it
+    answers "unknown job"."""
+    from central.adapters.grpc_base import Services
+    from central.lifecycle.errors import Refused
+
+    state = CentralState()
+    held: list = []
+
+    async def follow() -> None:  # this central's subscription, a moment behind on the job
+        async for batch in bus.subscribe_batches(1):
+            for msg in batch:
+                if msg.headers.get("Cyxwiz-Event-Type") == "JobSubmitted" and not held:
+                    held.append(msg)
+                    await asyncio.sleep(0.3)
+                state.apply_batch([msg])
+
+    task = asyncio.create_task(follow())
+    try:
+        services = Services(state, bus, Commands(state, bus), None, None, None)
+        await bus.append(JobSubmitted(job_id="elsewhere", spec=JobSpec(epochs=1)), expected_version=0)  # central A
+        await eventually(lambda: held, message="the JobSubmitted reached this central and is held back")
+        assert "elsewhere" not in state.jobs
+        assert (await services.reported_job("elsewhere")).job_id == "elsewhere"
+        with pytest.raises(Refused, match="unknown job 'nowhere'"):  # a job no central wrote: still unknown
+            await services.reported_job("nowhere")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_node_metrics_need_the_session_token(central):  # noqa: F811
     from node.metrics import MetricsHistory
     from node.service import NodeServicer

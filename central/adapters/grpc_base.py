@@ -101,6 +101,15 @@ class Services:
             raise Refused(404, f"unknown job {job_id!r}")
         return job
 
+    async def reported_job(self, job_id: str):
+        """The job a node reports on. A node hears of its job from the central holding the
+        lease, and may report to another that has not folded the job's events yet: an
+        unknown id is looked up again once this central has folded the whole stream."""
+        check_id("job_id", job_id)
+        if job_id not in self.state.jobs:
+            await self.commands.catch_up()
+        return self.job(job_id)
+
     def node(self, node_id: str, context) -> NodeState:
         """The calling node, authenticated by its session token."""
         check_id("node_id", node_id)

@@ -105,7 +105,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     @unary(node_pb2.ReportProgressResponse)
     async def ReportProgress(self, request, context):
         node = self.s.node(request.node_id, context)
-        job = self.s.job(request.job_id)
+        job = await self.s.reported_job(request.job_id)
         status = request.status
         metrics = check_metrics("current_metrics", request.current_metrics or status.metrics)
         command = Progress(
@@ -129,7 +129,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     @unary(node_pb2.ReportCompletionResponse)
     async def ReportCompletion(self, request, context):
         node = self.s.node(request.node_id, context)
-        job = self.s.job(request.job_id)
+        job = await self.s.reported_job(request.job_id)
         if not request.HasField("result"):
             raise Refused(400, "result is missing: a ReportCompletionRequest needs the JobResult")
         r = request.result
@@ -226,7 +226,7 @@ class JobStatusService(node_pb2_grpc.JobStatusServiceServicer):
     @unary(node_pb2.UpdateJobStatusResponse)
     async def UpdateJobStatus(self, request, context):
         node = self.s.node(request.node_id, context)
-        job = self.s.job(request.job_id)
+        job = await self.s.reported_job(request.job_id)
         if request.status not in PROGRESS_STATUSES:
             raise Refused(400, f"status {request.status} is not a progress status: report the end with ReportJobResult")
         check_finite("progress", request.progress, minimum=0.0)
@@ -240,7 +240,7 @@ class JobStatusService(node_pb2_grpc.JobStatusServiceServicer):
     @unary(node_pb2.ReportJobResultResponse)
     async def ReportJobResult(self, request, context):
         node = self.s.node(request.node_id, context)
-        job = self.s.job(request.job_id)
+        job = await self.s.reported_job(request.job_id)
         command = Finish(
             node_id=node.node_id,
             outcome=_outcome("final_status", request.final_status),

@@ -39,7 +39,21 @@ log = logging.getLogger("cyxwiz.central.scheduler")
 ANY = Requirements()
 
 
-PASS_GAP_FACTOR = 4  # under load, the gap between passes is this many times the last pass
+PASS_GAP_FACTOR = 4  # under load, the gap between passes is this many times the last pass ...
+BUSY_LOOP = 0.75  # ... unless the loop's thread was busier than this: then the longest gap
+BUSY_WINDOW_S = 0.1  # how often the loop's busy share is sampled (smoothed over samples)
+
+
+def pass_gap(took_s: float, busy: float, shortest_s: float, longest_s: float) -> float:
+    """The time from one scheduling pass to the next under load. A pass costs the loop
+    ``took_s`` whatever it places; spacing passes by ``PASS_GAP_FACTOR`` times that keeps
+    them to about a fifth of the loop while jobs wait little for the next. A loop busy
+    ``busy`` (0..1) past ``BUSY_LOOP`` is saturated: every pass then takes time from calls
+    already waiting (a lone central under heavy reports), so passes are spaced the most
+    and each places more jobs."""
+    if busy > BUSY_LOOP:
+        return longest_s
+    return min(longest_s, max(shortest_s, PASS_GAP_FACTOR * took_s))
 
 
 class Scheduler:
@@ -101,14 +115,13 @@ class Scheduler:
                 del self._pending_by_node[node_id]
 
     async def run(self) -> None:
-        """A pass on every wake; under load, a pass starts ``PASS_GAP_FACTOR`` times the
-        last one's duration after it (at least ``min_pass_interval_s``, at most
-        ``max_pass_interval_s``), so the wakes of a burst of submits share one pass (a pass
-        ranks every node), passes take at most about a fifth of the loop, and a job waits
-        for the next pass no longer than it must. A job submitted to an idle scheduler is
-        placed at once."""
+        """A pass on every wake; under load, passes are spaced by ``pass_gap``: a burst of
+        submits shares one pass (a pass ranks every node), a job waits for the next pass
+        no longer than it must, and a saturated loop keeps its time for the calls. A job
+        submitted to an idle scheduler is placed at once."""
         loop = asyncio.get_running_loop()
         last_pass, gap = -1e9, self.min_pass_interval_s
+        busy, last_cpu, last_wall = 0.0, time.thread_time(), loop.time()
         self._wake.set()
         while True:
             await self._wake.wait()
@@ -125,8 +138,11 @@ class Scheduler:
                     self.schedule_pass()
             except Exception:  # a bug must not stop scheduling for good
                 log.exception("scheduling pass failed")
-            took = loop.time() - last_pass
-            gap = min(self.max_pass_interval_s, max(self.min_pass_interval_s, PASS_GAP_FACTOR * took))
+            now, cpu = loop.time(), time.thread_time()  # the loop thread's CPU: how busy it has been
+            if now - last_wall >= BUSY_WINDOW_S:
+                busy = 0.5 * busy + 0.5 * min(1.0, (cpu - last_cpu) / (now - last_wall))
+                last_cpu, last_wall = cpu, now
+            gap = pass_gap(now - last_pass, busy, self.min_pass_interval_s, self.max_pass_interval_s)
             await asyncio.sleep(0)  # let more events fold before the next pass
 
     def candidates(self) -> dict[str, Candidate]:
