@@ -55,10 +55,12 @@ class CallCounter(grpc.aio.ServerInterceptor):
             return None
         entry = self._wrapped.get(details.method)
         if entry is None or entry[0] is not handler:
-            entry = self._wrapped[details.method] = (handler, self._wrap(handler, details.method))
+            entry = self._wrapped[details.method] = (handler, self.wrap(handler, details.method))
         return entry[1]
 
-    def _wrap(self, handler: Any, method: str) -> Any:
+    def wrap(self, handler: Any, method: str) -> Any:
+        """``handler`` of ``method`` counted (``protos.wrapping.wrap_handlers`` applies it
+        once, at registration)."""
         kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
         behaviour = getattr(handler, kind)
         service, _, name = method.lstrip("/").rpartition("/")

@@ -54,11 +54,13 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             handler = await continuation(details)
             if handler is None:
                 return None  # no such method: grpc answers UNIMPLEMENTED
-            wrapped = self._wrapped[details.method] = self._wrap(handler, details)
+            wrapped = self._wrapped[details.method] = self.wrap(handler, details.method)
         return wrapped
 
     @staticmethod
-    def _wrap(handler: Any, details: grpc.HandlerCallDetails) -> Any:
+    def wrap(handler: Any, method: str) -> Any:
+        """``handler`` of ``method`` ("/package.Service/Method") with the guard in front
+        (for ``protos.wrapping.wrap_handlers``, which applies it once, at registration)."""
         if handler.request_deserializer is None:
             return handler
         kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
@@ -68,7 +70,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             return handler  # a sync stream reader (none of ours) is left as grpc runs it
         make = HANDLER_MAKERS[kind]
         return make(_guarded(behaviour, handler.request_streaming, handler.response_streaming),
-                    request_deserializer=_deserializer(handler.request_deserializer, details.method),
+                    request_deserializer=_deserializer(handler.request_deserializer, method),
                     response_serializer=handler.response_serializer)
 
 

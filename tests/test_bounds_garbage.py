@@ -7,11 +7,14 @@ import logging
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 from fake_central import FakeCentral, running_node
 
 from central.server import CentralConfig, CentralServer
 from protos import deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc
+from protos.call_metrics import CallCounter, grpc_handled_counter
 from protos.decode_guard import DecodeGuard
+from protos.wrapping import wrap_handlers
 
 # a field-1 length prefix that never ends: no protobuf message parses from it
 GARBAGE = b"\x0a" + b"\xff" * 12
@@ -87,8 +90,19 @@ async def test_every_node_server_answers_invalid_argument_without_a_traceback(na
         await central.stop()
 
 
-async def test_valid_requests_still_reach_the_servicer(caplog):
-    """The guard changes nothing for bytes that parse: a real call gets the servicer's answer."""
+def _interceptors(handled):
+    return grpc.aio.server(interceptors=[CallCounter(handled), DecodeGuard()])
+
+
+def _at_registration(handled):  # as the node builds its servers: each method wrapped once, when added
+    return wrap_handlers(grpc.aio.server(), CallCounter(handled), DecodeGuard())
+
+
+@pytest.mark.parametrize("make_server", [_interceptors, _at_registration])
+async def test_valid_requests_still_reach_the_servicer(caplog, make_server):
+    """The guard changes nothing for bytes that parse: a real call gets the servicer's
+    answer; garbage is refused and counted, an unknown method is UNIMPLEMENTED and not
+    counted, whether the guard and the counter run as interceptors or wrap at registration."""
 
     class Jobs(job_pb2_grpc.JobServiceServicer):
         async def GetJobStatus(self, request, context):
@@ -103,7 +117,8 @@ async def test_valid_requests_still_reach_the_servicer(caplog):
             async for data in requests:
                 yield data
 
-    server = grpc.aio.server(interceptors=[DecodeGuard()])
+    handled = grpc_handled_counter(CollectorRegistry())
+    server = make_server(handled)
     job_pb2_grpc.add_JobServiceServicer_to_server(Jobs(), server)
     deployment_pb2_grpc.add_TerminalServiceServicer_to_server(Terminal(), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -125,5 +140,14 @@ async def test_valid_requests_still_reach_the_servicer(caplog):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call_.read()
             assert_refused(info.value, P + "TerminalService/StreamTerminal", "TerminalData")
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await channel.unary_unary(P + "JobService/NoSuchMethod")(b"", timeout=10)
+            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(0)
+
+    def counted(method: str, code: str) -> float:
+        return handled.labels("unary", "cyxwiz.protocol.JobService", method, code)._value.get()
+
+    assert counted("GetJobStatus", "OK") == 1 and counted("GetJobStatus", "INVALID_ARGUMENT") == 1
+    assert counted("NoSuchMethod", "UNIMPLEMENTED") == 0
