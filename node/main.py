@@ -42,8 +42,8 @@ from node.throughput import Throughput
 from protos import deployment_pb2, deployment_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.call_metrics import CallCounter
 from protos.decode_guard import DecodeGuard
-from protos.wrapping import wrap_handlers
 from protos.standard_services import ServiceRecorder, StandardServices
+from protos.wrapping import wrap_handlers
 
 __all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 

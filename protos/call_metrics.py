@@ -24,7 +24,7 @@ from typing import Any, Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from protos.decode_guard import HANDLER_MAKERS
+from protos.decode_guard import HANDLER_MAKERS, handler_kind
 
 __all__ = ["CallCounter", "grpc_handled_counter"]
 
@@ -61,7 +61,7 @@ class CallCounter(grpc.aio.ServerInterceptor):
     def wrap(self, handler: Any, method: str) -> Any:
         """``handler`` of ``method`` counted (``protos.wrapping.wrap_handlers`` applies it
         once, at registration)."""
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
+        kind = handler_kind(handler)
         behaviour = getattr(handler, kind)
         service, _, name = method.lstrip("/").rpartition("/")
         labels = _Labels(self._handled, kind, service, name)

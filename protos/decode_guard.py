@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import grpc
 
-__all__ = ["HANDLER_MAKERS", "DecodeGuard", "Garbage"]
+__all__ = ["HANDLER_MAKERS", "DecodeGuard", "Garbage", "handler_kind"]
 
 # a method handler's kind (its attribute holding the behaviour) -> grpc's maker of one;
 # an interceptor that wraps a behaviour makes its new handler with the same kind
@@ -30,6 +30,11 @@ HANDLER_MAKERS = {
     "stream_unary": grpc.stream_unary_rpc_method_handler,
     "stream_stream": grpc.stream_stream_rpc_method_handler,
 }
+
+
+def handler_kind(handler: Any) -> str:
+    """The key of ``HANDLER_MAKERS`` for ``handler``: also its attribute holding the behaviour."""
+    return ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
 
 
 class Garbage:
@@ -63,7 +68,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         (for ``protos.wrapping.wrap_handlers``, which applies it once, at registration)."""
         if handler.request_deserializer is None:
             return handler
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
+        kind = handler_kind(handler)
         behaviour = getattr(handler, kind)
         is_async = inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
         if handler.request_streaming and not is_async:

@@ -3,8 +3,8 @@
     server = wrap_handlers(grpc.aio.server(options=...), CallCounter(handled), DecodeGuard())
 
 A ``grpc.aio.ServerInterceptor`` runs on every call: grpc awaits each interceptor's
-``intercept_service`` before the handler, which cost a small request's server 25-60 µs
-(a tenth of its CPU; BENCHMARKS.md, serving). Where what an interceptor does depends only
+``intercept_service`` before the handler; the node's two cost a small request's server
+about 20 of its ~360 µs of CPU (BENCHMARKS.md, serving). Where what an interceptor does depends only
 on the method (the decode guard, the call counter), the wrapped handler can be made once:
 ``wrap_handlers`` makes the server wrap every handler added to it, through the generated
 ``add_*_to_server`` functions or by hand, with ``wrapper.wrap(handler, method)`` of each

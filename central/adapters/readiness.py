@@ -13,6 +13,7 @@ from typing import Any, Callable
 import grpc
 
 from events.errors import answer_for
+from protos.decode_guard import HANDLER_MAKERS, handler_kind
 from protos.standard_services import HEALTH_SERVICE, REFLECTION_SERVICE
 
 __all__ = ["ReplayGate"]
@@ -58,11 +59,6 @@ def _refusal(handler: Any, gate: ReplayGate) -> Any:
         yield  # never reached: makes this an async generator, as a streamed answer needs
 
     behaviour = refuse_stream if handler.response_streaming else refuse
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
+    make = HANDLER_MAKERS[handler_kind(handler)]
     return make(behaviour, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
