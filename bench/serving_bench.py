@@ -113,17 +113,15 @@ async def serve(models: Path, port_file: Path) -> None:
 
     from protos.call_metrics import CallCounter, grpc_handled_counter
     from protos.decode_guard import DecodeGuard
-    from protos.wrapping import wrap_handlers
 
     async def fetch(uri: str) -> bytes:
         raise RuntimeError("bench serves local files only")
 
     serving = Serving(fetch=fetch, model_roots=(models,), api_key=None)
-    # as node/main.py builds its deploy server: the call counter and the decode guard wrapping
-    # each method once, 64 MiB messages
-    server = wrap_handlers(grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
-                                                    ("grpc.max_send_message_length", 64 << 20)]),
-                           CallCounter(grpc_handled_counter(CollectorRegistry())), DecodeGuard())
+    # as node/main.py builds its deploy server: the call counter and the decode guard, 64 MiB messages
+    server = grpc.aio.server(interceptors=[CallCounter(grpc_handled_counter(CollectorRegistry())), DecodeGuard()],
+                             options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.max_send_message_length", 64 << 20)])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     serving.add_to(server)
 

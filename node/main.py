@@ -43,7 +43,6 @@ from protos import deployment_pb2, deployment_pb2_grpc, node_pb2, node_pb2_grpc
 from protos.call_metrics import CallCounter
 from protos.decode_guard import DecodeGuard
 from protos.standard_services import ServiceRecorder, StandardServices
-from protos.wrapping import wrap_handlers
 
 __all__ = ["Node", "banner", "main", "serve", "terminal_mode", "write_ready_file"]
 
@@ -84,9 +83,8 @@ class Node:
         await self.store.start()
         self.exporter = NodeExporter()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
-            # the counter and the guard wrap each method once, as it is added (not per call)
-            server = wrap_handlers(grpc.aio.server(options=_MESSAGE_LIMITS),
-                                   CallCounter(self.exporter.grpc_handled), DecodeGuard())
+            server = grpc.aio.server(interceptors=[CallCounter(self.exporter.grpc_handled), DecodeGuard()],
+                                     options=_MESSAGE_LIMITS)
             self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
             self._recorders[name] = ServiceRecorder(server)

@@ -55,12 +55,10 @@ class CallCounter(grpc.aio.ServerInterceptor):
             return None
         entry = self._wrapped.get(details.method)
         if entry is None or entry[0] is not handler:
-            entry = self._wrapped[details.method] = (handler, self.wrap(handler, details.method))
+            entry = self._wrapped[details.method] = (handler, self._wrap(handler, details.method))
         return entry[1]
 
-    def wrap(self, handler: Any, method: str) -> Any:
-        """``handler`` of ``method`` counted (``protos.wrapping.wrap_handlers`` applies it
-        once, at registration)."""
+    def _wrap(self, handler: Any, method: str) -> Any:
         kind = handler_kind(handler)
         behaviour = getattr(handler, kind)
         service, _, name = method.lstrip("/").rpartition("/")

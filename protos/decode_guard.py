@@ -59,13 +59,11 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             handler = await continuation(details)
             if handler is None:
                 return None  # no such method: grpc answers UNIMPLEMENTED
-            wrapped = self._wrapped[details.method] = self.wrap(handler, details.method)
+            wrapped = self._wrapped[details.method] = self._wrap(handler, details.method)
         return wrapped
 
     @staticmethod
-    def wrap(handler: Any, method: str) -> Any:
-        """``handler`` of ``method`` ("/package.Service/Method") with the guard in front
-        (for ``protos.wrapping.wrap_handlers``, which applies it once, at registration)."""
+    def _wrap(handler: Any, method: str) -> Any:
         if handler.request_deserializer is None:
             return handler
         kind = handler_kind(handler)
