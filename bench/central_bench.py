@@ -347,39 +347,37 @@ class CentralsInside:
         out = []
         for a, b in zip(before, now):
             span = b["at"] - a["at"]
-            row = {"holder": b["metrics"].get("cyxwiz_assignments_total", {}).get((), 0)
-                   > a["metrics"].get("cyxwiz_assignments_total", {}).get((), 0),
+            assigned = ("cyxwiz_assignments_total", frozenset())
+            row = {"holder": b["metrics"].get(assigned, 0) > a["metrics"].get(assigned, 0),
                    "cores_busy": round((b["cpu"] - a["cpu"]) / span, 2),
                    "loop_thread_busy": round((b["loop_cpu"] - a["loop_cpu"]) / span, 2)}
             for key, name in self.HISTOGRAMS.items():
-                quantiles = _bucket_quantiles(a["metrics"].get(name + "_bucket", {}), b["metrics"].get(name + "_bucket", {}))
+                quantiles = _bucket_quantiles(a["metrics"], b["metrics"], name)
                 if quantiles:
                     row[key + "_p50_p99"] = quantiles
             out.append(row)
         return out
 
 
-def _scrape(rest: str) -> dict[str, dict[tuple, float]]:
-    """``/metrics`` as {sample name: {label values: value}} (an unreachable central: {})."""
-    from prometheus_client.parser import text_string_to_metric_families
+def _scrape(rest: str) -> dict[tuple[str, frozenset], float]:
+    """``/metrics`` as ``metrics_text.samples`` reads it (an unreachable central: {})."""
     import urllib.request
+
+    from metrics_text import samples
 
     try:
         with urllib.request.urlopen(f"{rest}/metrics", timeout=10) as answer:
-            text = answer.read().decode()
+            return samples(answer.read().decode())
     except OSError:
         return {}
-    out: dict[str, dict[tuple, float]] = collections.defaultdict(dict)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
-    return out
 
 
-def _bucket_quantiles(before: dict[tuple, float], after: dict[tuple, float]) -> list[float] | None:
-    """p50 and p99 (ms, the upper bound of the bucket they fall in) of the observations
-    between two scrapes of one unlabelled histogram."""
-    counts = sorted((float(dict(labels)["le"]), after[labels] - before.get(labels, 0.0)) for labels in after)
+def _bucket_quantiles(before: dict, after: dict, name: str) -> list[float] | None:
+    """p50 and p99 (ms, the upper bound of the bucket they fall in) of the observations of
+    the unlabelled histogram ``name`` between two scrapes."""
+    bucket = name + "_bucket"
+    counts = sorted((float(dict(labels)["le"]), count - before.get((n, labels), 0.0))
+                    for (n, labels), count in after.items() if n == bucket)
     total = counts[-1][1] if counts else 0
     if not total:
         return None
