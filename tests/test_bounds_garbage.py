@@ -89,18 +89,21 @@ async def test_every_node_server_answers_invalid_argument_without_a_traceback(na
         await central.stop()
 
 
+class EchoJobs(job_pb2_grpc.JobServiceServicer):
+    """A JobService that answers with the job id it is asked about (unary and streamed)."""
+
+    async def GetJobStatus(self, request, context):
+        return job_pb2.GetJobStatusResponse(status=job_pb2.JobStatus(job_id=request.job_id))
+
+    async def StreamJobUpdates(self, request, context):
+        for _ in range(2):
+            yield job_pb2.JobUpdateStream(job_id=request.job_id)
+
+
 async def test_valid_requests_still_reach_the_servicer(caplog):
     """The guard changes nothing for bytes that parse: a real call gets the servicer's
     answer; garbage is refused and counted, and an unknown method is UNIMPLEMENTED and not
     counted (the node's servers: the call counter, then the guard)."""
-
-    class Jobs(job_pb2_grpc.JobServiceServicer):
-        async def GetJobStatus(self, request, context):
-            return job_pb2.GetJobStatusResponse(status=job_pb2.JobStatus(job_id=request.job_id))
-
-        async def StreamJobUpdates(self, request, context):
-            for _ in range(2):
-                yield job_pb2.JobUpdateStream(job_id=request.job_id)
 
     class Terminal(deployment_pb2_grpc.TerminalServiceServicer):
         async def StreamTerminal(self, requests, context):
@@ -109,7 +112,7 @@ async def test_valid_requests_still_reach_the_servicer(caplog):
 
     handled = grpc_handled_counter(CollectorRegistry())
     server = grpc.aio.server(interceptors=[CallCounter(handled), DecodeGuard()])
-    job_pb2_grpc.add_JobServiceServicer_to_server(Jobs(), server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(EchoJobs(), server)
     deployment_pb2_grpc.add_TerminalServiceServicer_to_server(Terminal(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

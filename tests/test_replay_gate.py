@@ -6,25 +6,17 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from test_bounds_garbage import EchoJobs
 
 from central.adapters.readiness import ReplayGate
 from protos import job_pb2, job_pb2_grpc
 from protos.decode_guard import DecodeGuard
 
 
-class Jobs(job_pb2_grpc.JobServiceServicer):
-    async def GetJobStatus(self, request, context):
-        return job_pb2.GetJobStatusResponse(status=job_pb2.JobStatus(job_id=request.job_id))
-
-    async def StreamJobUpdates(self, request, context):
-        for _ in range(2):
-            yield job_pb2.JobUpdateStream(job_id=request.job_id)
-
-
 async def test_the_gate_refuses_until_open_and_never_health():
     gate = ReplayGate(progress=lambda: "3 of 10 events")
     server = grpc.aio.server(interceptors=[gate, DecodeGuard()])  # as central orders them
-    job_pb2_grpc.add_JobServiceServicer_to_server(Jobs(), server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(EchoJobs(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
