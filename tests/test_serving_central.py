@@ -81,8 +81,16 @@ def test_deploy_through_central_predict_at_central_and_lose_the_node(tmp_path):
             assert rows == [["running", job_id]]
             # the node's 5 s serving windows arrive as telemetry (telemetry.deployment.<id>)
             # three answered (a batch, one sample, one OIP call) and one refused (400)
-            wait_until(lambda: rest_sql(stack.rest, "SELECT sum(requests), sum(errors) FROM deployment_metrics "
-                                        "WHERE deployment_id = 'dep-c'")["rows"][0] == [3, 1], timeout=30)
+            seen: list = []
+
+            def windows_counted() -> bool:
+                seen[:] = rest_sql(stack.rest, "SELECT sum(requests), sum(errors), count(*) FROM deployment_metrics "
+                                               "WHERE deployment_id = 'dep-c'")["rows"]
+                return seen[0][:2] == [3, 1]
+            try:
+                wait_until(windows_counted, timeout=60)
+            except AssertionError:
+                raise AssertionError(f"deployment_metrics of dep-c: [requests, errors, windows] = {seen}") from None
 
             for request, code, text in (
                 (dp.CreateDeploymentRequest(config=dp.DeploymentConfig(deployment_id="a b", model=dp.ModelInfo(
