@@ -37,8 +37,7 @@ class StatsPublisher:
         self.node_id = node_id
         self.retry_s = retry_s
         self._bus: EventBus | None = None
-        self._unsent: deque[DeploymentStats] = deque()
-        self._max_unsent = max_unsent
+        self._unsent: deque[DeploymentStats] = deque(maxlen=max_unsent)  # full: the oldest goes
         self._dropped = 0
         self._flushing: asyncio.Task | None = None
 
@@ -48,16 +47,15 @@ class StatsPublisher:
         return len(self._unsent)
 
     def __call__(self, d: Deployment, w: Window) -> None:
+        if len(self._unsent) == self._unsent.maxlen:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 100 == 0:
+                log.warning("serving stats: %d window(s) dropped, NATS has been unreachable too long", self._dropped)
         self._unsent.append(DeploymentStats(
             deployment_id=d.deployment_id, node_id=self.node_id() or "", window_s=w.end - w.start,
             window_start=datetime.fromtimestamp(w.start, timezone.utc), requests=w.requests, errors=w.errors,
             p50_ms=w.p50_ms, p99_ms=w.p99_ms, mean_batch=w.mean_batch,
         ))
-        while len(self._unsent) > self._max_unsent:
-            self._unsent.popleft()
-            self._dropped += 1
-            if self._dropped == 1 or self._dropped % 100 == 0:
-                log.warning("serving stats: %d window(s) dropped, NATS has been unreachable too long", self._dropped)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush(), name="serving-stats")
 
@@ -68,8 +66,10 @@ class StatsPublisher:
                 if self._bus is None or self._bus.nc.is_closed:
                     self._bus = await EventBus.connect(self.nats_url, timeout=5.0, name="cyxwiz-node-serving",
                                                        setup=False, credentials=self.credentials)
-                await self._bus.publish_telemetry(self._unsent[0])
-                self._unsent.popleft()
+                event = self._unsent[0]
+                await self._bus.publish_telemetry(event)
+                if self._unsent and self._unsent[0] is event:  # not pushed out meanwhile by a full queue
+                    self._unsent.popleft()
             except Exception as exc:  # NATS away or slow: keep the window, try again
                 log.info("serving stats not published yet (%d waiting): %s; retrying in %.0f s",
                          len(self._unsent), exc, self.retry_s)
