@@ -12,7 +12,9 @@ Measures (issue 11):
 5. ``--model mlp4096``: a 4096-4096 MLP at batch 256, served against in-process (GPU):
    one client process (several connection layouts), grpc's no-op floor, and
    ``--client-processes`` client processes at once (what the server takes when no one
-   client's GIL is the limit);
+   client's GIL is the limit); with ``--serving-processes K ...`` also against a node
+   with K serving processes on its port (node.serving.processes), server CPU summed
+   over all of them;
 6. ``--model wide``: the same 4 MiB requests to a model too small to matter (4096 inputs,
    8 hidden units), so the transport dominates; with the same bytes sent to a no-op
    grpc.aio method of the same server (``floor``: grpc's own cost of a 4 MiB request),
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the in-process limit and the servers share a GPU
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -103,7 +106,7 @@ def _percentiles(times: list[float]) -> dict:
 # --- the server (child process) ---------------------------------------------------------------------
 
 
-async def serve(models: Path, port_file: Path) -> None:
+async def serve(models: Path, port_file: Path, processes: int = 0) -> None:
     import grpc
     from aiohttp import web
 
@@ -117,13 +120,14 @@ async def serve(models: Path, port_file: Path) -> None:
     async def fetch(uri: str) -> bytes:
         raise RuntimeError("bench serves local files only")
 
-    serving = Serving(fetch=fetch, model_roots=(models,), api_key=None)
+    serving = Serving(fetch=fetch, model_roots=(models,), api_key=None, processes=processes)
     # as node/main.py builds its deploy server: the call counter and the decode guard, 64 MiB messages
     server = grpc.aio.server(interceptors=[CallCounter(grpc_handled_counter(CollectorRegistry())), DecodeGuard()],
                              options=[("grpc.max_receive_message_length", 64 << 20),
-                                      ("grpc.max_send_message_length", 64 << 20)])
+                                      ("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 1)])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     serving.add_to(server)
+    serving.add_processes_to(server)
 
     async def floor(request: bytes, context) -> bytes:  # grpc's own cost: the bytes, no parsing, no model
         return b""
@@ -140,6 +144,7 @@ async def serve(models: Path, port_file: Path) -> None:
         grpc.method_handlers_generic_handler("bench.ProtobufParse", {"ModelInfer": protobuf_parse}),
     ))
     await server.start()
+    await serving.start_processes("127.0.0.1", grpc_port)
     http_port = await serving.start_http("127.0.0.1", 0)
 
     path = models / "digits.cyx"
@@ -161,7 +166,9 @@ async def serve(models: Path, port_file: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     plain_port = site._server.sockets[0].getsockname()[1]
-    port_file.write_text(json.dumps({"grpc": grpc_port, "http": http_port, "plain": plain_port, "pid": os.getpid()}))
+    pids = [os.getpid(), *(serving.processes.pids() if serving.processes is not None else [])]
+    port_file.write_text(json.dumps({"grpc": grpc_port, "http": http_port, "plain": plain_port, "pid": os.getpid(),
+                                     "pids": pids}))
     await asyncio.Event().wait()
 
 
@@ -216,14 +223,18 @@ MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send
 LARGE_WINDOWS = [("grpc.http2.lookahead_bytes", 16 << 20), ("grpc.http2.max_frame_size", (1 << 24) - 1)]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+def _cpu_seconds(pid: int | list[int]) -> float:
+    """User + system CPU seconds of process ``pid`` (or the sum over a list; Linux /proc)."""
+    if isinstance(pid, list):
+        return sum(_cpu_seconds(p) for p in pid)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _faults(pid: int) -> int:
+def _faults(pid: int | list[int]) -> int:
     """Minor page faults of process ``pid`` so far (a fresh 4 MiB buffer costs 1,024)."""
+    if isinstance(pid, list):
+        return sum(_faults(p) for p in pid)
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
@@ -305,7 +316,7 @@ def _load_process(port: int, model: str, x: np.ndarray, concurrency: int, second
 
 
 async def oip_load_processes(grpc_port: int, model: str, x: np.ndarray, processes: int, per_process: int,
-                             seconds: float, *, server_pid: int, via: str = "oip") -> dict:
+                             seconds: float, *, server_pid: int | list[int], via: str = "oip") -> dict:
     """``processes`` client processes, each ``per_process`` grpc.aio callers on a connection
     each, all sending for the same ``seconds`` of wall clock: the server's capacity where
     one client process (one GIL serializing 4 MiB requests) would be the limit. Real
@@ -414,27 +425,39 @@ def run(args) -> dict:
     else:
         x, batch = big_x, big_batch
         report["in_process"] = in_process(models / f"{args.model}.cyx", x, batch, 300)
-    port_file = tmp / "ports.json"
-    child = subprocess.Popen([sys.executable, __file__, "--serve", str(models), str(port_file)],
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)})
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            assert child.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        ports = json.loads(port_file.read_text())
-        if args.model == "digits":
-            report.update(asyncio.run(_digits(ports, x, args)))
-        elif args.model == "wide":
-            report.update(asyncio.run(_transport(ports, x, batch, args)))
-        else:
-            report.update(asyncio.run(_large(ports, x, batch, args)))
-    finally:
-        child.kill()
-        child.wait()
+    for processes in ([0] if args.model != "mlp4096" else args.serving_processes):
+        ports, child = _start_server(models, tmp / f"ports-{processes}.json", processes)
+        try:
+            if args.model == "digits":
+                report.update(asyncio.run(_digits(ports, x, args)))
+            elif args.model == "wide":
+                report.update(asyncio.run(_transport(ports, x, batch, args)))
+            elif processes == 0:
+                report.update(asyncio.run(_large(ports, x, batch, args)))
+            else:
+                report.update(asyncio.run(_large_processes(ports, x, batch, args, processes)))
+        finally:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     report["load_avg_end"] = os.getloadavg()
     return report
+
+
+def _start_server(models: Path, port_file: Path, processes: int):
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(models), str(port_file), str(processes)],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)})
+    deadline = time.monotonic() + 300
+    while not port_file.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise SystemExit("the bench server did not start")
+        time.sleep(0.05)
+    return json.loads(port_file.read_text()), child
 
 
 async def _digits(ports: dict, x: np.ndarray, args) -> dict:
@@ -491,6 +514,17 @@ async def _large(ports: dict, x: np.ndarray, batch: int, args) -> dict:
     return out
 
 
+async def _large_processes(ports: dict, x: np.ndarray, batch: int, args, processes: int) -> dict:
+    """The same deployment on a node with ``processes`` serving processes: many client
+    processes (one would be the limit itself), connections spread over all of them."""
+    out: dict = {f"create_to_running_s_sp{processes}": await create_to_running(
+        ports["grpc"], "dep-big", {"max_batch_size": str(batch)}, "mlp4096.cyx")}
+    for clients in args.client_processes:
+        out[f"oip_grpc_b{batch}_procs{clients}x4_sp{processes}"] = await oip_load_processes(
+            ports["grpc"], "dep-big", x, clients, 4, args.seconds, server_pid=ports["pids"])
+    return out
+
+
 async def _transport(ports: dict, x: np.ndarray, batch: int, args) -> dict:
     """4 MiB requests where the model costs little: the served path against grpc's floor."""
     out: dict = {"create_to_running_s": await create_to_running(ports["grpc"], "dep-wide", {"max_batch_size": str(batch)},
@@ -537,13 +571,16 @@ def summarize(r: dict) -> dict:
         s["in_process_samples_per_s"] = ip["samples_per_s"]
     else:
         name, best = max(((k, v) for k, v in r.items() if k.startswith("oip_grpc_")), key=lambda kv: kv[1]["samples_per_s"])
-        floor = max(v["samples_per_s"] for k, v in r.items() if k.startswith("floor_"))
+        floor = max((v["samples_per_s"] for k, v in r.items() if k.startswith("floor_")), default=float("nan"))
         s = {"served_over_in_process": best["samples_per_s"] / ip["samples_per_s"], "best": name,
              "served_samples_per_s": best["samples_per_s"], "in_process_samples_per_s": ip["samples_per_s"],
              "floor_samples_per_s": floor, "served_over_floor": best["samples_per_s"] / floor,
              "server_cpu_us_per_request": best["server_cpu_us_per_request"]}
+        for k, v in r.items():
+            if k.startswith("oip_grpc_") and "_sp" in k:
+                s[f"{k}_over_in_process"] = v["samples_per_s"] / ip["samples_per_s"]
         one_client = [(k, v) for k, v in r.items() if k.startswith("oip_grpc_") and "_procs" not in k]
-        if len(one_client) < len([k for k in r if k.startswith("oip_grpc_")]):
+        if one_client and len(one_client) < len([k for k in r if k.startswith("oip_grpc_")]):
             name1, best1 = max(one_client, key=lambda kv: kv[1]["samples_per_s"])
             s.update(one_client_process_best=name1, one_client_process_over_in_process=best1["samples_per_s"] / ip["samples_per_s"])
     return s
@@ -553,7 +590,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         from bus.loop import run as run_loop
 
-        run_loop(serve(Path(sys.argv[2]), Path(sys.argv[3])))
+        run_loop(serve(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["digits", "mlp4096", "wide"], default="digits")
@@ -562,6 +599,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of each throughput figure")
     p.add_argument("--client-processes", type=int, nargs="*", default=[2, 4],
                    help="--model mlp4096: also measure with this many client processes (4 callers each)")
+    p.add_argument("--serving-processes", type=int, nargs="*", default=[0],
+                   help="--model mlp4096: also serve from a node with this many serving processes (0 = the node alone)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     report = run(args)

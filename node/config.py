@@ -28,6 +28,7 @@ DEFAULT_INFER_HTTP_PORT = 8082
 DEFAULT_METRICS_PORT = 8083  # Prometheus /metrics, beside the inference port (docs: README "Metrics")
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_NATS_PORT = 4222
+MAX_SERVING_PROCESSES = 64
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,7 @@ class NodeConfig:
     terminal: bool = False
     terminal_user: str | None = None
     terminal_idle_timeout_s: float = 900.0
+    serving_processes: int = 0
 
     def __post_init__(self) -> None:
         for flag, port in (("--node-port", self.node_port), ("--deploy-port", self.deploy_port),
@@ -83,6 +85,9 @@ class NodeConfig:
         if not 0 < self.terminal_idle_timeout_s <= 24 * 3600:
             raise ConfigError("--terminal-idle-timeout / CYXWIZ_TERMINAL_IDLE_TIMEOUT_S: must be > 0 and at most "
                               f"86400 seconds; an idle terminal is never kept forever (got {self.terminal_idle_timeout_s})")
+        if not 0 <= self.serving_processes <= MAX_SERVING_PROCESSES:
+            raise ConfigError(f"--serving-processes / CYXWIZ_SERVING_PROCESSES: must be 0..{MAX_SERVING_PROCESSES} "
+                              f"(got {self.serving_processes})")
         central_host(self.central)  # raises ConfigError when malformed
 
     @property
@@ -165,6 +170,7 @@ _ENV = {
     "terminal": "CYXWIZ_TERMINAL",
     "terminal_user": "CYXWIZ_TERMINAL_USER",
     "terminal_idle_timeout_s": "CYXWIZ_TERMINAL_IDLE_TIMEOUT_S",
+    "serving_processes": "CYXWIZ_SERVING_PROCESSES",
 }
 
 
@@ -196,6 +202,7 @@ def _options(
     terminal: Optional[bool] = typer.Option(None, "--terminal", help="serve terminal sessions on --terminal-port (CYXWIZ_TERMINAL=1; default off)"),
     terminal_user: Opt = typer.Option(None, "--terminal-user", help="run terminal shells as this unprivileged user (CYXWIZ_TERMINAL_USER)"),
     terminal_idle_timeout_s: Opt = typer.Option(None, "--terminal-idle-timeout", help="end a terminal idle this many seconds (CYXWIZ_TERMINAL_IDLE_TIMEOUT_S; default 900)"),
+    serving_processes: Opt = typer.Option(None, "--serving-processes", help="extra processes answering inference on the deploy port, each with its own copy of every deployment: for large requests, where one process's gRPC receive is the limit (CYXWIZ_SERVING_PROCESSES; default 0)"),
 ) -> dict[str, object]:
     """Run a CyxWiz compute node: register with central, train the jobs it assigns."""
     return dict(locals())
@@ -251,7 +258,8 @@ def config_from(args: Mapping[str, object], env: Mapping[str, str] | None = None
     return NodeConfig(**values)
 
 
-_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port", "metrics_port"}
+_INTS = {"node_port", "deploy_port", "terminal_port", "slots", "checkpoint_every", "infer_http_port", "metrics_port",
+         "serving_processes"}
 
 
 def _convert(key: str, value: object) -> object:

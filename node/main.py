@@ -83,8 +83,9 @@ class Node:
         await self.store.start()
         self.exporter = NodeExporter()
         for name, port in (("node", cfg.node_port), ("deploy", cfg.deploy_port), ("terminal", cfg.terminal_port)):
+            options = _MESSAGE_LIMITS + ([("grpc.so_reuseport", 1)] if name == "deploy" and cfg.serving_processes else [])
             server = grpc.aio.server(interceptors=[CallCounter(self.exporter.grpc_handled), DecodeGuard()],
-                                     options=_MESSAGE_LIMITS)
+                                     options=options)
             self.ports[name] = _bind(server, self._bind_host(name), port, name)
             self._servers[name] = server
             self._recorders[name] = ServiceRecorder(server)
@@ -115,16 +116,22 @@ class Node:
         self.serving = Serving(
             fetch=self.store.get_uri, model_roots=cfg.model_roots, api_key=cfg.api_key,
             session_token=lambda: self.agent.session_token, node_id=lambda: self.agent.node_id,
-            public_host=cfg.public_host, on_window=self.serving_stats,
+            public_host=cfg.public_host, on_window=self.serving_stats, processes=cfg.serving_processes,
         )
         self.serving.add_to(self._recorders["deploy"])
         self.serving.add_to(self._recorders["node"])  # central controls deployments at the endpoint it knows
         self.serving.grpc_port = self.ports["deploy"]
+        self.serving.add_processes_to(self._servers["deploy"])
         self._start_terminal()
         self.standard = {name: await StandardServices.add_to(r) for name, r in self._recorders.items()}
         for server in self._servers.values():
             await server.start()
         await self._serve_health()
+        try:
+            await self.serving.start_processes(self._bind_host("deploy"), self.ports["deploy"])
+        except RuntimeError as exc:
+            await self.serving.stop()
+            raise ConfigError(f"--serving-processes: {exc}") from exc
         self.ports["infer_http"] = await self.serving.start_http(cfg.bind_host, cfg.http_port)
         self.exporter.add(NodeCollector(
             node_id=lambda: self.agent.node_id, name=cfg.name, slots=self.slots,
@@ -210,6 +217,7 @@ class Node:
             "terminal": self.endpoint("terminal"), "infer_http": f"http://{self.endpoint('infer_http')}",
             "metrics": self.metrics_url,
             "pid": os.getpid(),
+            "serving_processes": self.serving.processes.pids() if self.serving.processes is not None else [],
         }
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from node.serving.runner import INLINE_LIMIT_S, Batcher, Predictor
 from node.serving.spec import DeploymentSpec
 from node.serving.stats import ServingStats, Window
 
-__all__ = ["ACTIVE", "Deployment", "Deployments", "Status"]
+__all__ = ["ACTIVE", "Deployment", "Deployments", "Gate", "Status"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Deployment:
     stats: ServingStats = field(default_factory=ServingStats)
     load_seconds: float = 0.0
     error_code: int = 0
+    model_sha256: str = ""  # of the bytes loaded, once checked (serving processes load the same)
     _predictor: Predictor | None = None
     _batcher: Batcher | None = None
     _task: asyncio.Task | None = None
@@ -90,17 +92,31 @@ class Deployment:
 Fetch = Callable[[str], Awaitable[bytes]]
 
 
+class Gate(Protocol):
+    """The node's other serving processes (``node.serving.processes``), as the lifecycle sees them."""
+
+    async def ready(self, d: Deployment) -> str | None:
+        """Once every serving process has ``d`` loaded: None, or why one could not."""
+
+    async def released(self, d: Deployment, timeout: float) -> None:
+        """Once no serving process holds ``d`` any more (each answered what it accepted)."""
+
+    def forget(self, d: Deployment) -> None:
+        """``d`` was deleted."""
+
+
 class Deployments:
     """Every deployment of this node. Methods run on the node's loop."""
 
     def __init__(
         self, *, fetch: Fetch, model_roots: tuple[Path, ...] = (), max_active: int = 32,
-        on_window: Callable[[Deployment, Window], None] | None = None,
+        on_window: Callable[[Deployment, Window], None] | None = None, gate: Gate | None = None,
     ) -> None:
         self.fetch = fetch
         self.model_roots = model_roots
         self.max_active = max_active
         self.on_window = on_window
+        self.gate = gate
         self._by_id: dict[str, Deployment] = {}
 
     # --- lifecycle --------------------------------------------------------------------
@@ -128,6 +144,7 @@ class Deployments:
         try:
             data = await self._bytes(d.source)
             loaded = await asyncio.to_thread(sources.load, data, d.source)
+            d.model_sha256 = loaded.sha256
             predictor = await asyncio.to_thread(Predictor, loaded, d.spec.params.max_batch)
         except asyncio.CancelledError:
             raise
@@ -138,9 +155,16 @@ class Deployments:
         except Exception as exc:  # fetch failures (object store away), XLA compile errors
             log.warning("deployment %s: loading failed", d.deployment_id, exc_info=True)
             return self._fail(d, f"loading {d.source.uri} failed: {exc}", 503)
-        if d.status is not Status.LOADING:  # stopped while loading
+        problem = None
+        if self.gate is not None and d.status is Status.LOADING:
+            try:  # RUNNING means every process on the port answers for it
+                problem = await self.gate.ready(d)
+            except asyncio.CancelledError:
+                predictor.release()
+                raise
+        if problem is not None or d.status is not Status.LOADING:  # a serving process failed, or stopped while loading
             predictor.release()
-            return
+            return self._fail(d, problem, 503) if problem is not None else None
         p = d.spec.params
         d.loaded, d._predictor = loaded, predictor
         d._batcher = Batcher(
@@ -187,6 +211,8 @@ class Deployments:
         if predictor is not None:
             predictor.release()
         d._batcher = d._predictor = None
+        if self.gate is not None:
+            await self.gate.released(d, drain_s)
         return d
 
     def delete(self, deployment_id: str) -> None:
@@ -194,6 +220,23 @@ class Deployments:
         if d.status in ACTIVE:
             raise NotActive(f"deployment {deployment_id!r} is {d.status.value}: stop it first")
         del self._by_id[deployment_id]
+        if self.gate is not None:
+            self.gate.forget(d)
+
+    def record(self, spec: DeploymentSpec, status: Status, message: str = "", error_code: int = 0) -> Deployment:
+        """A deployment known here that this process does not load (a serving process's
+        copy of the node's record: it answers for it as the node would)."""
+        source = sources.resolve(
+            model_id=spec.model_id, source_url=spec.source_url, local_path=spec.local_path,
+            metadata=dict(spec.metadata), model_roots=self.model_roots,
+        )
+        d = Deployment(spec=spec, source=source, status=status, message=message, error_code=error_code)
+        self._by_id[spec.deployment_id] = d
+        return d
+
+    def forget(self, deployment_id: str) -> None:
+        """Drop a deployment whatever its state (a serving process following the node)."""
+        self._by_id.pop(deployment_id, None)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(i, drain_s=5.0) for i in list(self._by_id)))

@@ -58,6 +58,11 @@ class ServingStats:
         self.total_errors = 0
         self._latency_sum_ms = 0.0
         self._open = _Open(self._window_start(clock()))
+        self._export: _Open | None = None  # what a serving process has not handed to the node yet
+
+    def start_export(self) -> None:
+        """Keep every record also for :meth:`take_export` (a serving process's stats go to the node)."""
+        self._export = _Open(0.0)
 
     def _window_start(self, now: float) -> float:
         return now - (now % self.window_s)
@@ -81,16 +86,39 @@ class ServingStats:
         self._open.latencies.append(ms)
         self.total_requests += 1
         self._latency_sum_ms += ms
+        if self._export is not None:
+            self._export.latencies.append(ms)
 
     def error(self) -> None:
         self.roll()
         self._open.errors += 1
         self.total_errors += 1
+        if self._export is not None:
+            self._export.errors += 1
 
     def batch(self, samples: int) -> None:
         self.roll()
         self._open.batches += 1
         self._open.samples += samples
+        if self._export is not None:
+            self._export.batches += 1
+            self._export.samples += samples
+
+    def take_export(self) -> tuple[list[float], int, int, int]:
+        """The records since the last call: (latencies in ms, errors, batches, samples)."""
+        taken, self._export = self._export or _Open(0.0), _Open(0.0)
+        return taken.latencies, taken.errors, taken.batches, taken.samples
+
+    def merge(self, latencies_ms: list[float], errors: int, batches: int, samples: int) -> None:
+        """Records another serving process made (they join the open window)."""
+        self.roll()
+        self._open.latencies.extend(latencies_ms)
+        self._open.errors += errors
+        self._open.batches += batches
+        self._open.samples += samples
+        self.total_requests += len(latencies_ms)
+        self.total_errors += errors
+        self._latency_sum_ms += sum(latencies_ms)
 
     @property
     def avg_latency_ms(self) -> float:
