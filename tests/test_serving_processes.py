@@ -147,6 +147,31 @@ async def test_stop_and_delete_reach_every_process(node):
     await eventually(all_not_found, timeout=10, message=f"after the delete: {codes}")
 
 
+async def test_a_job_model_from_the_object_store_and_an_id_deleted_and_created_again(node):
+    """By job id the node fetches the bytes and stages them for the serving processes;
+    an id deleted and created again at once is a new deployment everywhere."""
+    await node.store.put_model("job-quick", (node.config.model_roots[0] / "digits.cyx").read_bytes())
+    channel, deploy_stub, _ = stubs(node.endpoint("deploy"))
+    async with channel:
+        await deploy_stub.CreateDeployment(create_request("dep-again", "job-quick"), metadata=AUTH)
+        first = await wait_status(deploy_stub, "dep-again", metadata=AUTH)
+        assert first.status == dp.DEPLOYMENT_STATUS_RUNNING, first
+
+    async def ok(channel):
+        answer = await oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(oip_request("dep-again"), metadata=AUTH)
+        return answer.model_name
+
+    assert set(await on_many_connections(node, ok)) == {"dep-again"}
+    channel, deploy_stub, _ = stubs(node.endpoint("deploy"))
+    async with channel:
+        await deploy_stub.StopDeployment(dp.StopDeploymentRequest(deployment_id="dep-again"), metadata=AUTH)
+        await deploy_stub.DeleteDeployment(dp.DeleteDeploymentRequest(deployment_id="dep-again"), metadata=AUTH)
+        await deploy_stub.CreateDeployment(create_request("dep-again", local_path="digits.cyx"), metadata=AUTH)
+        again = await wait_status(deploy_stub, "dep-again", metadata=AUTH)
+        assert again.status == dp.DEPLOYMENT_STATUS_RUNNING, again
+    assert set(await on_many_connections(node, ok)) == {"dep-again"}
+
+
 async def test_a_killed_serving_process_is_started_again_and_serves(node):
     await deploy(node, "dep-kill")
     processes = node.serving.processes

@@ -72,6 +72,7 @@ class DeploymentState(msgspec.Struct):
     message: str = ""
     error_code: int = 0
     sha256: str = ""
+    created_at: float = 0.0  # which life of this id (an id may be deleted and created again)
 
 
 class Snapshot(msgspec.Struct):
@@ -248,7 +249,7 @@ class ServingProcesses:
     def snapshot(self) -> Snapshot:
         states = [
             DeploymentState(spec=spec_to_dict(d.spec), status=d.status.value, message=d.message,
-                            error_code=d.error_code, sha256=d.model_sha256)
+                            error_code=d.error_code, sha256=d.model_sha256, created_at=d.created_at)
             for d in (self.deployments.list() if self.deployments is not None else [])
         ]
         return Snapshot(deployments=states, session_token=self.session_token())

@@ -46,6 +46,7 @@ class Follower:
         self.deployments = deployments
         self.failed: dict[str, str] = {}
         self._stopping: dict[str, asyncio.Task] = {}
+        self._life: dict[str, float] = {}  # the node's created_at of what each local deployment follows
 
     def apply(self, snapshot: Snapshot) -> None:
         wanted = {s.spec["deployment_id"]: s for s in snapshot.deployments}
@@ -53,6 +54,11 @@ class Follower:
             if deployment_id not in wanted:
                 self._stop(deployment_id, None, forget=True)
         for deployment_id, state in wanted.items():
+            if self._life.get(deployment_id, state.created_at) != state.created_at:
+                self._stop(deployment_id, None, forget=True)  # deleted and created again: this is a new one
+            if deployment_id in self._stopping:
+                continue  # followed once its old life has let go
+            self._life[deployment_id] = state.created_at
             self._follow(deployment_id, state)
 
     def _follow(self, deployment_id: str, state: DeploymentState) -> None:
@@ -75,7 +81,7 @@ class Follower:
             return
         if local is None:
             self._record(deployment_id, state)
-        elif local.status in ACTIVE or deployment_id in self._stopping:
+        elif local.status in ACTIVE:
             self._stop(deployment_id, state)
         else:
             local.status, local.message, local.error_code = status, state.message, state.error_code
@@ -92,13 +98,15 @@ class Follower:
 
         async def stop() -> None:
             try:
-                await self.deployments.stop(deployment_id)
+                if deployment_id in self.deployments._by_id:
+                    await self.deployments.stop(deployment_id)
             finally:
                 self._stopping.pop(deployment_id, None)
                 local = self.deployments._by_id.get(deployment_id)
                 if forget:
                     self.deployments.forget(deployment_id)
                     self.failed.pop(deployment_id, None)
+                    self._life.pop(deployment_id, None)
                 elif local is not None and state is not None:
                     local.status, local.message, local.error_code = Status(state.status), state.message, state.error_code
 
