@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 SYNC_METHOD = "/cyxwiz.node.ServingProcesses/Sync"
 SYNC_S = 0.05
-GONE_AFTER_S = 5.0  # a serving process silent this long no longer holds the lifecycle up
+GONE_AFTER_S = 15.0  # a serving process silent this long (yet not exited) no longer holds the lifecycle up
 START_TIMEOUT_S = 180.0
 RESTART_DELAY_S = 1.0
 
@@ -147,7 +147,7 @@ class ServingProcesses:
             data = await fetch(uri)
             path = self.dir / staged_name(uri)
             if not path.exists():
-                tmp = path.with_suffix(".tmp")
+                tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")  # two loads of one model may race
                 await asyncio.to_thread(tmp.write_bytes, data)
                 os.replace(tmp, path)
             return data
@@ -223,7 +223,7 @@ class ServingProcesses:
             await context.abort(grpc.StatusCode.NOT_FOUND, "Method not found!")
         try:
             report = msgspec.json.decode(request, type=SyncReport)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad sync report: {exc}")
         if not hmac.compare_digest(report.token.encode(), self._token.encode()) or not 1 <= report.index <= self.count:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a serving process of this node")

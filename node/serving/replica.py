@@ -33,7 +33,7 @@ from protos import inference_pb2_grpc
 
 log = logging.getLogger("node.serving.replica")
 
-NODE_GONE_S = 3.0  # syncs failing this long: the node is gone, so is this process
+NODE_GONE_S = 10.0  # syncs failing this long: the node is gone, so is this process
 _LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 _LOCAL = frozenset({"cyxwiz.protocol.InferenceService", "inference.GRPCInferenceService"})
 
