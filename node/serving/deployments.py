@@ -123,10 +123,7 @@ class Deployments:
 
     def create(self, spec: DeploymentSpec) -> Deployment:
         """A new deployment in LOADING (or the existing one of that id for the same model)."""
-        source = sources.resolve(
-            model_id=spec.model_id, source_url=spec.source_url, local_path=spec.local_path,
-            metadata=dict(spec.metadata), model_roots=self.model_roots,
-        )
+        source = self._source(spec)
         existing = self._by_id.get(spec.deployment_id)
         if existing is not None:
             if existing.source == source and existing.spec.params == spec.params:
@@ -138,6 +135,12 @@ class Deployments:
         self._by_id[spec.deployment_id] = deployment
         deployment._task = asyncio.create_task(self._load(deployment), name=f"load-{spec.deployment_id}")
         return deployment
+
+    def _source(self, spec: DeploymentSpec) -> sources.ModelSource:
+        return sources.resolve(
+            model_id=spec.model_id, source_url=spec.source_url, local_path=spec.local_path,
+            metadata=dict(spec.metadata), model_roots=self.model_roots,
+        )
 
     async def _load(self, d: Deployment) -> None:
         started = time.perf_counter()
@@ -226,10 +229,7 @@ class Deployments:
     def record(self, spec: DeploymentSpec, status: Status, message: str = "", error_code: int = 0) -> Deployment:
         """A deployment known here that this process does not load (a serving process's
         copy of the node's record: it answers for it as the node would)."""
-        source = sources.resolve(
-            model_id=spec.model_id, source_url=spec.source_url, local_path=spec.local_path,
-            metadata=dict(spec.metadata), model_roots=self.model_roots,
-        )
+        source = self._source(spec)
         d = Deployment(spec=spec, source=source, status=status, message=message, error_code=error_code)
         self._by_id[spec.deployment_id] = d
         return d

@@ -12,6 +12,8 @@ from __future__ import annotations
 import grpc
 from google.protobuf import descriptor_pool
 
+from protos.decode_guard import HANDLER_MAKERS
+
 __all__ = ["Forward"]
 
 # headers grpc sets itself on the outgoing call
@@ -34,61 +36,35 @@ class Forward(grpc.GenericRpcHandler):
             return None
         if desc is None:
             return None
-        if desc.client_streaming and desc.server_streaming:
-            return grpc.stream_stream_rpc_method_handler(self._stream_stream(method))
-        if desc.client_streaming:
-            return grpc.stream_unary_rpc_method_handler(self._stream_unary(method))
-        if desc.server_streaming:
-            return grpc.unary_stream_rpc_method_handler(self._unary_stream(method))
-        return grpc.unary_unary_rpc_method_handler(self._unary_unary(method))
+        # "unary_stream" etc.: the name of grpc's handler maker and of the channel's callable alike
+        kind = ("stream" if desc.client_streaming else "unary") + "_" + ("stream" if desc.server_streaming else "unary")
+        call = getattr(self.channel, kind)(method)
+        return HANDLER_MAKERS[kind](_streamed(call) if desc.server_streaming else _single(call))
 
-    # --- one maker per kind -------------------------------------------------------------
 
-    def _unary_unary(self, method: str):
-        call = self.channel.unary_unary(method)
+def _single(call):
+    """A behaviour answering one message: the node's (a request or a request stream in)."""
 
-        async def forward(request: bytes, context):
-            try:
-                return await call(request, **_call_args(context))
-            except grpc.aio.AioRpcError as exc:
-                await _abort(context, exc)
+    async def forward(request, context):
+        try:
+            return await call(request, **_call_args(context))
+        except grpc.aio.AioRpcError as exc:
+            await _abort(context, exc)
 
-        return forward
+    return forward
 
-    def _unary_stream(self, method: str):
-        call = self.channel.unary_stream(method)
 
-        async def forward(request: bytes, context):
-            try:
-                async for response in call(request, **_call_args(context)):
-                    yield response
-            except grpc.aio.AioRpcError as exc:
-                await _abort(context, exc)
+def _streamed(call):
+    """A behaviour answering a stream: the node's, message by message."""
 
-        return forward
+    async def forward(request, context):
+        try:
+            async for response in call(request, **_call_args(context)):
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            await _abort(context, exc)
 
-    def _stream_unary(self, method: str):
-        call = self.channel.stream_unary(method)
-
-        async def forward(requests, context):
-            try:
-                return await call(requests, **_call_args(context))
-            except grpc.aio.AioRpcError as exc:
-                await _abort(context, exc)
-
-        return forward
-
-    def _stream_stream(self, method: str):
-        call = self.channel.stream_stream(method)
-
-        async def forward(requests, context):
-            try:
-                async for response in call(requests, **_call_args(context)):
-                    yield response
-            except grpc.aio.AioRpcError as exc:
-                await _abort(context, exc)
-
-        return forward
+    return forward
 
 
 def _call_args(context) -> dict:

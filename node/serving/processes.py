@@ -106,7 +106,6 @@ class _Process:
     ready: set[str] = field(default_factory=set)
     held: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
-    listening_event: asyncio.Event = field(default_factory=asyncio.Event)
 
     def live(self, now: float) -> bool:
         return self.proc is not None and self.proc.returncode is None and now - self.seen < GONE_AFTER_S
@@ -168,17 +167,18 @@ class ServingProcesses:
         self._host, self._port = host, port
         for p in self._procs:
             await self._spawn(p)
-            self._watchers.append(asyncio.create_task(self._watch(p), name=f"serving-process-{p.index}"))
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for p in self._procs:
-            while not p.listening_event.is_set():
-                if p.proc is None or p.proc.returncode is not None:
-                    raise RuntimeError(f"serving process {p.index} exited with {p.proc.returncode if p.proc else '?'} "
-                                       "before it listened: see its log above")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"serving process {p.index} did not listen within {START_TIMEOUT_S:.0f} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(p.listening_event.wait(), 0.2)
+
+        def up(now: float) -> bool:
+            for p in self._procs:
+                if p.proc is not None and p.proc.returncode is not None:
+                    raise RuntimeError(f"serving process {p.index} exited with {p.proc.returncode} before it "
+                                       "listened: see its log above")
+            return all(p.listening for p in self._procs)
+
+        if not await self._until(up, START_TIMEOUT_S):
+            raise RuntimeError(f"the serving processes did not all listen within {START_TIMEOUT_S:.0f} s")
+        # from here on, one that dies is started again
+        self._watchers = [asyncio.create_task(self._watch(p), name=f"serving-process-{p.index}") for p in self._procs]
 
     async def _spawn(self, p: _Process) -> None:
         config = {
@@ -192,7 +192,6 @@ class ServingProcesses:
         )
         p.pid, p.listening, p.seen = p.proc.pid, False, time.monotonic()
         p.ready, p.held, p.failed = set(), set(), {}
-        p.listening_event = asyncio.Event()
         assert p.proc.stdin is not None
         p.proc.stdin.write(json.dumps(config).encode())  # the token and the key never go on a command line
         await p.proc.stdin.drain()
@@ -235,8 +234,6 @@ class ServingProcesses:
         if ready != p.ready or held != p.held or report.failed != p.failed or report.listening != p.listening:
             p.ready, p.held, p.failed, p.listening = ready, held, dict(report.failed), report.listening
             self._changed.set()
-        if p.listening:
-            p.listening_event.set()
         if report.stats:
             self.requests_by_process[p.index] = self.requests_by_process.get(p.index, 0) + sum(
                 len(v[0]) for v in report.stats.values())

@@ -71,7 +71,7 @@ class Follower:
                 spec = dataclasses.replace(spec, metadata=pinned)
                 self.deployments.forget(deployment_id)
                 try:
-                    self.deployments.create(spec)
+                    self.deployments.create(spec).stats.start_export()  # its records go to the node
                 except Exception as exc:  # noqa: BLE001 - said to the node, which fails the deployment
                     self.failed[deployment_id] = str(exc)
             return
@@ -134,23 +134,13 @@ class Follower:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _ExportingDeployments(Deployments):
-    """Every deployment's records are also kept for the node."""
-
-    def create(self, spec):
-        d = super().create(spec)
-        if not d.stats._export:
-            d.stats.start_export()
-        return d
-
-
 async def run(config: dict) -> int:
     staging = Path(config["staging"])
 
     async def fetch(uri: str) -> bytes:  # the bytes the node fetched (and checked), staged for us
         return await asyncio.to_thread((staging / staged_name(uri)).read_bytes)
 
-    deployments = _ExportingDeployments(fetch=fetch, model_roots=tuple(Path(r) for r in config["model_roots"]))
+    deployments = Deployments(fetch=fetch, model_roots=tuple(Path(r) for r in config["model_roots"]))
     follower = Follower(deployments)
     session: list[str | None] = [None]
     access = Access(config["api_key"], lambda: session[0])
